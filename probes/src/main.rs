@@ -1,0 +1,2 @@
+//! `probe`: exec probes, preStop helpers, a rollout watcher and a load client.
+fn main() {}

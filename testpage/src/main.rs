@@ -1,0 +1,90 @@
+//! The `testpage` binary: parse settings, start logging, run, map the outcome to an exit code.
+//!
+//! Exit codes: 0 graceful, 1 runtime failure, 2 invalid setting, 3 shutdown timeout expired,
+//! 128+N after a second signal N.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use testpage::config::{Args, Config};
+use testpage::lifecycle::{signal_name, Signals};
+use testpage::server::Outcome;
+
+fn main() -> ExitCode {
+    // One CPU or less (the tutorial's `cpu: 10m`) gets a single-threaded runtime: worker threads
+    // beyond the CPU quota only add memory and throttling. `available_parallelism` reads the
+    // cgroup quota.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = if cpus <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("testpage: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+
+    // Signal handlers first: as PID 1 a process has no default SIGTERM action.
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("testpage: cannot install signal handlers: {error}");
+            return ExitCode::from(1);
+        }
+    };
+
+    let config = match Config::try_from(Args::parse()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("testpage: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = testpage::telemetry::init(config.log_format) {
+        eprintln!("testpage: {error}");
+        return ExitCode::from(2);
+    }
+
+    let code = match runtime.block_on(testpage::run(config, first_signal(signals))) {
+        Ok(Outcome::Graceful) => 0,
+        Ok(Outcome::TimedOut { in_flight }) => {
+            tracing::warn!(
+                in_flight,
+                "shutdown timeout expired with requests still running"
+            );
+            3
+        }
+        Err(error) => {
+            tracing::error!(%error, "failed");
+            1
+        }
+    };
+    tracing::info!(code, "exited");
+    ExitCode::from(code)
+}
+
+/// Completes on the first SIGTERM or SIGINT, and arms the second one to exit at once: an
+/// operator pressing Ctrl-C twice, or a kubelet out of patience, must not wait for the drain.
+async fn first_signal(mut signals: Signals) {
+    let signal = signals.recv().await;
+    tracing::info!(signal = signal_name(signal), "signal");
+    tokio::spawn(async move {
+        let signal = signals.recv().await;
+        let code = 128 + signal;
+        tracing::warn!(
+            signal = signal_name(signal),
+            code,
+            "second signal; exiting now"
+        );
+        std::process::exit(code);
+    });
+}
