@@ -1,0 +1,234 @@
+//! Test harness: spawns the real `testpage` binary on 127.0.0.1:0, waits on its ready file, and
+//! talks plain HTTP/1.1 to it over std sockets so that every byte on the wire is visible.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal;
+
+/// A running testpage and its scratch directory.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub ready_file: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Builds the command with a clean environment, so nothing from the caller's shell leaks in.
+pub fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testpage"));
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.env_clear()
+        .env("READY_FILE", dir.join("ready"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    cmd
+}
+
+impl Server {
+    /// Starts testpage with `env` and waits until it is ready.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_with(env, &[], |_| {})
+    }
+
+    /// Starts testpage; `prepare` may put files in the scratch directory first.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str], prepare: impl FnOnce(&Path)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let ready_file = dir.path().join("ready");
+        let mut child = command(dir.path(), env, args).spawn().unwrap();
+        let addr = wait_ready(&mut child, &ready_file, dir.path());
+        Server {
+            child,
+            addr,
+            ready_file,
+            dir,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    pub fn request(&self, raw: &str) -> Response {
+        Conn::open(self.addr).send(raw).unwrap()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, limit)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls the ready file (what an exec readiness probe would test) and reads the bound address
+/// from it. Fails fast if the process exits instead.
+pub fn wait_ready(child: &mut Child, ready_file: &Path, dir: &Path) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready_file) {
+            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("addr=")) {
+                return addr.parse().unwrap();
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+            panic!("testpage exited before ready ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "testpage did not become ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Polls `condition` every few milliseconds until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+}
+
+/// One HTTP/1.1 connection, kept open between requests.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    pub fn send(&mut self, raw: &str) -> std::io::Result<Response> {
+        self.write(raw.as_bytes())?;
+        self.read_response(raw.starts_with("HEAD "))
+    }
+
+    pub fn read_response(&mut self, head_only: bool) -> std::io::Result<Response> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (name, value) = l.split_once(':').unwrap();
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let length: usize = response
+            .header("content-length")
+            .map_or(0, |v| v.parse().unwrap());
+        if !head_only {
+            response.body = vec![0; length];
+            self.reader.read_exact(&mut response.body)?;
+        }
+        Ok(response)
+    }
+
+    pub fn set_read_timeout(&mut self, limit: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(limit)).unwrap();
+    }
+
+    /// True when the server closes the connection (EOF or reset) within `limit`.
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        self.set_read_timeout(limit);
+        let mut byte = [0u8; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Invalid settings: exit code, one line naming the setting, no ready file left behind.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+fn run(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::command(dir.path(), env, args).spawn().unwrap();
+    let status = common::wait_exit(&mut child, Duration::from_secs(10)).expect("exits");
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    (status.code(), stderr, dir.path().join("ready").exists())
+}
+
+#[test]
+fn invalid_settings_exit_2_naming_the_setting() {
+    let cases: [(&[(&str, &str)], &[&str], &str); 6] = [
+        (&[("PORT", "abc")], &[], "PORT"),
+        (&[("DRAIN", "-1")], &[], "DRAIN"),
+        (&[("SHUTDOWN_TIMEOUT", "later")], &[], "SHUTDOWN_TIMEOUT"),
+        (&[("MESSAGE", "hello {user}")], &[], "MESSAGE"),
+        (&[("LOG_FORMAT", "yaml")], &[], "LOG_FORMAT"),
+        (&[("POD_IP", "300.1.1.1")], &[], "POD_IP"),
+    ];
+    for (env, args, setting) in cases {
+        // PORT is only read without --listen; the harness passes --listen, so drop it here.
+        let (code, stderr, ready) = if setting == "PORT" {
+            run_without_listen(env)
+        } else {
+            run(env, args)
+        };
+        assert_eq!(code, Some(2), "{setting}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{setting}: one line: {stderr}");
+        assert!(stderr.contains(setting), "{setting}: {stderr}");
+        assert!(!ready, "{setting}: no ready file");
+    }
+}
+
+fn run_without_listen(env: &[(&str, &str)]) -> (Option<i32>, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_testpage"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("READY_FILE", dir.path().join("ready"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_exit(&mut child, Duration::from_secs(10)).expect("exits");
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stderr).unwrap(),
+        dir.path().join("ready").exists(),
+    )
+}
+
+#[test]
+fn unwritable_ready_file_directory_exits_1() {
+    let (code, stderr, _) = run(&[("READY_FILE", "/proc/no-such-dir/ready")], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("READY_FILE"), "{stderr}");
+    assert!(!std::path::Path::new("/proc/no-such-dir/ready").exists());
+}
+
+#[test]
+fn port_in_use_exits_1_and_leaves_no_ready_file() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr, ready) = run(&[], &["--listen", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(!ready);
+}

@@ -1,0 +1,143 @@
+//! Routes, headers and the page, against the real binary.
+#![allow(missing_docs)]
+
+mod common;
+
+use common::Server;
+
+const POD: [(&str, &str); 3] = [
+    ("VERSION", "0.5"),
+    ("POD_IP", "172.1.62.11"),
+    ("POD_NAME", "testpage-7d9f-abcde"),
+];
+
+#[test]
+fn page_is_the_tutorials_byte_for_byte() {
+    let server = Server::start(&POD);
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"I am: 172.1.62.11, the version is: 0.5\n");
+    assert_eq!(r.header("content-length"), Some("39"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+}
+
+#[test]
+fn head_has_exact_length_and_no_body() {
+    let server = Server::start(&POD);
+    let mut conn = common::Conn::open(server.addr);
+    let head = conn.send("HEAD / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("39"));
+    // The next response on the same connection starts right away: no body bytes were sent.
+    let next = conn.get("/healthz").unwrap();
+    assert_eq!((next.status, next.text().as_str()), (200, "ok\n"));
+}
+
+#[test]
+fn identity_headers_on_every_response() {
+    let server = Server::start(&POD);
+    for path in ["/", "/healthz", "/readyz", "/info", "/nope", "/delay/x"] {
+        let r = server.get(path);
+        assert_eq!(r.header("x-version"), Some("0.5"), "{path}");
+        assert_eq!(r.header("x-pod"), Some("testpage-7d9f-abcde"), "{path}");
+        assert_eq!(r.header("x-pod-ip"), Some("172.1.62.11"), "{path}");
+    }
+}
+
+#[test]
+fn x_pod_falls_back_to_hostname() {
+    let server = Server::start(&[("VERSION", "1")]);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(server.get("/").header("x-pod"), Some(hostname.trim()));
+}
+
+#[test]
+fn health_readiness_and_aliases() {
+    let server = Server::start(&POD);
+    for (path, status, body) in [
+        ("/healthz", 200, "ok\n"),
+        ("/livez", 200, "ok\n"),
+        ("/readyz", 200, "ready\n"),
+        ("/healthy.html", 200, "ready\n"),
+        ("/missing", 404, "not found\n"),
+        ("/index.html", 404, "not found\n"),
+    ] {
+        let r = server.get(path);
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{path}");
+    }
+    let post = server.request("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn info_json_and_accept_negotiation() {
+    let server = Server::start(&[
+        ("VERSION", "0.9"),
+        ("POD_IP", "10.1.2.3"),
+        ("POD_NAME", "p"),
+        ("POD_NAMESPACE", "ns"),
+        ("NODE_NAME", "n1"),
+        ("COLOR", "blue"),
+    ]);
+    let r = server.get("/info");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let info: testpage::pod_info::Info = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(info.ip, "10.1.2.3");
+    assert_eq!(info.version, "0.9");
+    assert_eq!(info.pod.as_deref(), Some("p"));
+    assert_eq!(info.namespace.as_deref(), Some("ns"));
+    assert_eq!(info.node.as_deref(), Some("n1"));
+    assert_eq!(info.color.as_deref(), Some("blue"));
+    assert_eq!(info.state, "serving");
+    assert!(info.started_at.ends_with('Z'), "{}", info.started_at);
+
+    let r = server.request(
+        "GET / HTTP/1.1\r\nHost: t\r\nAccept: text/html, application/json;q=0.9\r\nConnection: close\r\n\r\n",
+    );
+    let json: testpage::pod_info::Info = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(json.version, "0.9");
+}
+
+#[test]
+fn message_template_fields() {
+    let server = Server::start(&[
+        ("VERSION", "2"),
+        ("POD_IP", "10.0.0.7"),
+        ("COLOR", "green"),
+        ("MESSAGE", "This is version {version}. ({color} {ip})"),
+    ]);
+    assert_eq!(
+        server.get("/").text(),
+        "This is version 2. (green 10.0.0.7)\n"
+    );
+}
+
+#[test]
+fn ip_is_discovered_when_pod_ip_is_unset() {
+    // No POD_IP and an interface that does not exist: the default-route or first non-loopback
+    // address is reported, and it is one of this host's addresses.
+    let server = Server::start(&[("VERSION", "1"), ("INTERFACE", "nonexistent0")]);
+    let page = server.get("/").text();
+    let ip = page
+        .strip_prefix("I am: ")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap();
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    assert!(
+        std::net::TcpListener::bind((ip, 0)).is_ok(),
+        "{ip} is not a local address"
+    );
+}
+
+#[test]
+fn delay_waits_then_answers_the_page() {
+    let server = Server::start(&POD);
+    let started = std::time::Instant::now();
+    let r = server.get("/delay/300ms");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(r.text(), "I am: 172.1.62.11, the version is: 0.5\n");
+    for bad in ["/delay/-1", "/delay/fast", "/delay/"] {
+        assert_eq!(server.get(bad).status, 400, "{bad}");
+    }
+}
