@@ -1,5 +1,5 @@
 //! Invalid settings: exit code, one line naming the setting, no ready file left behind.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Ready file, signals and the graceful drain, against the real binary.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

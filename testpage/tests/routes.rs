@@ -1,5 +1,5 @@
 //! Routes, headers and the page, against the real binary.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
