@@ -1,0 +1,13 @@
+//! probe: the toolkit that ships next to `/testpage` in every image.
+//!
+//! # Layout
+//!
+//! - [`client`] — a small HTTP/1.1 client, and reading version and pod from an answer.
+//! - [`pod`] — in-pod commands: exec probes (`http`, `tcp`, `file`) and preStop (`drain`).
+//! - [`watch`] — `probe watch`, the readable rollout watcher.
+//! - [`load`] — `probe load`, the fortio-style load client.
+
+pub mod client;
+pub mod load;
+pub mod pod;
+pub mod watch;

@@ -1,0 +1,308 @@
+//! `probe watch`: the tutorials' `while true; do curl ...; sleep 1; done`, made readable.
+//!
+//! One request per interval, each on a new connection as `curl` would make, so that a Service
+//! spreads them over its pods. One line per answer; a marker when a version or pod appears or
+//! goes away; on a terminal, coloured versions and a live split of the recent answers; a summary
+//! at the end (Ctrl-C or `--count`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use serde::Serialize;
+
+use crate::client::{self, Target};
+
+/// Answers the live split and the "gone" markers look back over.
+const WINDOW: usize = 20;
+
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Colours and a live split line (a terminal).
+    Terminal,
+    /// Plain lines (a pipe or a file).
+    Plain,
+    /// One JSON object per answer, then a summary object.
+    Json,
+}
+
+/// Settings of a watch.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to send requests.
+    pub target: Target,
+    /// Time between requests.
+    pub interval: Duration,
+    /// Stop after this many requests.
+    pub count: Option<u64>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Output mode.
+    pub output: Output,
+}
+
+/// One request's result, as a JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// Local time the request was sent, RFC 3339.
+    pub time: String,
+    /// HTTP status, or null on a connection error.
+    pub status: Option<u16>,
+    /// The answering version.
+    pub version: Option<String>,
+    /// The answering pod's IP.
+    pub pod_ip: Option<String>,
+    /// Round trip in milliseconds.
+    pub latency_ms: f64,
+    /// The connection error, if any.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Seen {
+    answers: u64,
+    first_seen: String,
+    last_seen: String,
+}
+
+/// What a watch saw, printed at the end.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Summary {
+    /// Requests sent.
+    pub requests: u64,
+    /// Answers with a status below 500.
+    pub ok: u64,
+    versions: BTreeMap<String, Seen>,
+    pods: BTreeMap<String, Seen>,
+    failures: Vec<Observation>,
+}
+
+/// Runs the watch until `--count` or Ctrl-C, and returns its summary.
+pub async fn run(settings: Settings) -> Summary {
+    let mut tracker = Tracker::new(settings.output);
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    while settings.count.is_none_or(|n| tracker.summary.requests < n) {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = ticker.tick() => {}
+        }
+        let time = Local::now();
+        let result = client::get_once(&settings.target, &[], settings.timeout).await;
+        let observation = match result {
+            Ok(answer) => Observation {
+                time: stamp(time),
+                status: Some(answer.status),
+                version: answer.version,
+                pod_ip: answer.pod_ip.or(answer.pod),
+                latency_ms: answer.latency.as_secs_f64() * 1e3,
+                error: None,
+            },
+            Err(e) => Observation {
+                time: stamp(time),
+                status: None,
+                version: None,
+                pod_ip: None,
+                latency_ms: (Local::now() - time).num_microseconds().unwrap_or(0) as f64 / 1e3,
+                error: Some(e.to_string()),
+            },
+        };
+        tracker.record(time, observation);
+    }
+    tracker.finish();
+    tracker.summary
+}
+
+fn stamp(time: DateTime<Local>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// Keeps the counts and prints as answers come in.
+struct Tracker {
+    output: Output,
+    summary: Summary,
+    recent: VecDeque<(Option<String>, Option<String>)>,
+    palette: Vec<String>,
+    split_shown: bool,
+}
+
+impl Tracker {
+    fn new(output: Output) -> Self {
+        Tracker {
+            output,
+            summary: Summary::default(),
+            recent: VecDeque::new(),
+            palette: Vec::new(),
+            split_shown: false,
+        }
+    }
+
+    fn record(&mut self, time: DateTime<Local>, obs: Observation) {
+        let clock = time.format("%H:%M:%S%.3f").to_string();
+        self.summary.requests += 1;
+        let mut markers = Vec::new();
+        if obs.status.is_some_and(|s| s < 500) {
+            self.summary.ok += 1;
+        } else {
+            self.summary.failures.push(obs.clone());
+        }
+        if let Some(version) = &obs.version {
+            if !self.summary.versions.contains_key(version) {
+                markers.push(format!("new version {version}"));
+                self.palette.push(version.clone());
+            }
+            note(&mut self.summary.versions, version, &clock);
+        }
+        if let Some(pod) = &obs.pod_ip {
+            if !self.summary.pods.contains_key(pod) {
+                let version = obs.version.as_deref().unwrap_or("?");
+                markers.push(format!("new pod {pod} ({version})"));
+            }
+            note(&mut self.summary.pods, pod, &clock);
+        }
+        let before = self.window_sets();
+        self.recent
+            .push_back((obs.version.clone(), obs.pod_ip.clone()));
+        let window = WINDOW.max(self.window_sets().1.len() * 6);
+        while self.recent.len() > window {
+            self.recent.pop_front();
+        }
+        if self.recent.len() == window {
+            let after = self.window_sets();
+            for gone in before.0.iter().filter(|v| !after.0.contains(v)) {
+                markers.push(format!(
+                    "version {gone} gone: not in the last {window} answers"
+                ));
+            }
+            for gone in before.1.iter().filter(|p| !after.1.contains(p)) {
+                markers.push(format!("pod {gone} gone: not in the last {window} answers"));
+            }
+        }
+        self.print(&clock, &obs, &markers);
+    }
+
+    fn window_sets(&self) -> (Vec<String>, Vec<String>) {
+        let mut versions: Vec<String> = self.recent.iter().filter_map(|r| r.0.clone()).collect();
+        let mut pods: Vec<String> = self.recent.iter().filter_map(|r| r.1.clone()).collect();
+        versions.sort();
+        versions.dedup();
+        pods.sort();
+        pods.dedup();
+        (versions, pods)
+    }
+
+    fn paint(&self, version: &str) -> String {
+        const COLOURS: [&str; 6] = ["32", "36", "33", "35", "34", "92"];
+        if self.output != Output::Terminal {
+            return version.to_owned();
+        }
+        let index = self.palette.iter().position(|v| v == version).unwrap_or(0);
+        format!("\x1b[1;{}m{version}\x1b[0m", COLOURS[index % COLOURS.len()])
+    }
+
+    fn print(&mut self, clock: &str, obs: &Observation, markers: &[String]) {
+        let mut out = std::io::stdout().lock();
+        if self.output == Output::Json {
+            let _ = writeln!(out, "{}", serde_json::to_string(obs).unwrap_or_default());
+            return;
+        }
+        if self.split_shown {
+            let _ = write!(out, "\r\x1b[2K");
+        }
+        for marker in markers {
+            let _ = writeln!(out, "── {marker}");
+        }
+        let line = match (&obs.status, &obs.error) {
+            (Some(status), _) => format!(
+                "{clock}  {status}  {:<8} {:<16} {:>7.1}ms",
+                self.paint(obs.version.as_deref().unwrap_or("?")),
+                obs.pod_ip.as_deref().unwrap_or("?"),
+                obs.latency_ms
+            ),
+            (None, error) => format!("{clock}  ERR  {}", error.as_deref().unwrap_or("")),
+        };
+        let _ = writeln!(out, "{line}");
+        if self.output == Output::Terminal {
+            let _ = write!(out, "{}", self.split());
+            self.split_shown = true;
+        }
+        let _ = out.flush();
+    }
+
+    /// `0.8 ██████ 60%  0.9 ████ 40%` over the recent answers.
+    fn split(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (version, _) in &self.recent {
+            *counts
+                .entry(version.as_deref().unwrap_or("error"))
+                .or_default() += 1;
+        }
+        let total = self.recent.len().max(1);
+        counts
+            .iter()
+            .map(|(version, n)| {
+                let bar = "█".repeat((n * 10).div_ceil(total));
+                format!("{} {bar} {}%", self.paint(version), n * 100 / total)
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    }
+
+    fn finish(&mut self) {
+        let summary = &self.summary;
+        let mut out = std::io::stdout().lock();
+        if self.output == Output::Json {
+            let line = serde_json::json!({ "summary": summary });
+            let _ = writeln!(out, "{line}");
+            return;
+        }
+        if self.split_shown {
+            let _ = write!(out, "\r\x1b[2K");
+        }
+        let failed = summary.requests - summary.ok;
+        let _ = writeln!(
+            out,
+            "── summary: {} requests, {} ok, {failed} failed",
+            summary.requests, summary.ok
+        );
+        for (title, table) in [("version", &summary.versions), ("pod", &summary.pods)] {
+            let _ = writeln!(
+                out,
+                "{title:<18} {:>8} {:>7}  first seen    last seen",
+                "answers", "share"
+            );
+            for (name, seen) in table {
+                let share = seen.answers as f64 * 100.0 / summary.requests.max(1) as f64;
+                let _ = writeln!(
+                    out,
+                    "{name:<18} {:>8} {share:>6.1}%  {}  {}",
+                    seen.answers, seen.first_seen, seen.last_seen
+                );
+            }
+        }
+        if !summary.failures.is_empty() {
+            let _ = writeln!(out, "failures:");
+            for f in &summary.failures {
+                let what = f
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("status {}", f.status.unwrap_or(0)));
+                let _ = writeln!(out, "  {}  {what}", f.time);
+            }
+        }
+    }
+}
+
+fn note(table: &mut BTreeMap<String, Seen>, key: &str, clock: &str) {
+    let seen = table.entry(key.to_owned()).or_insert_with(|| Seen {
+        answers: 0,
+        first_seen: clock.to_owned(),
+        last_seen: clock.to_owned(),
+    });
+    seen.answers += 1;
+    seen.last_seen = clock.to_owned();
+}
