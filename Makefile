@@ -7,10 +7,15 @@ SHELL          := bash
 CARGO          ?= cargo
 REQUIRE_DOCKER ?= 0
 PORT           ?= 8080
-VERSION        ?= dev
 ARCH           ?= $(shell uname -m | sed 's/arm64/aarch64/')
+REGISTRY       ?=
+NAME           ?= testpage
+VENV           := .venv
+PY             := $(VENV)/bin/python
+KIND_CLUSTER   ?= kind
+K3D_CLUSTER    ?= k3s-default
 
-export REQUIRE_DOCKER
+export REQUIRE_DOCKER REGISTRY
 
 ##@ Everyday
 
@@ -20,18 +25,19 @@ help: ## List the targets
 
 .PHONY: run
 run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and exits)
-	$(CARGO) run --release --locked -p testpage -- --port $(PORT) --app-version $(VERSION)
+	$(CARGO) run --release --locked -p testpage -- --port $(PORT)
 
 .PHONY: test
-test: lint unit ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
+test: lint unit test-images ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
-lint: ## Format check and clippy with warnings denied
+lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(VENV)/bin/hadolint images/Dockerfile images/Dockerfile.build
 
 .PHONY: unit
-unit: ## Unit and integration tests (spawn the real binaries)
+unit: ## Unit and integration tests (they spawn the real binaries)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
 	else \
@@ -43,12 +49,66 @@ unit: ## Unit and integration tests (spawn the real binaries)
 doc: ## API docs, warnings denied
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-##@ Build
+$(VENV)/.done: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+##@ Build and images
 
 .PHONY: build
 build: ## Static release binaries in target/dist/ARCH/ (ARCH=x86_64 or aarch64)
+	@[ "$(ARCH)" = "$$(uname -m)" ] || scripts/deps.sh aarch64-linux-gnu-gcc
 	images/build-binaries.sh $(ARCH)
 
+.PHONY: images
+images: build ## Build every image variant (images/variants.tsv) for ARCH
+	images/build-images.sh --arch $(ARCH)
+
+.PHONY: image
+image: build ## Build one image: make image NAME=testpage VERSION=0.9
+	images/build-images.sh --arch $(ARCH) $(NAME) $(VERSION)
+
+.PHONY: images-arm64
+images-arm64: ## Build every variant for linux/arm64 (tags end in -arm64)
+	$(MAKE) images ARCH=aarch64
+
+.PHONY: images-multiarch
+images-multiarch: ## Build and push amd64+arm64 manifest lists with buildx (needs REGISTRY)
+	@docker buildx version >/dev/null 2>&1 || { echo "images-multiarch needs docker buildx"; exit 1; }
+	@[ -n "$(REGISTRY)" ] || { echo "set REGISTRY, e.g. REGISTRY=docker.io/you/"; exit 1; }
+	images/build-multiarch.sh
+
+.PHONY: push
+push: ## Push every variant to REGISTRY (multi-arch where buildx exists)
+	@[ -n "$(REGISTRY)" ] || { echo "set REGISTRY, e.g. REGISTRY=docker.io/you/"; exit 1; }
+	@if docker buildx version >/dev/null 2>&1; then images/build-multiarch.sh; \
+	else $(MAKE) images && for ref in $$(images/build-images.sh --list); do docker push "$$ref"; done; fi
+
+.PHONY: kind-load
+kind-load: ## Load every built tag into kind (KIND_CLUSTER=kind)
+	kind load docker-image --name $(KIND_CLUSTER) $$(images/build-images.sh --list)
+
+.PHONY: minikube-load
+minikube-load: ## Load every built tag into minikube
+	for ref in $$(images/build-images.sh --list); do minikube image load "$$ref"; done
+
+.PHONY: k3d-load
+k3d-load: ## Load every built tag into k3d (K3D_CLUSTER=k3s-default)
+	k3d image import --cluster $(K3D_CLUSTER) $$(images/build-images.sh --list)
+
+.PHONY: test-images
+test-images: $(VENV)/.done ## Build the images and test them in real containers (Docker)
+	@scripts/deps.sh docker qemu-aarch64-static aarch64-linux-gnu-gcc
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
+		$(MAKE) images && $(MAKE) build ARCH=aarch64; \
+	elif [ "$(REQUIRE_DOCKER)" = 1 ]; then echo "test-images: Docker is required (REQUIRE_DOCKER=1)"; exit 1; \
+	else echo "test-images: skipped: no Docker engine"; fi
+	$(PY) -m pytest -q images/tests
+
+##@ Housekeeping
+
 .PHONY: clean
-clean: ## Remove build output
+clean: ## Remove build output and the Python venv
 	$(CARGO) clean
+	rm -rf $(VENV)

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds image variants from the static binaries in target/dist/<arch>/ (see `make build`).
+#
+#   images/build-images.sh [--arch x86_64|aarch64] [NAME [VERSION]]
+#
+# Without NAME, every row of images/variants.tsv. With NAME and VERSION, that name's defaults
+# (port, message, colour) with that version, tagged NAME:VERSION, whether or not the table lists
+# it. REGISTRY (e.g. `dean/`) prefixes every name. arm64 images get a `-arm64` tag suffix locally
+# (a local image store holds one platform per tag); `make images-multiarch` publishes a manifest
+# list under the plain tag.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch=$(uname -m)
+list=0
+if [ "${1:-}" = --list ]; then list=1; shift; fi
+if [ "${1:-}" = --arch ]; then arch=$2; shift 2; fi
+arch=${arch/arm64/aarch64}
+want_name=${1:-}
+want_version=${2:-}
+registry=${REGISTRY:-}
+case "$arch" in
+  x86_64) platform=linux/amd64; suffix= ;;
+  aarch64) platform=linux/arm64; suffix=-arm64 ;;
+  *) echo "images: unsupported arch $arch" >&2; exit 2 ;;
+esac
+[ "$arch" = "$(uname -m)" ] && suffix=
+
+if [ "$list" = 1 ]; then # print the references `make images` builds, one per line
+  grep -v '^#' images/variants.tsv | awk -F '\t' -v r="$registry" -v s="$suffix" 'NF { print r $1 ":" $2 s }'
+  exit 0
+fi
+
+dist=target/dist/$arch
+for bin in testpage probe; do
+  [ -x "$dist/$bin" ] || { echo "images: $dist/$bin missing: run 'make build ARCH=$arch'" >&2; exit 1; }
+done
+command -v docker >/dev/null || { echo "images: docker not found" >&2; exit 1; }
+
+# A minimal build context: the two binaries and an empty tmp/ for the ready file.
+context=target/image-context/$arch
+rm -rf "$context"
+mkdir -p "$context/tmp"
+cp "$dist/testpage" "$dist/probe" "$context/"
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+# The classic builder caches metadata-only steps without their platform; a foreign-arch build
+# must not reuse the native ones.
+cache=()
+[ -n "$suffix" ] && cache=(--no-cache)
+log=$context.log
+
+build() { # name tag version port message color
+  local ref="$registry$1:$2$suffix"
+  local message=$5 color=$6
+  [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
+  [ "$color" = - ] && color=
+  if ! docker build --quiet "${cache[@]}" --platform "$platform" -f images/Dockerfile \
+      --build-arg "VERSION=$3" --build-arg "PORT=$4" --build-arg "MESSAGE=$message" \
+      --build-arg "COLOR=$color" --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
+      -t "$ref" "$context" >"$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
+  fi
+  printf 'images: %-32s %s\n' "$ref" "$(docker image inspect -f '{{.Size}}' "$ref") bytes"
+}
+
+built=0
+while IFS=$'\t' read -r name tag version port message color _; do
+  case "$name" in ''|'#'*) continue ;; esac
+  [ -n "$want_name" ] && [ "$name" != "$want_name" ] && continue
+  if [ -n "$want_version" ]; then
+    [ "$built" -gt 0 ] && break
+    tag=$want_version version=$want_version
+  fi
+  build "$name" "$tag" "$version" "$port" "$message" "$color"
+  built=$((built + 1))
+done < images/variants.tsv
+[ "$built" -gt 0 ] || { echo "images: no variant named '$want_name' in images/variants.tsv" >&2; exit 2; }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds every variant for linux/amd64 and linux/arm64 with buildx and pushes a manifest list per
+# tag to REGISTRY. Compiles inside images/Dockerfile.build, so it needs no Rust on the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${REGISTRY:?set REGISTRY, e.g. docker.io/you/}"
+platforms=${PLATFORMS:-linux/amd64,linux/arm64}
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+while IFS=$'\t' read -r name tag version port message color _; do
+  case "$name" in ''|'#'*) continue ;; esac
+  [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
+  [ "$color" = - ] && color=
+  docker buildx build --platform "$platforms" -f images/Dockerfile.build \
+    --build-arg "VERSION=$version" --build-arg "PORT=$port" --build-arg "MESSAGE=$message" \
+    --build-arg "COLOR=$color" --build-arg "TITLE=$name" --build-arg "REVISION=$revision" \
+    -t "$REGISTRY$name:$tag" --push .
+done < images/variants.tsv

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Makes sure the tools a workflow needs are here, installing Debian packages when it can.
+#
+#   scripts/deps.sh TOOL...      e.g. scripts/deps.sh docker haproxy qemu-aarch64-static
+#
+# A tool that is still missing afterwards is an error under REQUIRE_DOCKER=1 (CI), and a
+# warning otherwise: the checks that need it then skip, saying why.
+set -uo pipefail
+
+package_of() {
+  case "$1" in
+    haproxy) echo haproxy ;;
+    nginx) echo nginx-light ;;
+    qemu-aarch64-static) echo qemu-user-static ;;
+    aarch64-linux-gnu-gcc) echo gcc-aarch64-linux-gnu ;;
+    wrk) echo wrk ;;
+    taskset) echo util-linux ;;
+    go) echo golang-go ;;
+    *) echo "" ;;
+  esac
+}
+
+missing=()
+for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+packages=()
+for tool in "${missing[@]}"; do
+  pkg=$(package_of "$tool")
+  [ -n "$pkg" ] && packages+=("$pkg")
+done
+if [ ${#packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo="sudo -n"
+  echo "deps: installing ${packages[*]}"
+  if ! { $sudo apt-get install -y --no-install-recommends "${packages[@]}" >/dev/null 2>&1 ||
+         { $sudo apt-get update >/dev/null 2>&1 &&
+           $sudo apt-get install -y --no-install-recommends "${packages[@]}" >/dev/null 2>&1; }; }; then
+    echo "deps: could not install ${packages[*]}"
+  fi
+fi
+
+still=()
+for tool in "${missing[@]}"; do command -v "$tool" >/dev/null 2>&1 || still+=("$tool"); done
+[ ${#still[@]} -eq 0 ] && exit 0
+if [ "${REQUIRE_DOCKER:-0}" = 1 ]; then
+  echo "deps: REQUIRED tools missing: ${still[*]}" >&2
+  exit 1
+fi
+echo "deps: missing ${still[*]}; the checks that need them will be skipped" >&2
+exit 0
