@@ -28,7 +28,7 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 	$(CARGO) run --release --locked -p testpage -- --port $(PORT)
 
 .PHONY: test
-test: lint unit test-images ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
+test: lint unit test-images validate ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
 lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint
@@ -105,6 +105,40 @@ test-images: $(VENV)/.done ## Build the images and test them in real containers 
 	elif [ "$(REQUIRE_DOCKER)" = 1 ]; then echo "test-images: Docker is required (REQUIRE_DOCKER=1)"; exit 1; \
 	else echo "test-images: skipped: no Docker engine"; fi
 	$(PY) -m pytest -q images/tests
+
+##@ Kubernetes experiments (k8s/; against the current kubectl context)
+
+EXP ?= 000-rolling-update
+
+.PHONY: validate
+validate: $(VENV)/.done ## Validate every manifest offline (schemas 1.30-1.37, CRDs, project rules)
+	@command -v kubectl >/dev/null || { echo "validate: kubectl is required (kustomize rendering)"; exit 1; }
+	$(PY) k8s/validate.py
+	$(PY) -m pytest -q k8s/tests
+
+.PHONY: deploy
+deploy: ## Apply an experiment: make deploy EXP=000-rolling-update
+	kubectl apply -k k8s/$(EXP)
+
+.PHONY: upgrade
+upgrade: ## Roll an experiment to another version: make upgrade EXP=000-rolling-update TO=0.9
+	scripts/k8s.sh upgrade $(EXP) $(TO)
+
+.PHONY: rollback
+rollback: ## Undo the last rollout of an experiment's Deployment(s)
+	scripts/k8s.sh rollback $(EXP)
+
+.PHONY: status
+status: ## Show an experiment's pods and rollout status
+	scripts/k8s.sh status $(EXP)
+
+.PHONY: watch
+watch: ## probe watch the experiment's NodePort (URL= to override)
+	scripts/k8s.sh watch $(EXP) $(URL)
+
+.PHONY: undeploy
+undeploy: ## Delete an experiment's objects
+	kubectl delete -k k8s/$(EXP) --ignore-not-found
 
 ##@ Housekeeping
 

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Offline validation of every manifest under k8s/.
+
+Each folder is rendered with `kubectl kustomize`, and every YAML file is also read on its own (the
+alternative files, such as deployment-0.9.yaml, are applied by hand). Every object is validated
+strictly against the Kubernetes schemas of several minor versions, or, for Gateway API, Istio and
+Traefik kinds, against their CRD schemas in ../shared/crds (made strict: unknown fields fail).
+Then the project's rules: see RULES below.
+
+    python k8s/validate.py [ROOT]      # exit 1 with one line per problem
+"""
+
+import functools
+import pathlib
+import re
+import subprocess
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+PROJECT = HERE.parent
+CRDS = PROJECT.parent / "shared" / "crds"
+K8S_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
+CRD_GROUPS = {"gateway.networking.k8s.io", "networking.istio.io", "traefik.io"}
+REMOVED_API_VERSIONS = {
+    "extensions/v1beta1", "apps/v1beta1", "apps/v1beta2", "networking.k8s.io/v1beta1",
+    "policy/v1beta1", "batch/v1beta1", "autoscaling/v2beta1", "autoscaling/v2beta2",
+    "config.istio.io/v1alpha2", "traefik.containo.us/v1alpha1",
+}
+AS_WRITTEN = "testpage.dev/as-written"
+DEFAULT_DRAIN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_GRACE = 5.0, 10.0, 30.0
+
+RULES = """
+- no removed apiVersions
+- a Deployment's selector matches its template's labels
+- a Deployment updated in place (its name carries no -vN) does not select on `version`
+- nodePort within 30000-32767
+- every container has readiness and liveness probes, unless the Deployment is marked as-written
+- terminationGracePeriodSeconds >= preStop sleep + DRAIN + SHUTDOWN_TIMEOUT
+- images are ours, with a tag `make images` builds (images/variants.tsv)
+- the container port is the port the image listens on (PORT, else the variant's default)
+- every named port a Service or probe refers to exists on the container
+- every env var set is one testpage reads
+"""
+
+
+def duration(text):
+    """testpage's duration syntax: 500ms, 10s, 1m, or bare seconds."""
+    text = str(text).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text)
+    if not match:
+        raise ValueError(f"bad duration {text!r}")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+@functools.lru_cache(maxsize=None)
+def variants():
+    """(name, tag) -> default port, from images/variants.tsv."""
+    table = {}
+    for line in (PROJECT / "images" / "variants.tsv").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, tag, _version, port, *_ = line.split("\t")
+            table[(name, tag)] = int(port)
+    return table
+
+
+@functools.lru_cache(maxsize=None)
+def testpage_env():
+    """The variables testpage reads: every `env = "..."` in its config, and RUST_LOG."""
+    source = (PROJECT / "testpage" / "src" / "config.rs").read_text()
+    return frozenset(re.findall(r'env = "([A-Z_]+)"', source)) | {"RUST_LOG"}
+
+
+def strict(schema):
+    """Copies a CRD schema so that unknown fields fail, as `kubectl apply --validate=strict` would."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def crd_schemas():
+    """(apiVersion, kind) -> strict schema, from every CRD file in ../shared/crds."""
+    if not CRDS.is_dir():
+        raise SystemExit(f"validate: CRD schemas not found at {CRDS}")
+    schemas = {}
+    for path in sorted(CRDS.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
+            for version in doc["spec"]["versions"]:
+                schema = version.get("schema", {}).get("openAPIV3Schema")
+                if schema:
+                    schemas[(f"{group}/{version['name']}", kind)] = strict(schema)
+    return schemas
+
+
+def schema_problems(obj):
+    return list(_schema_problems(yaml.safe_dump(obj, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_problems(dumped):
+    obj = yaml.safe_load(dumped)
+    api, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    group = api.split("/")[0] if "/" in api else ""
+    if group in CRD_GROUPS:
+        schema = crd_schemas().get((api, kind))
+        if schema is None:
+            return (f"{api} {kind}: no CRD schema for this kind and version",)
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        envelope = ("apiVersion", "kind", "metadata")
+        validator = jsonschema.Draft7Validator({
+            **schema,
+            "properties": {k: v for k, v in schema.get("properties", {}).items() if k not in envelope},
+            "required": [k for k in schema.get("required", []) if k not in envelope],
+        })
+        return tuple(
+            f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+            for e in validator.iter_errors(body)
+        )
+    problems = []
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{api} {kind}: unknown kind in Kubernetes {version}")
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(map(str, error.path)) or "(root)"
+            problems.append(f"Kubernetes {version}: {path}: {error.message}")
+    return tuple(sorted(set(problems)))
+
+
+def pod_templates(obj):
+    if obj.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        yield obj["spec"]["template"]
+    elif obj.get("kind") == "Pod":
+        yield obj
+
+
+def prestop_seconds(container):
+    pre = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in pre:
+        return float(pre["sleep"]["seconds"])
+    command = (pre.get("exec") or {}).get("command") or []
+    if command[:2] == ["/probe", "drain"]:
+        sleep = command[command.index("--sleep") + 1] if "--sleep" in command else "5s"
+        return duration(sleep)
+    if command[:2] == ["/probe", "sleep"]:
+        return duration(command[2])
+    return 0.0
+
+
+def rule_problems(obj, objects):
+    problems = []
+    kind, api = obj.get("kind"), obj.get("apiVersion")
+    meta = obj.get("metadata") or {}
+    if api in REMOVED_API_VERSIONS:
+        problems.append(f"apiVersion {api} has been removed")
+    if kind == "Service":
+        for port in obj.get("spec", {}).get("ports", []):
+            node_port = port.get("nodePort")
+            if node_port is not None and not 30000 <= node_port <= 32767:
+                problems.append(f"nodePort {node_port} outside 30000-32767")
+            target = port.get("targetPort")
+            if isinstance(target, str):
+                problems += service_target_problems(obj, target, objects)
+    if kind == "Deployment":
+        selector = obj["spec"].get("selector", {}).get("matchLabels", {})
+        labels = obj["spec"]["template"].get("metadata", {}).get("labels", {})
+        for key, value in selector.items():
+            if labels.get(key) != value:
+                problems.append(f"selector {key}={value} does not match the template labels")
+        if "version" in selector and not re.search(r"-v\d", meta.get("name", "")):
+            problems.append("selects on `version` but is updated in place: a new version would orphan its pods")
+    for template in pod_templates(obj):
+        problems += pod_problems(obj, template)
+    return problems
+
+
+def service_target_problems(service, target, objects):
+    selector = service["spec"].get("selector") or {}
+    namespace = (service.get("metadata") or {}).get("namespace")
+    problems = []
+    for other in objects:
+        if (other.get("metadata") or {}).get("namespace") != namespace:
+            continue
+        for template in pod_templates(other):
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            if selector and all(labels.get(k) == v for k, v in selector.items()):
+                names = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
+                if target not in names:
+                    problems.append(f"targetPort {target!r} is not a port of {other['metadata']['name']}")
+    return problems
+
+
+def pod_problems(owner, template):
+    problems = []
+    spec = template["spec"]
+    marked = AS_WRITTEN in ((owner.get("metadata") or {}).get("annotations") or {})
+    grace = float(spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE))
+    for container in spec.get("containers", []):
+        name = container.get("name")
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        for var in env:
+            if var not in testpage_env():
+                problems.append(f"container {name}: env {var} is not a setting testpage reads")
+        if not marked:
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in container:
+                    problems.append(f"container {name}: no {probe} (mark as-written variants with {AS_WRITTEN})")
+        port_names = {p.get("name") for p in container.get("ports", [])}
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            for handler in ("httpGet", "tcpSocket"):
+                port = ((container.get(probe) or {}).get(handler) or {}).get("port")
+                if isinstance(port, str) and port not in port_names:
+                    problems.append(f"container {name}: {probe} port {port!r} is not a container port")
+        image = container.get("image", "")
+        repo, _, tag = image.rpartition(":")
+        if (repo, tag) not in variants():
+            problems.append(f"container {name}: image {image} is not one `make images` builds")
+        else:
+            listens = int(env.get("PORT") or variants()[(repo, tag)])
+            ports = [p["containerPort"] for p in container.get("ports", [])]
+            if ports and listens not in ports:
+                problems.append(f"container {name}: listens on {listens}, declares {ports}")
+        try:
+            needed = (
+                prestop_seconds(container)
+                + duration(env.get("DRAIN") or DEFAULT_DRAIN)
+                + duration(env.get("SHUTDOWN_TIMEOUT") or DEFAULT_SHUTDOWN_TIMEOUT)
+            )
+        except ValueError as error:
+            problems.append(f"container {name}: {error}")
+            continue
+        if grace < needed:
+            problems.append(
+                f"container {name}: terminationGracePeriodSeconds {grace:g} < preStop + DRAIN + "
+                f"SHUTDOWN_TIMEOUT = {needed:g}"
+            )
+    return problems
+
+
+def load(text, origin):
+    return [(doc, origin) for doc in yaml.safe_load_all(text) if doc]
+
+
+def validate_tree(root):
+    """Returns one line per problem found under root."""
+    root = pathlib.Path(root)
+    sources = []
+    folders = sorted(p.parent for p in root.rglob("kustomization.yaml"))
+    if not folders:
+        return [f"{root}: no kustomization.yaml found"]
+    problems = []
+    for folder in folders:
+        render = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
+        if render.returncode:
+            problems.append(f"{folder.relative_to(root)}: kubectl kustomize: {render.stderr.strip()}")
+            continue
+        rendered = load(render.stdout, f"{folder.relative_to(root)} (kustomize)")
+        sources.append(rendered)
+        for path in sorted(folder.glob("*.yaml")):
+            if path.name != "kustomization.yaml":
+                # Alternative files are applied on their own, next to the folder's objects.
+                own = load(path.read_text(), str(path.relative_to(root)))
+                sources.append(own + [(d, o) for d, o in rendered])
+    seen = set()
+    for group in sources:
+        objects = [doc for doc, _ in group]
+        for doc, origin in group:
+            key = (origin, yaml.safe_dump(doc))
+            if key in seen:
+                continue
+            seen.add(key)
+            where = f"{origin}: {doc.get('kind')} {(doc.get('metadata') or {}).get('name')}"
+            for problem in schema_problems(doc) + rule_problems(doc, objects):
+                problems.append(f"{where}: {problem}")
+    return sorted(set(problems))
+
+
+def main(argv):
+    root = pathlib.Path(argv[1]) if len(argv) > 1 else HERE
+    problems = validate_tree(root)
+    for problem in problems:
+        print(problem)
+    count = sum(1 for _ in root.rglob("*.yaml"))
+    print(f"validate: {count} files under {root}, Kubernetes {', '.join(K8S_VERSIONS)}: "
+          f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
