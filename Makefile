@@ -28,7 +28,7 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 	$(CARGO) run --release --locked -p testpage -- --port $(PORT)
 
 .PHONY: test
-test: lint unit test-images validate ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
+test: lint unit test-images validate lab-short ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
 lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint
@@ -105,6 +105,21 @@ test-images: $(VENV)/.done ## Build the images and test them in real containers 
 	elif [ "$(REQUIRE_DOCKER)" = 1 ]; then echo "test-images: Docker is required (REQUIRE_DOCKER=1)"; exit 1; \
 	else echo "test-images: skipped: no Docker engine"; fi
 	$(PY) -m pytest -q images/tests
+
+##@ The zero-downtime lab (seed 003 on one machine: Docker + haproxy)
+
+.PHONY: lab
+lab: $(VENV)/.done ## Rolling update under load, 60 s per scenario; results in target/lab/
+	@scripts/deps.sh docker haproxy
+	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images
+	$(PY) lab/lab.py
+
+.PHONY: lab-short
+lab-short: $(VENV)/.done ## The lab's short run as a test (part of make test)
+	@scripts/deps.sh docker haproxy
+	@if docker info >/dev/null 2>&1; then \
+		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images; fi
+	$(PY) -m pytest -q lab/tests
 
 ##@ Kubernetes experiments (k8s/; against the current kubectl context)
 
