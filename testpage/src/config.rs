@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::duration;
+use crate::duration::{self, Spread};
 use crate::page::{Template, DEFAULT_TEMPLATE};
 
 /// The raw command line and environment, as typed by the user.
@@ -63,6 +63,38 @@ pub struct Args {
     #[arg(long, env = "COLOR")]
     pub color: Option<String>,
 
+    /// Stay unready this long after binding: 2s, or 1s..5s for a random delay.
+    #[arg(long, env = "STARTUP_DELAY", default_value = "0")]
+    pub startup_delay: String,
+
+    /// Fraction (0.0-1.0) of / answers that fail with ERROR_CODE.
+    #[arg(long, env = "ERROR_RATE", default_value = "0")]
+    pub error_rate: String,
+
+    /// Status of the failing answers.
+    #[arg(long, env = "ERROR_CODE", default_value = "500")]
+    pub error_code: String,
+
+    /// Latency added to / answers: 50ms, or 10ms..200ms uniform.
+    #[arg(long, env = "LATENCY", default_value = "0")]
+    pub latency: String,
+
+    /// Exit 1 after this long (30s, 5m) or this many requests to / (100).
+    #[arg(long, env = "FAIL_AFTER")]
+    pub fail_after: Option<String>,
+
+    /// Exit 1 at start (crash-loop demos).
+    #[arg(long, env = "CRASH_ON_START", default_value = "false")]
+    pub crash_on_start: String,
+
+    /// Serve, but never become ready.
+    #[arg(long, env = "HANG_ON_START", default_value = "false")]
+    pub hang_on_start: String,
+
+    /// Admin routes: POST /readyz/disable|enable, /healthz/disable|enable, /fault.
+    #[arg(long, env = "ADMIN", default_value = "true")]
+    pub admin: String,
+
     /// Pod IP from the Downward API; wins over discovery.
     #[arg(long, env = "POD_IP", hide = true)]
     pub pod_ip: Option<String>,
@@ -98,6 +130,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// When `FAIL_AFTER` strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailAfter {
+    /// After this long from start.
+    Time(Duration),
+    /// After this many requests to `/`.
+    Requests(u64),
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -119,6 +160,22 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `COLOR`.
     pub color: Option<String>,
+    /// `STARTUP_DELAY`.
+    pub startup_delay: Spread,
+    /// `ERROR_RATE`, 0.0-1.0.
+    pub error_rate: f64,
+    /// `ERROR_CODE`.
+    pub error_code: u16,
+    /// `LATENCY`.
+    pub latency: Spread,
+    /// `FAIL_AFTER`.
+    pub fail_after: Option<FailAfter>,
+    /// `CRASH_ON_START`.
+    pub crash_on_start: bool,
+    /// `HANG_ON_START`.
+    pub hang_on_start: bool,
+    /// `ADMIN`.
+    pub admin: bool,
     /// `POD_IP`, when set.
     pub pod_ip: Option<IpAddr>,
     /// `POD_NAME`.
@@ -141,6 +198,44 @@ pub struct ConfigError {
 
 fn invalid(setting: &'static str) -> impl Fn(String) -> ConfigError {
     move |problem| ConfigError { setting, problem }
+}
+
+/// Parses a fraction 0.0-1.0 (`ERROR_RATE`, `POST /fault?error_rate=`).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("{text:?} is not a fraction from 0.0 to 1.0"))
+}
+
+fn parse_bool(setting: &'static str, text: &str) -> Result<bool, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError {
+            setting,
+            problem: format!("{text:?} is neither true nor false"),
+        }),
+    }
+}
+
+/// A bare whole number is a request count; anything with a unit is a duration.
+fn parse_fail_after(text: &str) -> Result<FailAfter, String> {
+    let text = text.trim();
+    let count = text
+        .strip_suffix("requests")
+        .or_else(|| text.strip_suffix("req"))
+        .unwrap_or(text)
+        .trim();
+    if let Ok(n) = count.parse::<u64>() {
+        return if n == 0 {
+            Err("a request count must be at least 1".into())
+        } else {
+            Ok(FailAfter::Requests(n))
+        };
+    }
+    duration::parse(text).map(FailAfter::Time)
 }
 
 /// Empty Downward API values (an unset `fieldRef`) count as unset.
@@ -207,7 +302,34 @@ impl TryFrom<Args> for Config {
                 });
             }
         }
+        let error_code = args
+            .error_code
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (200..=599).contains(c))
+            .ok_or_else(|| ConfigError {
+                setting: "ERROR_CODE (--error-code)",
+                problem: format!("{:?} is not a status code 200-599", args.error_code),
+            })?;
         Ok(Config {
+            startup_delay: duration::parse_spread(&args.startup_delay)
+                .map_err(invalid("STARTUP_DELAY (--startup-delay)"))?,
+            error_rate: parse_rate(&args.error_rate)
+                .map_err(invalid("ERROR_RATE (--error-rate)"))?,
+            error_code,
+            latency: duration::parse_spread(&args.latency)
+                .map_err(invalid("LATENCY (--latency)"))?,
+            fail_after: args
+                .fail_after
+                .as_deref()
+                .filter(|f| !f.trim().is_empty())
+                .map(parse_fail_after)
+                .transpose()
+                .map_err(invalid("FAIL_AFTER (--fail-after)"))?,
+            crash_on_start: parse_bool("CRASH_ON_START (--crash-on-start)", &args.crash_on_start)?,
+            hang_on_start: parse_bool("HANG_ON_START (--hang-on-start)", &args.hang_on_start)?,
+            admin: parse_bool("ADMIN (--admin)", &args.admin)?,
             version: args.app_version,
             listen,
             template,
@@ -245,8 +367,25 @@ mod tests {
     }
 
     #[test]
+    fn fail_after_is_a_count_or_a_duration() {
+        assert_eq!(parse_fail_after("100"), Ok(FailAfter::Requests(100)));
+        assert_eq!(parse_fail_after("5 requests"), Ok(FailAfter::Requests(5)));
+        assert_eq!(
+            parse_fail_after("30s"),
+            Ok(FailAfter::Time(Duration::from_secs(30)))
+        );
+        assert!(parse_fail_after("0").is_err());
+    }
+
+    #[test]
     fn each_bad_value_names_its_setting() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 14] = [
+            (&["--error-rate", "2"], "ERROR_RATE"),
+            (&["--error-code", "99"], "ERROR_CODE"),
+            (&["--latency", "fast"], "LATENCY"),
+            (&["--startup-delay", "5s..1s"], "STARTUP_DELAY"),
+            (&["--fail-after", "soon"], "FAIL_AFTER"),
+            (&["--admin", "maybe"], "ADMIN"),
             (&["--app-version", "1\n2"], "VERSION"),
             (&["--port", "abc"], "PORT"),
             (&["--port", "70000"], "PORT"),

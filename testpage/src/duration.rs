@@ -21,6 +21,60 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 1m ({e})"))
 }
 
+/// A fixed duration or a uniform random one: `50ms`, or `10ms..200ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Spread {
+    /// The shortest value.
+    pub min: Duration,
+    /// The longest value (equal to `min` for a fixed duration).
+    pub max: Duration,
+}
+
+impl Spread {
+    /// A fixed duration.
+    pub fn fixed(d: Duration) -> Self {
+        Spread { min: d, max: d }
+    }
+
+    /// Whether this is always zero.
+    pub fn is_zero(&self) -> bool {
+        self.max.is_zero()
+    }
+
+    /// Draws a value, uniformly between `min` and `max`.
+    pub fn sample(&self) -> Duration {
+        if self.min == self.max {
+            return self.min;
+        }
+        let span = (self.max - self.min).as_micros() as u64;
+        self.min + Duration::from_micros(fastrand::u64(0..=span))
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", format(self.min))
+        } else {
+            write!(f, "{}..{}", format(self.min), format(self.max))
+        }
+    }
+}
+
+/// Parses `50ms` or `10ms..200ms` (min no larger than max).
+pub fn parse_spread(text: &str) -> Result<Spread, String> {
+    match text.split_once("..") {
+        None => parse(text).map(Spread::fixed),
+        Some((min, max)) => {
+            let (min, max) = (parse(min)?, parse(max)?);
+            if min > max {
+                return Err(format!("{text:?}: the range ends before it starts"));
+            }
+            Ok(Spread { min, max })
+        }
+    }
+}
+
 /// Formats a duration the way [`parse`] reads it back (`1s 500ms`), for logs and messages.
 pub fn format(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -38,6 +92,19 @@ mod tests {
         assert_eq!(parse("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("0.25"), Ok(Duration::from_millis(250)));
         assert_eq!(parse(" 0 "), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn spreads() {
+        let s = parse_spread("10ms..20ms").unwrap();
+        for _ in 0..100 {
+            let d = s.sample();
+            assert!(d >= Duration::from_millis(10) && d <= Duration::from_millis(20));
+        }
+        assert_eq!(parse_spread("2s").unwrap().sample(), Duration::from_secs(2));
+        assert!(parse_spread("2s..1s").is_err());
+        assert!(parse_spread("fast").is_err());
+        assert_eq!(parse_spread("1s..5s").unwrap().to_string(), "1s..5s");
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //! - [`lifecycle`] — states, signals, in-flight accounting.
 //! - [`routes`] — the HTTP handlers.
 //! - [`server`] — the accept loop and the shutdown sequence.
+//! - [`faults`] — error rate, latency and crash knobs for rollout tests.
+//! - [`metrics`] — Prometheus metrics and shutdown telemetry.
 //! - [`telemetry`] — logging.
 //! - [`duration`] — `500ms` / `10s` / bare-seconds parsing, shared with `probe`.
 
 pub mod config;
 pub mod duration;
+pub mod faults;
 pub mod lifecycle;
+pub mod metrics;
 pub mod page;
 pub mod pod_info;
 pub mod readiness;
@@ -30,11 +34,12 @@ use std::io;
 use std::sync::Arc;
 
 use config::Config;
+use faults::Faults;
 use lifecycle::Lifecycle;
 use pod_info::PodInfo;
 use readiness::{ReadyFile, ReadyFileError};
 use routes::App;
-use server::{Outcome, ShutdownTimings};
+use server::{Outcome, ShutdownTimings, Startup};
 
 /// A runtime failure; `main` exits 1 with it.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,9 @@ pub enum Error {
     /// The ready file could not be written or removed.
     #[error(transparent)]
     ReadyFile(#[from] ReadyFileError),
+    /// `CRASH_ON_START` asked for it.
+    #[error("CRASH_ON_START is set")]
+    CrashOnStart,
 }
 
 /// Runs testpage with `config` until `shutdown` completes and the shutdown sequence ends.
@@ -59,6 +67,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
     // traffic here before the port is bound.
     let ready_file = ReadyFile::new(config.ready_file.clone());
     ready_file.remove_stale()?;
+    if config.crash_on_start {
+        return Err(Error::CrashOnStart);
+    }
 
     let listener = server::bind(&config.listen)
         .await
@@ -89,10 +100,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
         "started"
     );
     let page = config.template.render(&pod);
-    let app = Arc::new(App::new(pod, page, Lifecycle::new(ready_file)));
+    let faults = Faults::new(
+        config.error_rate,
+        config.error_code,
+        config.latency,
+        match config.fail_after {
+            Some(config::FailAfter::Requests(n)) => Some(n),
+            _ => None,
+        },
+    );
+    if let Some(config::FailAfter::Time(after)) = config.fail_after {
+        // A crash for rollback demos: no drain, no clean-up, exit code 1.
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::warn!(after = %duration::format(after), "FAIL_AFTER reached; exiting");
+            std::process::exit(1);
+        });
+    }
+    let app = Arc::new(App::new(
+        pod,
+        page,
+        Lifecycle::new(ready_file),
+        faults,
+        config.admin,
+    ));
+    let startup = if config.hang_on_start {
+        Startup::Never
+    } else {
+        Startup::After(config.startup_delay.sample())
+    };
     let timings = ShutdownTimings {
+        startup,
         drain: config.drain,
         shutdown_timeout: config.shutdown_timeout,
     };
-    server::serve(listener, app, timings, shutdown).await
+    let outcome = server::serve(listener, Arc::clone(&app), timings, shutdown).await;
+    let (since_sigterm, drain_requests, closed) = app.metrics().shutdown_summary();
+    tracing::info!(
+        seconds_since_sigterm = format!("{since_sigterm:.3}"),
+        drain_requests,
+        connections_closed_at_shutdown = closed,
+        "shutdown summary"
+    );
+    outcome
 }

@@ -8,7 +8,9 @@
 //! ```
 
 use std::io;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -55,6 +57,9 @@ impl State {
 pub struct Lifecycle {
     state: AtomicU8,
     in_flight: AtomicUsize,
+    connections: AtomicUsize,
+    live: AtomicBool,
+    addr: OnceLock<SocketAddr>,
     ready_file: ReadyFile,
 }
 
@@ -64,6 +69,9 @@ impl Lifecycle {
         Lifecycle {
             state: AtomicU8::new(State::Starting as u8),
             in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            live: AtomicBool::new(true),
+            addr: OnceLock::new(),
             ready_file,
         }
     }
@@ -81,6 +89,52 @@ impl Lifecycle {
     /// The readiness file.
     pub fn ready_file(&self) -> &ReadyFile {
         &self.ready_file
+    }
+
+    /// Writes the ready file for `addr` and moves to `serving`.
+    pub fn become_ready(&self, addr: SocketAddr) -> Result<(), crate::readiness::ReadyFileError> {
+        let _ = self.addr.set(addr);
+        self.ready_file.create(addr)?;
+        self.set_state(State::Serving);
+        Ok(())
+    }
+
+    /// `POST /readyz/enable`: writes the ready file again, while serving.
+    pub fn recreate_ready_file(&self) -> Result<(), String> {
+        if self.ready_file.path().is_none() {
+            return Err("READY_FILE is disabled: readiness follows the state alone".into());
+        }
+        match (self.state(), self.addr.get()) {
+            (State::Serving, Some(addr)) => {
+                self.ready_file.create(*addr).map_err(|e| e.to_string())
+            }
+            (state, _) => Err(format!("not while {}", state.as_str())),
+        }
+    }
+
+    /// Liveness: false after `POST /healthz/disable`.
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Sets liveness.
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection as open...
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// ...until it closes.
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Ready means serving and the ready file still exists: deleting the file from outside

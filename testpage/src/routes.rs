@@ -1,9 +1,9 @@
 //! The HTTP routes. Everything a response shows is computed once in [`App::new`], so serving the
-//! page costs a clone of shared bytes and three header copies.
+//! page costs a clone of shared bytes, three header copies and two atomic loads for the faults.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,7 +12,9 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::duration;
-use crate::lifecycle::Lifecycle;
+use crate::faults::Faults;
+use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::{Metrics, Snapshot};
 use crate::pod_info::{Info, PodInfo};
 
 /// Longest wait `/delay/{duration}` grants.
@@ -27,6 +29,8 @@ pub const X_POD_IP: HeaderName = HeaderName::from_static("x-pod-ip");
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const OPENMETRICS: HeaderValue =
+    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
 /// The response body type.
 pub type Body = Full<Bytes>;
@@ -39,12 +43,21 @@ pub struct App {
     identity: [(HeaderName, HeaderValue); 3],
     started_at: String,
     lifecycle: Lifecycle,
+    faults: Faults,
+    metrics: Metrics,
+    admin: bool,
 }
 
 impl App {
     /// Prepares the page and headers for `pod`. `Config` has already rejected values that a
     /// header cannot carry (control characters); UTF-8 is sent as is.
-    pub fn new(pod: PodInfo, page: String, lifecycle: Lifecycle) -> Self {
+    pub fn new(
+        pod: PodInfo,
+        page: String,
+        lifecycle: Lifecycle,
+        faults: Faults,
+        admin: bool,
+    ) -> Self {
         let header = |value: &str| {
             HeaderValue::from_bytes(value.as_bytes())
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
@@ -54,18 +67,27 @@ impl App {
             (X_POD, header(pod.pod_name())),
             (X_POD_IP, header(&pod.ip.to_string())),
         ];
+        let metrics = Metrics::new(&pod.version, pod.color.as_deref().unwrap_or(""));
         App {
             page: Bytes::from(page),
             identity,
             started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             pod,
             lifecycle,
+            faults,
+            metrics,
+            admin,
         }
     }
 
     /// The lifecycle state shared with the server.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The pod facts this app reports.
@@ -88,17 +110,28 @@ impl App {
         }
     }
 
-    fn info_json(&self) -> Bytes {
-        let mut json = serde_json::to_vec(&self.info()).unwrap_or_default();
-        json.push(b'\n');
-        Bytes::from(json)
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            ready: self.lifecycle.is_ready(),
+            in_flight: self.lifecycle.in_flight(),
+            connections: self.lifecycle.connections(),
+        }
     }
 }
 
 /// Answers one request. Never fails: every problem is an HTTP status.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let _in_flight = app.lifecycle.track_request();
-    let mut response = route(&app, &req).await;
+    let started = Instant::now();
+    let (route, mut response) = route(&app, &req).await;
+    let draining =
+        app.lifecycle.state() != State::Serving && app.lifecycle.state() != State::Starting;
+    app.metrics.record(
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+        draining,
+    );
     let headers = response.headers_mut();
     for (name, value) in &app.identity {
         headers.insert(name.clone(), value.clone());
@@ -106,50 +139,195 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
     // While draining, ask HTTP/1 clients to reconnect, so that keep-alive connections move to
     // the pods that are still ready instead of ending in a reset when this one exits. HTTP/2 has
     // no such header; its clients get a GOAWAY when the server closes.
-    if app.lifecycle.state() != crate::lifecycle::State::Serving
-        && req.version() <= Version::HTTP_11
-    {
+    if draining && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
 }
 
-async fn route(app: &App, req: &Request<Incoming>) -> Response<Body> {
+async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Body>) {
     let path = req.uri().path();
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return match path {
-            "/" | "/healthz" | "/livez" | "/readyz" | "/healthy.html" | "/info" => {
-                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                response
-            }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
-        };
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return get(app, req, path).await;
+    }
+    if req.method() == Method::POST && app.admin {
+        if let Some(answer) = admin(app, req, path) {
+            return ("/admin", answer);
+        }
     }
     match path {
-        "/" if wants_json(req) => body(StatusCode::OK, JSON, app.info_json()),
-        "/" => page(app),
-        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n"),
-        "/readyz" | "/healthy.html" if app.lifecycle.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" | "/healthy.html" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/info" => body(StatusCode::OK, JSON, app.info_json()),
-        _ => match path.strip_prefix("/delay/") {
-            Some(wait) => delay(app, wait).await,
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
-        },
+        "/" | "/healthz" | "/livez" | "/readyz" | "/healthy.html" | "/info" | "/metrics"
+        | "/headers" => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            ("other", response)
+        }
+        _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
     }
+}
+
+async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, Response<Body>) {
+    match path {
+        "/" => ("/", page(app, req).await),
+        "/healthz" | "/livez" if app.lifecycle.is_live() => {
+            ("/healthz", text(StatusCode::OK, "ok\n"))
+        }
+        "/healthz" | "/livez" => (
+            "/healthz",
+            text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
+        ),
+        "/readyz" | "/healthy.html" if app.lifecycle.is_ready() => {
+            ("/readyz", text(StatusCode::OK, "ready\n"))
+        }
+        "/readyz" | "/healthy.html" => (
+            "/readyz",
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        ),
+        "/info" => ("/info", json(&app.info())),
+        "/metrics" => (
+            "/metrics",
+            body(
+                StatusCode::OK,
+                OPENMETRICS,
+                app.metrics.encode(app.snapshot()).into(),
+            ),
+        ),
+        "/headers" => ("/headers", json(&headers_json(req))),
+        "/fault" if app.admin => ("/admin", json(&app.faults.settings())),
+        _ => {
+            if let Some(wait) = path.strip_prefix("/delay/") {
+                ("/delay", delay(app, wait).await)
+            } else if let Some(code) = path.strip_prefix("/status/") {
+                ("/status", status(code))
+            } else {
+                ("other", text(StatusCode::NOT_FOUND, "not found\n"))
+            }
+        }
+    }
+}
+
+/// The page, with the configured faults: added latency, a share of errors, a crash after
+/// `FAIL_AFTER` requests.
+async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let fault = app.faults.draw();
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    if app.faults.count_page_request() {
+        tracing::warn!("FAIL_AFTER requests reached; exiting");
+        tokio::spawn(async { std::process::exit(1) });
+    }
+    if let Some(code) = fault.fail_with {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return text(code, "injected error (ERROR_RATE)\n");
+    }
+    if wants_json(req) {
+        json(&app.info())
+    } else {
+        body(StatusCode::OK, TEXT, app.page.clone())
+    }
+}
+
+fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body>> {
+    let lifecycle = &app.lifecycle;
+    let answer = match path {
+        "/readyz/disable" => match lifecycle.ready_file().remove() {
+            Ok(_) => text(StatusCode::OK, "readiness disabled\n"),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
+        "/readyz/enable" => match lifecycle.recreate_ready_file() {
+            Ok(()) => text(StatusCode::OK, "readiness enabled\n"),
+            Err(problem) => text(StatusCode::CONFLICT, format!("{problem}\n")),
+        },
+        "/healthz/disable" => {
+            lifecycle.set_live(false);
+            text(StatusCode::OK, "liveness disabled\n")
+        }
+        "/healthz/enable" => {
+            lifecycle.set_live(true);
+            text(StatusCode::OK, "liveness enabled\n")
+        }
+        "/fault" => match parse_fault(req.uri().query().unwrap_or("")) {
+            Ok((rate, latency)) => {
+                app.faults.set(rate, latency);
+                tracing::info!(?rate, latency = ?latency.map(|l| l.to_string()), "faults changed");
+                json(&app.faults.settings())
+            }
+            Err(problem) => text(StatusCode::BAD_REQUEST, format!("{problem}\n")),
+        },
+        _ => return None,
+    };
+    Some(answer)
+}
+
+type FaultChange = (Option<f64>, Option<duration::Spread>);
+
+/// `error_rate=0.2&latency=10ms..50ms`; either may be left out.
+fn parse_fault(query: &str) -> Result<FaultChange, String> {
+    let (mut rate, mut latency) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "error_rate" => rate = Some(crate::config::parse_rate(value)?),
+            "latency" => latency = Some(duration::parse_spread(value)?),
+            other => {
+                return Err(format!(
+                    "unknown fault setting {other:?} (error_rate, latency)"
+                ))
+            }
+        }
+    }
+    Ok((rate, latency))
 }
 
 async fn delay(app: &App, wait: &str) -> Response<Body> {
     match duration::parse(wait) {
         Ok(wait) => {
             tokio::time::sleep(wait.min(MAX_DELAY)).await;
-            page(app)
+            body(StatusCode::OK, TEXT, app.page.clone())
         }
         Err(problem) => text(StatusCode::BAD_REQUEST, format!("bad delay: {problem}\n")),
     }
+}
+
+/// `/status/{code}`: that status, for 200-599. 100-199 are informational and cannot end an
+/// HTTP exchange, so they get 400 saying so, like anything outside 100-599.
+fn status(code: &str) -> Response<Body> {
+    match code.parse::<u16>().ok().filter(|c| (100..=599).contains(c)) {
+        Some(code) if code >= 200 => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            let reason = status.canonical_reason().unwrap_or("");
+            text(status, format!("{code} {reason}\n"))
+        }
+        Some(code) => text(
+            StatusCode::BAD_REQUEST,
+            format!("{code} is informational: HTTP cannot send it as a final answer\n"),
+        ),
+        None => text(
+            StatusCode::BAD_REQUEST,
+            format!("bad status {code:?}: use 100-599\n"),
+        ),
+    }
+}
+
+fn headers_json(req: &Request<Incoming>) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for name in req.headers().keys() {
+        let values: Vec<serde_json::Value> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+            .collect();
+        let value = match <[serde_json::Value; 1]>::try_from(values) {
+            Ok([one]) => one,
+            Err(many) => many.into(),
+        };
+        map.insert(name.as_str().to_owned(), value);
+    }
+    map
 }
 
 fn wants_json(req: &Request<Incoming>) -> bool {
@@ -159,8 +337,10 @@ fn wants_json(req: &Request<Incoming>) -> bool {
         .any(|v| v.as_bytes().windows(16).any(|w| w == b"application/json"))
 }
 
-fn page(app: &App) -> Response<Body> {
-    body(StatusCode::OK, TEXT, app.page.clone())
+fn json(value: &impl serde::Serialize) -> Response<Body> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    body(StatusCode::OK, JSON, bytes.into())
 }
 
 fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {

@@ -26,9 +26,20 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head accepted; larger ones get `431` (HTTP/1) or a stream reset (HTTP/2).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Timings of the shutdown sequence.
+/// When the pod turns ready after binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// After this long (`STARTUP_DELAY`, zero by default).
+    After(std::time::Duration),
+    /// Never (`HANG_ON_START`): serves, but `/readyz` stays 503.
+    Never,
+}
+
+/// Timings of the start-up and shutdown sequences.
 #[derive(Debug, Clone, Copy)]
 pub struct ShutdownTimings {
+    /// When to write the ready file.
+    pub startup: Startup,
     /// How long to keep serving after the signal.
     pub drain: Duration,
     /// How long in-flight requests may take once accepting stops.
@@ -79,16 +90,37 @@ pub async fn serve(
     };
 
     let lifecycle = app.lifecycle();
-    lifecycle.ready_file().create(local_addr)?;
-    lifecycle.set_state(State::Serving);
-    let ready_file = lifecycle
-        .ready_file()
-        .path()
-        .map(|p| p.display().to_string());
-    tracing::info!(addr = %local_addr, ready_file = ready_file.as_deref().unwrap_or("disabled"), "ready");
+    tokio::pin!(shutdown);
 
-    // Serve until the first signal.
-    conns.accept_until(&listener, shutdown).await;
+    // Serve until the first signal, turning ready once the start-up delay is over. A slow
+    // start (STARTUP_DELAY) or a hang (HANG_ON_START) still answers liveness probes.
+    let serving = async {
+        let startup = async {
+            match timings.startup {
+                Startup::After(delay) => tokio::time::sleep(delay).await,
+                Startup::Never => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            () = startup => {}
+        }
+        lifecycle.become_ready(local_addr)?;
+        let ready_file = lifecycle
+            .ready_file()
+            .path()
+            .map(|p| p.display().to_string());
+        tracing::info!(
+            addr = %local_addr,
+            ready_file = ready_file.as_deref().unwrap_or("disabled"),
+            "ready"
+        );
+        shutdown.await;
+        Ok::<(), Error>(())
+    };
+    conns.accept_until(&listener, serving).await?;
+    app.metrics().sigterm();
 
     // Drain: readiness is withdrawn at once, but endpoints, kube-proxy rules and load balancers
     // take a moment to notice. Until they do, new connections still arrive here and must be
@@ -103,7 +135,12 @@ pub async fn serve(
     // requests still running, up to the timeout.
     drop(listener);
     lifecycle.set_state(State::Closing);
-    tracing::info!(in_flight = lifecycle.in_flight(), "closing");
+    app.metrics().closing(lifecycle.connections());
+    tracing::info!(
+        in_flight = lifecycle.in_flight(),
+        connections = lifecycle.connections(),
+        "closing"
+    );
     tokio::select! {
         () = graceful.shutdown() => Ok(Outcome::Graceful),
         () = tokio::time::sleep(timings.shutdown_timeout) => Ok(Outcome::TimedOut {
@@ -120,13 +157,13 @@ struct Connections<'a> {
 }
 
 impl Connections<'_> {
-    /// Accepts and serves connections until `until` completes.
-    async fn accept_until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
+    /// Accepts and serves connections until `until` completes, and returns its output.
+    async fn accept_until<T>(&self, listener: &TcpListener, until: impl Future<Output = T>) -> T {
         tokio::pin!(until);
         loop {
             tokio::select! {
                 biased;
-                () = &mut until => return,
+                done = &mut until => return done,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => self.serve_connection(stream, peer),
                     Err(error) => accept_error(error).await,
@@ -145,10 +182,13 @@ impl Connections<'_> {
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = self.graceful.watch(conn);
+        let app = Arc::clone(self.app);
+        app.lifecycle().connection_opened();
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            app.lifecycle().connection_closed();
         });
     }
 }

@@ -206,11 +206,20 @@ fn json_logs_one_event_per_step() {
         .collect();
     assert_eq!(
         names,
-        ["started", "ready", "signal", "draining", "closing", "exited"]
+        [
+            "started",
+            "ready",
+            "signal",
+            "draining",
+            "closing",
+            "shutdown summary",
+            "exited"
+        ]
     );
     assert_eq!(messages[0]["version"], "7");
     assert_eq!(messages[4]["in_flight"], 0);
-    assert_eq!(messages[5]["code"], 0);
+    assert_eq!(messages[6]["code"], 0);
+    assert_eq!(messages[5]["drain_requests"], 0);
 }
 
 #[test]

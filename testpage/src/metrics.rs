@@ -1,0 +1,221 @@
+//! Prometheus metrics (`/metrics`, OpenMetrics text) and the shutdown telemetry logged on exit.
+//!
+//! `testpage_build_info{version,color}` carries the version as a label, so dashboards can split
+//! traffic by version during a rollout.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of `http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Status code.
+    pub code: u16,
+    /// The route, e.g. `/`, `/readyz`, `/delay`.
+    pub route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    color: String,
+}
+
+/// Values read from the lifecycle when `/metrics` is scraped, rather than counted on every
+/// request.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    /// `/readyz` would answer 200.
+    pub ready: bool,
+    /// Requests being answered.
+    pub in_flight: usize,
+    /// Open client connections.
+    pub connections: usize,
+}
+
+/// Every metric testpage exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    page_ok: Counter,
+    duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    page_duration: Histogram,
+    in_flight: Gauge,
+    connections: Gauge,
+    ready: Gauge,
+    draining: Gauge,
+    since_sigterm: Gauge<f64, std::sync::atomic::AtomicU64>,
+    drain_requests: Counter,
+    closed_at_shutdown: Gauge,
+    sigterm_at: Mutex<Option<Instant>>,
+    served_while_draining: AtomicU64,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 52 s: probes, the page, and /delay up to its 60 s cap.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Metrics {
+    /// Registers every metric; `version` and `color` label `testpage_build_info`.
+    pub fn new(version: &str, color: &str) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let duration: Family<RouteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer, by route",
+            duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being answered",
+            in_flight.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Open client connections",
+            connections.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "testpage_ready",
+            "1 while /readyz answers 200",
+            ready.clone(),
+        );
+        let draining = Gauge::default();
+        registry.register("testpage_draining", "1 after SIGTERM", draining.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: version.to_owned(),
+                color: color.to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "testpage_build_info",
+            "Version and colour of this pod",
+            build,
+        );
+        let since_sigterm = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "testpage_seconds_since_sigterm",
+            "Seconds since the first SIGTERM (0 before it)",
+            since_sigterm.clone(),
+        );
+        let drain_requests = Counter::default();
+        registry.register(
+            "testpage_drain_requests",
+            "Requests answered after SIGTERM",
+            drain_requests.clone(),
+        );
+        let closed_at_shutdown = Gauge::default();
+        registry.register(
+            "testpage_connections_closed_at_shutdown",
+            "Connections still open when accepting stopped",
+            closed_at_shutdown.clone(),
+        );
+        // The page's own handles, so its hot path skips the label lookup.
+        let page_ok = requests
+            .get_or_create(&RequestLabels {
+                code: 200,
+                route: "/",
+            })
+            .clone();
+        let page_duration = duration.get_or_create(&RouteLabel { route: "/" }).clone();
+        Metrics {
+            registry,
+            requests,
+            page_ok,
+            duration,
+            page_duration,
+            in_flight,
+            connections,
+            ready,
+            draining,
+            since_sigterm,
+            drain_requests,
+            closed_at_shutdown,
+            sigterm_at: Mutex::new(None),
+            served_while_draining: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts an answer.
+    pub fn record(&self, route: &'static str, code: u16, took: Duration, draining: bool) {
+        if route == "/" && code == 200 {
+            self.page_ok.inc();
+            self.page_duration.observe(took.as_secs_f64());
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels { code, route })
+                .inc();
+            self.duration
+                .get_or_create(&RouteLabel { route })
+                .observe(took.as_secs_f64());
+        }
+        if draining {
+            self.drain_requests.inc();
+            self.served_while_draining.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes the first SIGTERM.
+    pub fn sigterm(&self) {
+        self.draining.set(1);
+        if let Ok(mut at) = self.sigterm_at.lock() {
+            at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Notes the connections still open when accepting stops.
+    pub fn closing(&self, connections: usize) {
+        self.closed_at_shutdown.set(connections as i64);
+    }
+
+    /// Seconds since the first SIGTERM, if there was one.
+    pub fn seconds_since_sigterm(&self) -> Option<f64> {
+        let at = *self.sigterm_at.lock().ok()?;
+        at.map(|at| at.elapsed().as_secs_f64())
+    }
+
+    /// The shutdown numbers for the final log line: seconds since SIGTERM, requests answered
+    /// after it, connections open when accepting stopped.
+    pub fn shutdown_summary(&self) -> (f64, u64, i64) {
+        (
+            self.seconds_since_sigterm().unwrap_or(0.0),
+            self.served_while_draining.load(Ordering::Relaxed),
+            self.closed_at_shutdown.get(),
+        )
+    }
+
+    /// The exposition, with the point-in-time gauges brought up to date.
+    pub fn encode(&self, now: Snapshot) -> String {
+        self.ready.set(i64::from(now.ready));
+        self.in_flight.set(now.in_flight as i64);
+        self.connections.set(now.connections as i64);
+        self.since_sigterm
+            .set(self.seconds_since_sigterm().unwrap_or(0.0));
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
