@@ -167,6 +167,7 @@ fn run(command: Command) -> pod::Check {
                 count,
                 timeout,
                 output,
+                clock: watch::Clock::local(),
             };
             // One request at a time: a single thread is plenty.
             let runtime = tokio::runtime::Builder::new_current_thread()

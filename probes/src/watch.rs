@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::time::Duration;
 
-use chrono::{DateTime, Local};
 use serde::Serialize;
+use time::{OffsetDateTime, UtcOffset};
 
 use crate::client::{self, Target};
 
@@ -28,6 +28,52 @@ pub enum Output {
     Json,
 }
 
+/// Local wall-clock time. The zone's offset is read once, before any other thread exists
+/// (reading it later is not thread-safe on Unix); UTC when it cannot be read.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset: UtcOffset,
+}
+
+impl Clock {
+    /// Reads the local offset; call before starting a runtime.
+    pub fn local() -> Self {
+        Clock {
+            offset: UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC),
+        }
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc().to_offset(self.offset)
+    }
+}
+
+/// `20:01:02.114`
+fn clock_text(t: OffsetDateTime) -> String {
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// RFC 3339 with milliseconds and the local offset: `2026-11-23T20:01:02.114+08:00`.
+fn stamp(t: OffsetDateTime) -> String {
+    let offset = t.offset();
+    let sign = if offset.is_negative() { '-' } else { '+' };
+    format!(
+        "{:04}-{:02}-{:02}T{}{sign}{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        clock_text(t),
+        offset.whole_hours().unsigned_abs(),
+        offset.minutes_past_hour().unsigned_abs()
+    )
+}
+
 /// Settings of a watch.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -41,6 +87,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Output mode.
     pub output: Output,
+    /// Local time for the lines.
+    pub clock: Clock,
 }
 
 /// One request's result, as a JSON line.
@@ -91,7 +139,7 @@ pub async fn run(settings: Settings) -> Summary {
             _ = &mut ctrl_c => break,
             _ = ticker.tick() => {}
         }
-        let time = Local::now();
+        let time = settings.clock.now();
         let result = client::get_once(&settings.target, &[], settings.timeout).await;
         let observation = match result {
             Ok(answer) => Observation {
@@ -107,7 +155,7 @@ pub async fn run(settings: Settings) -> Summary {
                 status: None,
                 version: None,
                 pod_ip: None,
-                latency_ms: (Local::now() - time).num_microseconds().unwrap_or(0) as f64 / 1e3,
+                latency_ms: (settings.clock.now() - time).as_seconds_f64() * 1e3,
                 error: Some(e.to_string()),
             },
         };
@@ -115,10 +163,6 @@ pub async fn run(settings: Settings) -> Summary {
     }
     tracker.finish();
     tracker.summary
-}
-
-fn stamp(time: DateTime<Local>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
 /// Keeps the counts and prints as answers come in.
@@ -141,8 +185,8 @@ impl Tracker {
         }
     }
 
-    fn record(&mut self, time: DateTime<Local>, obs: Observation) {
-        let clock = time.format("%H:%M:%S%.3f").to_string();
+    fn record(&mut self, time: OffsetDateTime, obs: Observation) {
+        let clock = clock_text(time);
         self.summary.requests += 1;
         let mut markers = Vec::new();
         if obs.status.is_some_and(|s| s < 500) {

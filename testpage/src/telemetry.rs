@@ -22,7 +22,7 @@ pub fn init(format: LogFormat) -> Result<(), ConfigError> {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry.with(layer.with_ansi(false)).init(),
+        LogFormat::Text => registry.with(layer).init(),
         LogFormat::Json => registry
             .with(layer.json().flatten_event(true).with_current_span(false))
             .init(),
