@@ -43,7 +43,8 @@ impl ReadyFile {
     }
 
     /// Writes the file atomically (a temporary file renamed over it), so that a probe never
-    /// reads a half-written one. It holds the pid and the bound address.
+    /// reads a half-written one. It holds the pid and the bound address. No fsync: the file only
+    /// matters while this process runs, and a stale one is removed at the next start.
     pub fn create(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -55,10 +56,8 @@ impl ReadyFile {
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            writeln!(f, "pid={}\naddr={addr}", std::process::id())?;
-            f.sync_all()
-        });
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| writeln!(f, "pid={}\naddr={addr}", std::process::id()));
         let result = written.and_then(|()| std::fs::rename(&tmp, path));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);

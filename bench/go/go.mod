@@ -1,0 +1,3 @@
+module testpage.dev/bench/hello
+
+go 1.19

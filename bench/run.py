@@ -1,0 +1,464 @@
+#!/usr/bin/env python3
+"""`make bench`: testpage against what users would otherwise run, in one run on one machine.
+
+Peers, each small and built here: the tutorial's server in Python 3 `http.server` (bench/python),
+a Go net/http server like seed 001's (bench/go), and nginx answering `return 200`. Each server is
+pinned to core 0 and the load generator to core 1 (`taskset`). Figures: requests/s (closed
+loop, keep-alive, wrk with 8 and 64 connections, and probe load), latency p50/p99 at the
+tutorial's 500 qps with 8 connections, RSS idle and under 64 connections, time from exec to the
+first 200, binary and image size, and testpage under `docker run --cpus 0.01 --memory 20m`.
+Also testpage against the commit before its rollout-test knobs, and probe load against wrk and hey.
+
+    python bench/run.py [--quick] [--out bench/RESULTS.md]
+
+--quick runs a second or so per figure, skips Docker and the older build, and writes under
+target/bench/: it proves the harness works and asserts nothing about the numbers.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+ARCH = os.uname().machine
+DIST = ROOT / "target" / "dist" / ARCH
+WORK = ROOT / "target" / "bench"
+BEFORE_KNOBS = "f4638a6"  # the last commit before STARTUP_DELAY, ERROR_RATE, LATENCY, metrics
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def pinned(cpu, args):
+    return ["taskset", "-c", cpu, *map(str, args)] if shutil.which("taskset") else list(map(str, args))
+
+
+def get_ok(url, timeout=0.5):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def rss_kib(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def tree_rss_kib(pid):
+    """RSS of a process and its children (nginx's worker)."""
+    total = rss_kib(pid)
+    children = pathlib.Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        for child in children.read_text().split():
+            total += tree_rss_kib(int(child))
+    return total
+
+
+class Server:
+    """A server under test: how to start it on loopback, and where it listens."""
+
+    def __init__(self, name, build, start, size_bytes=None):
+        self.name, self.build, self.start_args, self.size_bytes = name, build, start, size_bytes
+        self.proc, self.url = None, None
+
+    def start(self):
+        self.tmp = tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-"))
+        args, env, find_url = self.start_args(tmp)
+        self.proc = subprocess.Popen(pinned(SERVER_CPU, args), env={**os.environ, **env},
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = find_url(self.proc)
+        deadline = time.monotonic() + 20
+        while not get_ok(self.url):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start")
+            time.sleep(0.0005)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def first_line_url(proc):
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (\S+)", line)
+    if not match:
+        raise RuntimeError(f"no address in {line!r}")
+    return f"http://{match.group(1)}/"
+
+
+def testpage_server(name, binary):
+    def start(tmp):
+        ready = tmp / "ready"
+        env = {"VERSION": "0.5", "POD_IP": "10.0.0.1", "READY_FILE": str(ready), "RUST_LOG": "warn"}
+
+        def find(proc):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if ready.exists() and "addr=" in ready.read_text():
+                    return "http://" + ready.read_text().split("addr=")[1].split()[0] + "/"
+                time.sleep(0.0005)
+            raise RuntimeError("testpage not ready")
+
+        return [binary, "--listen", "127.0.0.1:0"], env, find
+
+    return Server(name, None, start, size_bytes=binary.stat().st_size if binary.exists() else None)
+
+
+def python_server():
+    def start(tmp):
+        return [sys.executable, BENCH / "python" / "server.py"], {"PORT": "0", "VERSION": "0.5", "POD_IP": "10.0.0.1"}, first_line_url
+    return Server("python http.server", None, start)
+
+
+def go_server():
+    binary = WORK / "hello-go"
+
+    def build():
+        if shutil.which("go") is None:
+            return "go not found (Debian: golang-go)"
+        subprocess.run(["go", "build", "-o", binary, "."], cwd=BENCH / "go", check=True,
+                       env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+        return None
+
+    def start(tmp):
+        return [binary], {"ADDR": "127.0.0.1:0"}, first_line_url
+
+    server = Server("go net/http", build, start)
+    server.binary = binary
+    return server
+
+
+def nginx_server():
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    def start(tmp):
+        port = 30000 + os.getpid() % 20000
+        conf = (BENCH / "nginx" / "nginx.conf.in").read_text().replace("@DIR@", str(tmp)).replace(
+            "@ADDR@", f"127.0.0.1:{port}")
+        (tmp / "nginx.conf").write_text(conf)
+        return [nginx, "-c", tmp / "nginx.conf", "-e", tmp / "error.log"], {}, lambda proc: f"http://127.0.0.1:{port}/"
+
+    server = Server("nginx", (lambda: None if os.path.exists(nginx) else "nginx not found"), start,
+                    size_bytes=os.path.getsize(nginx) if os.path.exists(nginx) else None)
+    return server
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def wrk(url, connections, seconds):
+    out = subprocess.run(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]),
+                         capture_output=True, text=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else None
+
+
+def probe_load(url, connections, qps, seconds):
+    out = subprocess.run(pinned(LOAD_CPU, [DIST / "probe", "load", url, "-c", connections, "--qps", qps,
+                                           "-t", f"{seconds}s", "--json"]), capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def hey(url, connections, seconds):
+    if shutil.which("hey") is None:
+        return None
+    out = subprocess.run(pinned(LOAD_CPU, ["hey", "-c", str(connections), "-z", f"{seconds}s", url]),
+                         capture_output=True, text=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(match.group(1)) if match else None
+
+
+def exec_to_first_200(server, runs):
+    """Median seconds from exec to the first 200 answer."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        server.start()
+        times.append(time.perf_counter() - started)
+        server.stop()
+    return statistics.median(times)
+
+
+def measure(server, seconds, quick):
+    row = {"server": server.name}
+    row["exec_to_200_ms"] = exec_to_first_200(server, 3 if quick else 15) * 1000
+    server.start()
+    try:
+        time.sleep(0.2)
+        row["rss_idle_kib"] = tree_rss_kib(server.proc.pid)
+        row["rps_c8"] = wrk(server.url, 8, seconds)
+        sampler = subprocess.Popen(pinned(LOAD_CPU, ["wrk", "-t1", "-c64", f"-d{seconds}s", server.url]),
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(seconds / 2)
+        row["rss_load_kib"] = tree_rss_kib(server.proc.pid)
+        out = sampler.communicate()[0]
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        row["rps_c64"] = float(match.group(1)) if match else None
+        report = probe_load(server.url, 8, 500, seconds)
+        row["p50_ms"], row["p99_ms"] = report["latency_ms"]["p50"], report["latency_ms"]["p99"]
+        row["probe_load_errors"] = report["errors"]
+    finally:
+        server.stop()
+    row["size_bytes"] = server.size_bytes
+    return row
+
+
+def docker_limits(seconds):
+    """testpage under the tutorial's limits: time to ready and requests/s."""
+    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        return {"note": "no Docker engine"}
+    ref = f"{os.environ.get('REGISTRY', '')}testpage:0.5"
+    if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode:
+        return {"note": f"{ref} not built (make images)"}
+    started = time.monotonic()
+    cid = subprocess.run(["docker", "run", "-d", "--rm", "--cpus", "0.01", "--memory", "20m", ref],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid],
+                            capture_output=True, text=True).stdout.strip()
+        url = f"http://{ip}:8080/"
+        while not get_ok(url + "readyz", timeout=2):
+            if time.monotonic() - started > 60:
+                return {"note": "not ready within 60 s"}
+            time.sleep(0.02)
+        ready_s = time.monotonic() - started
+        rps = wrk(url, 8, seconds)
+        return {"ready_s": ready_s, "rps_c8": rps}
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def image_size():
+    ref = f"{os.environ.get('REGISTRY', '')}testpage:0.5"
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", ref], capture_output=True, text=True)
+    return int(out.stdout) if out.returncode == 0 else None
+
+
+def build_before_knobs():
+    """testpage at BEFORE_KNOBS, built with the release flags it shipped with."""
+    binary = WORK / "before-knobs" / "testpage"
+    if binary.exists():
+        return binary
+    tree = WORK / "before-knobs-src"
+    shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", tree, BEFORE_KNOBS], cwd=ROOT,
+                   check=True, capture_output=True)
+    try:
+        target = f"{ARCH}-unknown-linux-musl"
+        subprocess.run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "testpage"],
+                       cwd=tree, check=True, env={**os.environ, "RUSTFLAGS": "-C relocation-model=static",
+                                                  "CARGO_TARGET_DIR": str(WORK / "before-target")})
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(WORK / "before-target" / target / "release" / "testpage", binary)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
+    return binary
+
+
+def knobs_ratio(seconds, rounds):
+    """Requests/s of today's testpage over the one before the knobs, alternating runs."""
+    now = testpage_server("testpage", DIST / "testpage")
+    before = testpage_server("testpage before knobs", build_before_knobs())
+    results = {"now": [], "before": []}
+    for _ in range(rounds):
+        for key, server in (("now", now), ("before", before)):
+            server.start()
+            try:
+                results[key].append(wrk(server.url, 8, seconds))
+            finally:
+                server.stop()
+    now_rps, before_rps = statistics.median(results["now"]), statistics.median(results["before"])
+    return {"now": now_rps, "before": before_rps, "ratio": now_rps / before_rps, "runs": results}
+
+
+def load_generators(seconds):
+    server = testpage_server("testpage", DIST / "testpage").start()
+    try:
+        out = {
+            "wrk": wrk(server.url, 8, seconds),
+            "probe load": probe_load(server.url, 8, 0, seconds)["achieved_qps"],
+            "hey": hey(server.url, 8, seconds),
+        }
+    finally:
+        server.stop()
+    return out
+
+
+def probe_startup(runs):
+    """Median seconds of `probe http` against a ready testpage, exec to exit."""
+    server = testpage_server("testpage", DIST / "testpage").start()
+    try:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run([DIST / "probe", "http", server.url + "readyz"], check=True)
+            times.append(time.perf_counter() - started)
+    finally:
+        server.stop()
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(value, unit="", digits=0):
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def ratio(value, base, higher_is_better=True):
+    if value is None or not base:
+        return ""
+    return f" ({value / base:.2f}×)"
+
+
+def markdown(rows, extra, machine, quick):
+    base = rows[0]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run {datetime.date.today().isoformat()} on {machine}. " + ("Quick run: a second per figure; "
+                                                                      "do not read the numbers." if quick else ""),
+        "Servers pinned to CPU 0, load generators to CPU 1; loopback; keep-alive (the Python server, like",
+        "the tutorial's original, speaks HTTP/1.0: a connection per request). Ratios are to testpage.",
+        "Exec → first 200 includes `taskset` and the harness's polling (0.5 ms).",
+        "",
+        "| server | req/s c=8 (wrk) | req/s c=64 (wrk) | p50 / p99 ms at 500 qps, c=8 | RSS idle | RSS at c=64 | exec → first 200 | binary |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['server']} | {fmt(r['rps_c8'])}{ratio(r['rps_c8'], base['rps_c8'])} "
+            f"| {fmt(r['rps_c64'])}{ratio(r['rps_c64'], base['rps_c64'])} "
+            f"| {fmt(r['p50_ms'], digits=3)} / {fmt(r['p99_ms'], digits=3)} "
+            f"| {fmt(r['rss_idle_kib'] / 1024, ' MiB', 1)}{ratio(r['rss_idle_kib'], base['rss_idle_kib'])} "
+            f"| {fmt(r['rss_load_kib'] / 1024, ' MiB', 1)}{ratio(r['rss_load_kib'], base['rss_load_kib'])} "
+            f"| {fmt(r['exec_to_200_ms'], ' ms', 1)}{ratio(r['exec_to_200_ms'], base['exec_to_200_ms'])} "
+            f"| {fmt(r['size_bytes'] / 1e6 if r['size_bytes'] else None, ' MB', 2)} |"
+        )
+    lines += ["", "## More figures", ""]
+    for key, value in extra.items():
+        lines.append(f"- **{key}**: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def svg_chart(rows):
+    """Requests/s (c=64) and RSS at c=64 per server, side by side."""
+    width, bar_h, gap, left = 760, 22, 10, 170
+    charts = [("requests/s, wrk c=64", "rps_c64", 1), ("RSS at c=64, MiB", "rss_load_kib", 1 / 1024)]
+    height = 40 + len(charts) * (len(rows) * (bar_h + gap) + 40)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>']
+    y = 20
+    for title, key, scale in charts:
+        parts.append(f'<text x="10" y="{y}" font-weight="bold">{title}</text>')
+        y += 12
+        peak = max([(r[key] or 0) * scale for r in rows] + [1])
+        for r in rows:
+            value = (r[key] or 0) * scale
+            w = (width - left - 90) * value / peak
+            colour = "#2563eb" if r is rows[0] else "#9ca3af"
+            parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{r["server"]}</text>')
+            parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>')
+            parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{value:,.1f}</text>')
+            y += bar_h + gap
+        y += 28
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="testpage benchmarks")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=pathlib.Path)
+    args = parser.parse_args()
+    for tool in ("wrk",):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} not found (Debian: apt-get install {tool})")
+    if not (DIST / "testpage").exists():
+        raise SystemExit("bench: target/dist binaries missing: run `make build`")
+    WORK.mkdir(parents=True, exist_ok=True)
+    seconds = 1 if args.quick else 5
+    out = args.out or (WORK / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
+
+    servers = [testpage_server("testpage", DIST / "testpage"), nginx_server(), go_server(), python_server()]
+    rows = []
+    for server in servers:
+        problem = server.build() if server.build else None
+        if problem:
+            log(f"{server.name}: skipped: {problem}")
+            continue
+        if getattr(server, "binary", None) is not None and server.binary.exists():
+            server.size_bytes = server.binary.stat().st_size
+        log(f"measuring {server.name}")
+        rows.append(measure(server, seconds, args.quick))
+
+    extra = {}
+    size = image_size()
+    probe_size = (DIST / "probe").stat().st_size
+    extra["image size"] = (f"{size / 1e6:.2f} MB uncompressed (testpage {rows[0]['size_bytes'] / 1e6:.2f} MB + "
+                           f"probe {probe_size / 1e6:.2f} MB); the tutorial's python:2.7-alpine image was about 70 MB"
+                           if size else "n/a (no image built)")
+    extra["probe http, exec to exit"] = f"{probe_startup(5 if args.quick else 50) * 1000:.2f} ms (median)"
+    generators = load_generators(seconds)
+    extra["load generators against testpage, c=8, max rate"] = ", ".join(
+        f"{name} {fmt(value)} req/s" for name, value in generators.items())
+    if generators["wrk"]:
+        extra["probe load / wrk"] = f"{generators['probe load'] / generators['wrk']:.2f}"
+    if generators.get("hey"):
+        extra["probe load / hey"] = f"{generators['probe load'] / generators['hey']:.2f}"
+    if not args.quick:
+        log("testpage under --cpus 0.01 --memory 20m")
+        limits = docker_limits(seconds)
+        extra["testpage under docker --cpus 0.01 --memory 20m"] = (
+            f"ready in {limits['ready_s']:.2f} s, {limits['rps_c8']:,.0f} req/s (wrk c=8)"
+            if "ready_s" in limits else limits["note"])
+        extra["python http.server under the same limits"] = (
+            "not measured: no Python base image can be pulled on this machine")
+        log("testpage against the commit before the knobs")
+        knobs = knobs_ratio(seconds, 3)
+        extra[f"knobs off vs commit {BEFORE_KNOBS} (before the knobs)"] = (
+            f"{knobs['now']:,.0f} vs {knobs['before']:,.0f} req/s (wrk c=8, median of 3 alternating runs): "
+            f"ratio {knobs['ratio']:.3f}")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        machine = f"{model}, " + machine
+    except (OSError, StopIteration):
+        pass
+    out.write_text(markdown(rows, extra, machine, args.quick))
+    chart = out.with_name("results.svg" if not args.quick else "results-quick.svg")
+    chart.write_text(svg_chart(rows))
+    (out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "extra": extra}, indent=2))
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
