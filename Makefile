@@ -28,7 +28,7 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 	$(CARGO) run --release --locked -p testpage -- --port $(PORT)
 
 .PHONY: test
-test: lint unit test-images validate lab-short ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
+test: lint unit test-images validate lab-short bench-quick ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
 lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint
@@ -120,6 +120,20 @@ lab-short: $(VENV)/.done ## The lab's short run as a test (part of make test)
 	@if docker info >/dev/null 2>&1; then \
 		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images; fi
 	$(PY) -m pytest -q lab/tests
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: ## Side-by-side benchmarks; writes bench/RESULTS.md and bench/results.svg (about 5 min)
+	@scripts/deps.sh wrk taskset nginx go hey
+	@[ -x target/dist/$(ARCH)/testpage ] || $(MAKE) build
+	python3 bench/run.py
+
+.PHONY: bench-quick
+bench-quick: ## The benchmark harness in a second per figure (part of make test; asserts nothing)
+	@scripts/deps.sh wrk taskset nginx
+	@[ -x target/dist/$(ARCH)/testpage ] || $(MAKE) build
+	python3 bench/run.py --quick
 
 ##@ Kubernetes experiments (k8s/; against the current kubectl context)
 

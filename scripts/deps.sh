@@ -16,6 +16,7 @@ package_of() {
     wrk) echo wrk ;;
     taskset) echo util-linux ;;
     go) echo golang-go ;;
+    hey) echo hey ;;
     *) echo "" ;;
   esac
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::page::Field;
 
 /// The fixed facts about this process that the page, the headers and `/info` report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInfo {
     /// The reported pod IP.
     pub ip: IpAddr,
@@ -51,25 +51,15 @@ impl PodInfo {
     }
 }
 
-/// The `/info` JSON document (also `/` with `Accept: application/json`).
+/// The `/info` JSON document (also `/` with `Accept: application/json`): the pod's facts, when
+/// the process started, and where it is in its lifecycle.
 ///
-/// This crate owns the type; `probe` reads it from here rather than keeping a copy.
+/// This crate owns the type; other code reads it from here rather than keeping a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {
-    /// The reported pod IP.
-    pub ip: String,
-    /// `VERSION`.
-    pub version: String,
-    /// The kernel's hostname.
-    pub hostname: String,
-    /// `POD_NAME`, or null.
-    pub pod: Option<String>,
-    /// `POD_NAMESPACE`, or null.
-    pub namespace: Option<String>,
-    /// `NODE_NAME`, or null.
-    pub node: Option<String>,
-    /// `COLOR`, or null.
-    pub color: Option<String>,
+    /// ip, version, hostname, pod, namespace, node, color.
+    #[serde(flatten)]
+    pub pod_info: PodInfo,
     /// When the process started, RFC 3339 in UTC.
     pub started_at: String,
     /// `starting`, `serving`, `draining` or `closing`.

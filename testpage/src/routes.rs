@@ -98,13 +98,7 @@ impl App {
     /// The `/info` document as it stands now.
     pub fn info(&self) -> Info {
         Info {
-            ip: self.pod.ip.to_string(),
-            version: self.pod.version.clone(),
-            hostname: self.pod.hostname.clone(),
-            pod: self.pod.pod.clone(),
-            namespace: self.pod.namespace.clone(),
-            node: self.pod.node.clone(),
-            color: self.pod.color.clone(),
+            pod_info: self.pod.clone(),
             started_at: self.started_at.clone(),
             state: self.lifecycle.state().as_str().to_owned(),
         }
