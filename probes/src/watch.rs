@@ -244,7 +244,11 @@ impl Tracker {
         if self.output != Output::Terminal {
             return version.to_owned();
         }
-        let index = self.palette.iter().position(|v| v == version).unwrap_or(0);
+        let index = self
+            .palette
+            .iter()
+            .position(|v| v == version.trim_end())
+            .unwrap_or(0);
         format!("\x1b[1;{}m{version}\x1b[0m", COLOURS[index % COLOURS.len()])
     }
 
@@ -261,12 +265,16 @@ impl Tracker {
             let _ = writeln!(out, "── {marker}");
         }
         let line = match (&obs.status, &obs.error) {
-            (Some(status), _) => format!(
-                "{clock}  {status}  {:<8} {:<16} {:>7.1}ms",
-                self.paint(obs.version.as_deref().unwrap_or("?")),
-                obs.pod_ip.as_deref().unwrap_or("?"),
-                obs.latency_ms
-            ),
+            (Some(status), _) => {
+                // Pad before painting: escape codes would count as width.
+                let version = format!("{:<8}", obs.version.as_deref().unwrap_or("?"));
+                format!(
+                    "{clock}  {status}  {} {:<16} {:>7.1}ms",
+                    self.paint(&version),
+                    obs.pod_ip.as_deref().unwrap_or("?"),
+                    obs.latency_ms
+                )
+            }
             (None, error) => format!("{clock}  ERR  {}", error.as_deref().unwrap_or("")),
         };
         let _ = writeln!(out, "{line}");

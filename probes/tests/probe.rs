@@ -364,3 +364,50 @@ fn bad_arguments_exit_2_with_usage() {
         );
     }
 }
+
+#[test]
+fn watch_marks_a_version_change() {
+    // A plain server that answers 0.8 to its first 25 requests and 0.9 afterwards, as a Service
+    // does when a rolling update completes.
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = plain.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in plain.incoming().take(60).enumerate() {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let (version, ip) = if n < 25 {
+                ("0.8", "10.0.0.8")
+            } else {
+                ("0.9", "10.0.0.9")
+            };
+            let body = format!("I am: {ip}, the version is: {version}\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let out = probe(&[
+        "watch",
+        &format!("http://{addr}/"),
+        "--count",
+        "50",
+        "--interval",
+        "5ms",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let marker = |m: &str| {
+        stdout
+            .lines()
+            .position(|l| l == m)
+            .unwrap_or_else(|| panic!("no {m:?} in {stdout}"))
+    };
+    let new = marker("── new version 0.9");
+    let gone = marker("── version 0.8 gone: not in the last 20 answers");
+    assert!(new < gone);
+    assert!(stdout.contains("── new pod 10.0.0.9 (0.9)"));
+    assert!(stdout.contains("50 requests, 50 ok, 0 failed"), "{stdout}");
+}
