@@ -121,6 +121,15 @@ pub enum Listen {
     AllAddresses(u16),
 }
 
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Exact(addr) => write!(f, "{addr}"),
+            Listen::AllAddresses(port) => write!(f, "port {port}"),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

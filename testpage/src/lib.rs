@@ -74,7 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
     let listener = server::bind(&config.listen)
         .await
         .map_err(|source| Error::Bind {
-            listen: format!("{:?}", config.listen),
+            listen: config.listen.to_string(),
             source,
         })?;
 
