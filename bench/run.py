@@ -222,7 +222,6 @@ def measure(server, seconds, quick):
         row["rps_c64"] = float(match.group(1)) if match else None
         report = probe_load(server.url, 8, 500, seconds)
         row["p50_ms"], row["p99_ms"] = report["latency_ms"]["p50"], report["latency_ms"]["p99"]
-        row["probe_load_errors"] = report["errors"]
     finally:
         server.stop()
     row["size_bytes"] = server.size_bytes
@@ -334,7 +333,7 @@ def fmt(value, unit="", digits=0):
     return f"{value:,.{digits}f}{unit}"
 
 
-def ratio(value, base, higher_is_better=True):
+def ratio(value, base):
     if value is None or not base:
         return ""
     return f" ({value / base:.2f}×)"

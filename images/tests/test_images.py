@@ -59,7 +59,8 @@ def test_docker_stop_drains_and_exits_zero(containers):
 
     request = threading.Thread(target=slow_request)
     request.start()
-    time.sleep(0.2)  # let the request reach the server before the stop
+    # The slow request is in flight (the scrape itself counts as one) before the stop.
+    wait_for(lambda: in_flight(c) >= 2, 10, "the slow request in flight")
     started = time.monotonic()
     docker("stop", "-t", "10", c.id, timeout=30)
     took = time.monotonic() - started
@@ -71,6 +72,12 @@ def test_docker_stop_drains_and_exits_zero(containers):
     assert 0.9 <= took < 5, took
     assert result["answer"][0] == 200
     assert "exited code=0" in c.logs()
+
+
+def in_flight(container):
+    """http_requests_in_flight from testpage's /metrics."""
+    text = get(container.url(8080, "/metrics"))[2].decode()
+    return float(re.search(r"^http_requests_in_flight (\S+)$", text, re.M).group(1))
 
 
 def test_tutorial_limits_cpu_10m_memory_20mi(containers):

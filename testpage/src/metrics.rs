@@ -3,8 +3,8 @@
 //! `testpage_build_info{version,color}` carries the version as a label, so dashboards can split
 //! traffic by version during a rollout.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -61,8 +61,7 @@ pub struct Metrics {
     since_sigterm: Gauge<f64, std::sync::atomic::AtomicU64>,
     drain_requests: Counter,
     closed_at_shutdown: Gauge,
-    sigterm_at: Mutex<Option<Instant>>,
-    served_while_draining: AtomicU64,
+    sigterm_at: OnceLock<Instant>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -154,8 +153,7 @@ impl Metrics {
             since_sigterm,
             drain_requests,
             closed_at_shutdown,
-            sigterm_at: Mutex::new(None),
-            served_while_draining: AtomicU64::new(0),
+            sigterm_at: OnceLock::new(),
         }
     }
 
@@ -174,16 +172,13 @@ impl Metrics {
         }
         if draining {
             self.drain_requests.inc();
-            self.served_while_draining.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Notes the first SIGTERM.
     pub fn sigterm(&self) {
         self.draining.set(1);
-        if let Ok(mut at) = self.sigterm_at.lock() {
-            at.get_or_insert_with(Instant::now);
-        }
+        self.sigterm_at.get_or_init(Instant::now);
     }
 
     /// Notes the connections still open when accepting stops.
@@ -193,8 +188,7 @@ impl Metrics {
 
     /// Seconds since the first SIGTERM, if there was one.
     pub fn seconds_since_sigterm(&self) -> Option<f64> {
-        let at = *self.sigterm_at.lock().ok()?;
-        at.map(|at| at.elapsed().as_secs_f64())
+        self.sigterm_at.get().map(|at| at.elapsed().as_secs_f64())
     }
 
     /// The shutdown numbers for the final log line: seconds since SIGTERM, requests answered
@@ -202,7 +196,7 @@ impl Metrics {
     pub fn shutdown_summary(&self) -> (f64, u64, i64) {
         (
             self.seconds_since_sigterm().unwrap_or(0.0),
-            self.served_while_draining.load(Ordering::Relaxed),
+            self.drain_requests.get(),
             self.closed_at_shutdown.get(),
         )
     }
