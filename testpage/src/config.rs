@@ -14,6 +14,16 @@ use clap::Parser;
 use crate::duration::{self, Spread};
 use crate::page::{Template, DEFAULT_TEMPLATE};
 
+/// Open connections served at once unless `MAX_CONNECTIONS` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+
+/// The largest `MAX_CONNECTIONS` accepted.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+/// The longest `DRAIN`, `SHUTDOWN_TIMEOUT` and `STARTUP_DELAY`: longer values are typos (a
+/// kubelet's grace period is counted in seconds to minutes).
+pub const MAX_PHASE: Duration = Duration::from_secs(3600);
+
 /// The raw command line and environment, as typed by the user.
 #[derive(Debug, Parser)]
 #[command(
@@ -91,9 +101,14 @@ pub struct Args {
     #[arg(long, env = "HANG_ON_START", default_value = "false")]
     pub hang_on_start: String,
 
-    /// Admin routes: POST /readyz/disable|enable, /healthz/disable|enable, /fault.
+    /// Admin routes: POST /readyz/disable|enable, /healthz/disable|enable, /fault (same-origin
+    /// only; false removes them).
     #[arg(long, env = "ADMIN", default_value = "true")]
     pub admin: String,
+
+    /// Open connections at most; beyond it new connections wait in the listen queue.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS.to_string())]
+    pub max_connections: String,
 
     /// Pod IP from the Downward API; wins over discovery.
     #[arg(long, env = "POD_IP", hide = true)]
@@ -185,6 +200,8 @@ pub struct Config {
     pub hang_on_start: bool,
     /// `ADMIN`.
     pub admin: bool,
+    /// `MAX_CONNECTIONS`.
+    pub max_connections: usize,
     /// `POD_IP`, when set.
     pub pod_ip: Option<IpAddr>,
     /// `POD_NAME`.
@@ -247,6 +264,25 @@ fn parse_fail_after(text: &str) -> Result<FailAfter, String> {
     duration::parse(text).map(FailAfter::Time)
 }
 
+/// Checks that every environment variable testpage reads holds UTF-8, and names the first one
+/// that does not in a one-line message (clap's own error spans several lines and names none).
+pub fn check_environment() -> Result<(), String> {
+    let command = <Args as clap::CommandFactory>::command();
+    let names = command
+        .get_arguments()
+        .filter_map(clap::Arg::get_env)
+        .chain([std::ffi::OsStr::new("RUST_LOG")]);
+    for name in names {
+        if let Err(std::env::VarError::NotUnicode(value)) = std::env::var(name) {
+            return Err(format!(
+                "invalid {}: {value:?} is not UTF-8",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Empty Downward API values (an unset `fieldRef`) count as unset.
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -270,9 +306,23 @@ impl TryFrom<Args> for Config {
             setting: "MESSAGE (--message)",
             problem: format!("{e}"),
         })?;
-        let drain = duration::parse(&args.drain).map_err(invalid("DRAIN (--drain)"))?;
-        let shutdown_timeout = duration::parse(&args.shutdown_timeout)
+        let drain =
+            duration::parse_at_most(&args.drain, MAX_PHASE).map_err(invalid("DRAIN (--drain)"))?;
+        let shutdown_timeout = duration::parse_at_most(&args.shutdown_timeout, MAX_PHASE)
             .map_err(invalid("SHUTDOWN_TIMEOUT (--shutdown-timeout)"))?;
+        let max_connections = args
+            .max_connections
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_CONNECTIONS).contains(n))
+            .ok_or_else(|| ConfigError {
+                setting: "MAX_CONNECTIONS (--max-connections)",
+                problem: format!(
+                    "{:?} is not a count from 1 to {MAX_MAX_CONNECTIONS}",
+                    args.max_connections
+                ),
+            })?;
         let log_format = match args.log_format.trim() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -322,12 +372,12 @@ impl TryFrom<Args> for Config {
                 problem: format!("{:?} is not a status code 200-599", args.error_code),
             })?;
         Ok(Config {
-            startup_delay: duration::parse_spread(&args.startup_delay)
+            startup_delay: duration::parse_spread_at_most(&args.startup_delay, MAX_PHASE)
                 .map_err(invalid("STARTUP_DELAY (--startup-delay)"))?,
             error_rate: parse_rate(&args.error_rate)
                 .map_err(invalid("ERROR_RATE (--error-rate)"))?,
             error_code,
-            latency: duration::parse_spread(&args.latency)
+            latency: crate::faults::parse_latency(&args.latency)
                 .map_err(invalid("LATENCY (--latency)"))?,
             fail_after: args
                 .fail_after
@@ -339,6 +389,7 @@ impl TryFrom<Args> for Config {
             crash_on_start: parse_bool("CRASH_ON_START (--crash-on-start)", &args.crash_on_start)?,
             hang_on_start: parse_bool("HANG_ON_START (--hang-on-start)", &args.hang_on_start)?,
             admin: parse_bool("ADMIN (--admin)", &args.admin)?,
+            max_connections,
             version: args.app_version,
             listen,
             template,
@@ -388,7 +439,14 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_setting() {
-        let cases: [(&[&str], &str); 14] = [
+        let cases: [(&[&str], &str); 21] = [
+            (&["--latency", "1e19"], "LATENCY"),
+            (&["--latency", "61s"], "LATENCY"),
+            (&["--drain", "2h"], "DRAIN"),
+            (&["--startup-delay", "1s..1e12"], "STARTUP_DELAY"),
+            (&["--max-connections", "0"], "MAX_CONNECTIONS"),
+            (&["--max-connections", "-1"], "MAX_CONNECTIONS"),
+            (&["--max-connections", "1e9"], "MAX_CONNECTIONS"),
             (&["--error-rate", "2"], "ERROR_RATE"),
             (&["--error-code", "99"], "ERROR_CODE"),
             (&["--latency", "fast"], "LATENCY"),

@@ -21,6 +21,19 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 1m ({e})"))
 }
 
+/// Parses a duration of at most `max`: settings whose huge values would only ever be typos.
+pub fn parse_at_most(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = parse(text)?;
+    if d > max {
+        return Err(format!(
+            "{:?} is longer than the {} maximum",
+            text.trim(),
+            format(max)
+        ));
+    }
+    Ok(d)
+}
+
 /// A fixed duration or a uniform random one: `50ms`, or `10ms..200ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Spread {
@@ -73,6 +86,19 @@ pub fn parse_spread(text: &str) -> Result<Spread, String> {
             Ok(Spread { min, max })
         }
     }
+}
+
+/// Parses a [`Spread`] whose longest value is at most `max`.
+pub fn parse_spread_at_most(text: &str, max: Duration) -> Result<Spread, String> {
+    let spread = parse_spread(text)?;
+    if spread.max > max {
+        return Err(format!(
+            "{:?} is longer than the {} maximum",
+            text.trim(),
+            format(max)
+        ));
+    }
+    Ok(spread)
 }
 
 /// Formats a duration the way [`parse`] reads it back (`1s 500ms`), for logs and messages.

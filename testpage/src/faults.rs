@@ -1,5 +1,8 @@
 //! Rollout-test knobs on the page: a share of failing answers and added latency, adjustable at
-//! run time (`POST /fault`), and a crash after a number of requests.
+//! run time (`POST /fault`), and a crash (`FAIL_AFTER`) after a time or a number of requests.
+//!
+//! The crash does not end the process here: [`Faults::failure`] completes, the server stops
+//! at once without a drain, and `main` exits 1.
 //!
 //! Only `/` is affected: probes and `/metrics` never are, so a fault shows up in the traffic a
 //! rollout tool measures, not in the kubelet's view of the pod. With every knob at its default
@@ -9,10 +12,21 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::FailAfter;
 use crate::duration::Spread;
 
 const PPM: f64 = 1_000_000.0;
+
+/// The longest latency `LATENCY` and `POST /fault` may add, like `/delay`'s cap.
+pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+
+/// Parses a latency (`50ms`, `10ms..200ms`) of at most [`MAX_LATENCY`], for `LATENCY` and
+/// `POST /fault?latency=`.
+pub fn parse_latency(text: &str) -> Result<Spread, String> {
+    crate::duration::parse_spread_at_most(text, MAX_LATENCY)
+}
 
 /// What an answer of `/` should suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +44,9 @@ pub struct Faults {
     error_code: u16,
     latency_min_us: AtomicU64,
     latency_max_us: AtomicU64,
-    fail_after: Option<u64>,
+    fail_after: Option<FailAfter>,
     page_requests: AtomicU64,
+    failed: CancellationToken,
 }
 
 /// The settings as `/fault` reports them.
@@ -47,7 +62,12 @@ pub struct FaultSettings {
 
 impl Faults {
     /// Faults as configured at start.
-    pub fn new(error_rate: f64, error_code: u16, latency: Spread, fail_after: Option<u64>) -> Self {
+    pub fn new(
+        error_rate: f64,
+        error_code: u16,
+        latency: Spread,
+        fail_after: Option<FailAfter>,
+    ) -> Self {
         let faults = Faults {
             error_rate_ppm: AtomicU32::new(0),
             error_code,
@@ -55,6 +75,7 @@ impl Faults {
             latency_max_us: AtomicU64::new(0),
             fail_after,
             page_requests: AtomicU64::new(0),
+            failed: CancellationToken::new(),
         };
         faults.set(Some(error_rate), Some(latency));
         faults
@@ -105,11 +126,35 @@ impl Faults {
         }
     }
 
-    /// Counts a request to `/`; true for the one that reaches `FAIL_AFTER` requests.
+    /// Counts a request to `/`; true for the one that reaches `FAIL_AFTER` requests, which
+    /// also completes [`Faults::failure`].
     pub fn count_page_request(&self) -> bool {
+        let Some(FailAfter::Requests(limit)) = self.fail_after else {
+            return false;
+        };
+        let reached = self.page_requests.fetch_add(1, Ordering::Relaxed) + 1 == limit;
+        if reached {
+            self.failed.cancel();
+        }
+        reached
+    }
+
+    /// Completes when `FAIL_AFTER` strikes: that long after this is first awaited (the start of
+    /// serving), or at the request that reaches the count. Never completes without `FAIL_AFTER`.
+    pub async fn failure(&self) -> FailAfter {
         match self.fail_after {
-            Some(limit) => self.page_requests.fetch_add(1, Ordering::Relaxed) + 1 == limit,
-            None => false,
+            Some(FailAfter::Time(after)) => {
+                tokio::select! {
+                    () = tokio::time::sleep(after) => {}
+                    () = self.failed.cancelled() => {}
+                }
+                FailAfter::Time(after)
+            }
+            Some(requests) => {
+                self.failed.cancelled().await;
+                requests
+            }
+            None => std::future::pending().await,
         }
     }
 }
@@ -135,7 +180,12 @@ mod tests {
 
     #[test]
     fn full_rate_always_fails_and_settings_change() {
-        let faults = Faults::new(1.0, 503, Spread::fixed(Duration::from_millis(5)), Some(2));
+        let faults = Faults::new(
+            1.0,
+            503,
+            Spread::fixed(Duration::from_millis(5)),
+            Some(FailAfter::Requests(2)),
+        );
         assert_eq!(faults.draw().fail_with, Some(503));
         assert_eq!(faults.draw().delay, Duration::from_millis(5));
         faults.set(Some(0.0), None);

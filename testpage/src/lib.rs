@@ -104,18 +104,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
         config.error_rate,
         config.error_code,
         config.latency,
-        match config.fail_after {
-            Some(config::FailAfter::Requests(n)) => Some(n),
-            _ => None,
-        },
+        config.fail_after,
     );
-    if let Some(config::FailAfter::Time(after)) = config.fail_after {
-        // A crash for rollback demos: no drain, no clean-up, exit code 1.
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            tracing::warn!(after = %duration::format(after), "FAIL_AFTER reached; exiting");
-            std::process::exit(1);
-        });
+    if let Some(limit) = open_files_limit().filter(|&l| l < config.max_connections as u64 + 64) {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_files_limit = limit,
+            "MAX_CONNECTIONS is near or above the open-file limit; accept will fail before it"
+        );
     }
     let app = Arc::new(App::new(
         pod,
@@ -133,6 +129,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
         startup,
         drain: config.drain,
         shutdown_timeout: config.shutdown_timeout,
+        max_connections: config.max_connections,
     };
     let outcome = server::serve(listener, Arc::clone(&app), timings, shutdown).await;
     let (since_sigterm, drain_requests, closed) = app.metrics().shutdown_summary();
@@ -143,4 +140,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
         "shutdown summary"
     );
     outcome
+}
+
+/// The soft limit on open files (`ulimit -n`), from `/proc/self/limits`.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }

@@ -10,12 +10,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::readiness::ReadyFile;
+use crate::readiness::{ReadyFile, ReadyFileError};
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,28 @@ impl State {
     }
 }
 
+/// Why `POST /readyz/enable` could not make the pod ready again.
+#[derive(Debug, thiserror::Error)]
+pub enum EnableError {
+    /// Only a serving pod can be made ready; a draining one stays out of the endpoints.
+    #[error("not while {}", .0.as_str())]
+    NotServing(State),
+    /// The ready file could not be written.
+    #[error(transparent)]
+    File(#[from] ReadyFileError),
+}
+
+/// When readiness was withdrawn while serving, and whether the pod was ever ready.
+#[derive(Debug, Default)]
+struct Withdrawal {
+    /// The pod was ready at least once: something may be routing to it.
+    ever_ready: bool,
+    /// `POST /readyz/disable` (the only way to withdraw readiness when `READY_FILE` is off).
+    by_admin: bool,
+    /// When readiness was first seen withdrawn, by whoever did it.
+    since: Option<Instant>,
+}
+
 /// State shared between the accept loop, the request handlers and the shutdown sequence.
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -61,6 +83,9 @@ pub struct Lifecycle {
     live: AtomicBool,
     addr: OnceLock<SocketAddr>,
     ready_file: ReadyFile,
+    /// Readiness changes (ready, withdrawn, re-enabled, draining) happen under this lock, so
+    /// that `/readyz/enable` cannot write the file again after SIGTERM has removed it.
+    withdrawal: Mutex<Withdrawal>,
 }
 
 impl Lifecycle {
@@ -73,7 +98,15 @@ impl Lifecycle {
             live: AtomicBool::new(true),
             addr: OnceLock::new(),
             ready_file,
+            withdrawal: Mutex::new(Withdrawal::default()),
         }
+    }
+
+    fn withdrawal(&self) -> std::sync::MutexGuard<'_, Withdrawal> {
+        // Plain data: a panic elsewhere cannot leave it half-updated.
+        self.withdrawal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current state.
@@ -92,23 +125,47 @@ impl Lifecycle {
     }
 
     /// Writes the ready file for `addr` and moves to `serving`.
-    pub fn become_ready(&self, addr: SocketAddr) -> Result<(), crate::readiness::ReadyFileError> {
+    pub fn become_ready(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
         let _ = self.addr.set(addr);
+        let mut withdrawal = self.withdrawal();
         self.ready_file.create(addr)?;
         self.set_state(State::Serving);
+        *withdrawal = Withdrawal {
+            ever_ready: true,
+            ..Withdrawal::default()
+        };
         Ok(())
     }
 
+    /// `POST /readyz/disable`: removes the ready file (or, with `READY_FILE` off, marks the pod
+    /// unready) and remembers when, for the drain.
+    pub fn withdraw_readiness(&self) -> Result<(), ReadyFileError> {
+        let mut withdrawal = self.withdrawal();
+        withdrawal.by_admin = true;
+        withdrawal.since.get_or_insert_with(Instant::now);
+        self.ready_file.remove().map(drop)
+    }
+
     /// `POST /readyz/enable`: writes the ready file again, while serving.
-    pub fn recreate_ready_file(&self) -> Result<(), String> {
-        if self.ready_file.path().is_none() {
-            return Err("READY_FILE is disabled: readiness follows the state alone".into());
-        }
+    pub fn restore_readiness(&self) -> Result<(), EnableError> {
+        let mut withdrawal = self.withdrawal();
         match (self.state(), self.addr.get()) {
             (State::Serving, Some(addr)) => {
-                self.ready_file.create(*addr).map_err(|e| e.to_string())
+                self.ready_file.create(*addr)?;
+                withdrawal.by_admin = false;
+                withdrawal.since = None;
+                Ok(())
             }
-            (state, _) => Err(format!("not while {}", state.as_str())),
+            (state, _) => Err(EnableError::NotServing(state)),
+        }
+    }
+
+    /// Notes the moment the ready file disappeared (a preStop hook or `kubectl exec rm`), so
+    /// that the drain can be counted from it. Called a few times a second while serving; the
+    /// moment noted is at most that late, which only lengthens the drain.
+    pub fn observe_ready_file(&self) {
+        if self.state() == State::Serving && !self.ready_file.exists() {
+            self.withdrawal().since.get_or_insert_with(Instant::now);
         }
     }
 
@@ -137,30 +194,36 @@ impl Lifecycle {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Ready means serving and the ready file still exists: deleting the file from outside
-    /// (a preStop hook, `kubectl exec`) takes the pod out of the endpoints.
+    /// Ready means serving, not withdrawn by the admin route, and the ready file this process
+    /// wrote still exists: deleting the file from outside (a preStop hook, `kubectl exec`)
+    /// takes the pod out of the endpoints.
     pub fn is_ready(&self) -> bool {
-        self.state() == State::Serving && self.ready_file.exists()
+        self.state() == State::Serving && !self.withdrawal().by_admin && self.ready_file.exists()
     }
 
-    /// Withdraws readiness at once and says how long to keep serving: `drain`, or nothing when
-    /// the ready file was already gone, because a preStop hook has drained the pod already.
+    /// Withdraws readiness at once and says how long to keep serving: `drain` counted from the
+    /// moment readiness was withdrawn, whoever withdrew it. A pod that was never ready, or whose
+    /// readiness was withdrawn more than `drain` ago (a preStop hook that already drained),
+    /// stops at once: no endpoint routes to it any more.
     pub fn begin_draining(&self, drain: Duration) -> Duration {
+        let withdrawal = self.withdrawal();
+        let was_serving = self.state() == State::Serving;
         self.set_state(State::Draining);
-        let was_ready = match self.ready_file.remove() {
-            Ok(was_there) => was_there,
-            Err(error) => {
-                tracing::warn!(%error, "could not remove the ready file; draining anyway");
-                true
-            }
-        };
-        let drain = if was_ready { drain } else { Duration::ZERO };
+        if let Err(error) = self.ready_file.remove() {
+            tracing::warn!(%error, "could not remove the ready file; draining anyway");
+        }
+        // A file found missing now but not yet noticed was removed a moment ago.
+        let withdrawn_ago = (withdrawal.ever_ready && was_serving)
+            .then(|| withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed()));
+        let remaining = withdrawn_ago.map_or(Duration::ZERO, |ago| drain.saturating_sub(ago));
         tracing::info!(
-            drain = %crate::duration::format(drain),
-            skipped = !was_ready,
+            drain = %crate::duration::format(remaining),
+            withdrawn_ago = %crate::duration::format(withdrawn_ago.unwrap_or_default()),
+            never_ready = withdrawn_ago.is_none(),
+            skipped = remaining.is_zero(),
             "draining"
         );
-        drain
+        remaining
     }
 
     /// Requests being handled right now.

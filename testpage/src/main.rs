@@ -42,6 +42,10 @@ fn main() -> ExitCode {
         }
     };
 
+    if let Err(line) = testpage::config::check_environment() {
+        eprintln!("testpage: {line}");
+        return ExitCode::from(2);
+    }
     let config = match Config::try_from(Args::parse()) {
         Ok(config) => config,
         Err(error) => {
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
                 "shutdown timeout expired with requests still running"
             );
             3
+        }
+        Ok(Outcome::FailAfter(after)) => {
+            tracing::warn!(?after, "FAIL_AFTER reached; exiting");
+            1
         }
         Err(error) => {
             tracing::error!(%error, "failed");

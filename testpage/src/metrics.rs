@@ -61,6 +61,10 @@ pub struct Metrics {
     since_sigterm: Gauge<f64, std::sync::atomic::AtomicU64>,
     drain_requests: Counter,
     closed_at_shutdown: Gauge,
+    max_connections: Gauge,
+    limit_reached: Counter,
+    timed_out: Counter,
+    accept_errors: Counter,
     sigterm_at: OnceLock<Instant>,
 }
 
@@ -132,6 +136,30 @@ impl Metrics {
             "Connections still open when accepting stopped",
             closed_at_shutdown.clone(),
         );
+        let max_connections = Gauge::default();
+        registry.register(
+            "testpage_connections_max",
+            "MAX_CONNECTIONS: open connections at most",
+            max_connections.clone(),
+        );
+        let limit_reached = Counter::default();
+        registry.register(
+            "testpage_connection_limit_reached",
+            "Times accepting paused because MAX_CONNECTIONS connections were open",
+            limit_reached.clone(),
+        );
+        let timed_out = Counter::default();
+        registry.register(
+            "testpage_connections_timed_out",
+            "Connections closed for sending no request within their deadline",
+            timed_out.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "testpage_accept_errors",
+            "Failed accepts (e.g. the open-file limit reached)",
+            accept_errors.clone(),
+        );
         // The page's own handles, so its hot path skips the label lookup.
         let page_ok = requests
             .get_or_create(&RequestLabels {
@@ -153,6 +181,10 @@ impl Metrics {
             since_sigterm,
             drain_requests,
             closed_at_shutdown,
+            max_connections,
+            limit_reached,
+            timed_out,
+            accept_errors,
             sigterm_at: OnceLock::new(),
         }
     }
@@ -173,6 +205,26 @@ impl Metrics {
         if draining {
             self.drain_requests.inc();
         }
+    }
+
+    /// Notes the connection limit.
+    pub fn max_connections(&self, limit: usize) {
+        self.max_connections.set(limit as i64);
+    }
+
+    /// Counts a pause of the accept loop at the connection limit.
+    pub fn limit_reached(&self) {
+        self.limit_reached.inc();
+    }
+
+    /// Counts a connection closed for saying nothing in time.
+    pub fn timed_out(&self) {
+        self.timed_out.inc();
+    }
+
+    /// Counts a failed accept.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     /// Notes the first SIGTERM.

@@ -3,32 +3,71 @@
 //! The file is the one source of truth for readiness, shared with whatever else is in the pod:
 //! an exec probe can test it, and a preStop hook (`probe drain`) or `kubectl exec` can delete it
 //! to take the pod out of the endpoints before SIGTERM arrives.
+//!
+//! testpage only ever removes or replaces a file it wrote: a regular file whose first line is
+//! `pid=<n>`. Whatever else sits at the path (a device, a FIFO, someone's file, the file of
+//! another running testpage) is left alone and reported, because the file is written by renaming
+//! over its path and a mistyped `READY_FILE=/dev/null` run as root would otherwise replace
+//! the device.
 
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-/// A failure to write the readiness file, naming it.
+/// Why the readiness file could not be written, removed or taken over.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write READY_FILE {path:?}: {source}")]
-pub struct ReadyFileError {
-    /// The file that could not be written.
-    pub path: PathBuf,
-    /// The operating system's reason.
-    #[source]
-    pub source: io::Error,
+pub enum ReadyFileError {
+    /// The file system refused.
+    #[error("cannot write READY_FILE {path:?}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// Something other than a regular file is at the path.
+    #[error("READY_FILE {path:?} is not a regular file; choose another path")]
+    NotARegularFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A regular file that testpage did not write is at the path.
+    #[error("READY_FILE {path:?} was not written by testpage (no pid= line); remove it or choose another path")]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Another running testpage owns the file.
+    #[error("READY_FILE {path:?} belongs to testpage process {pid}, which is running; give each instance its own file")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+        /// The other process.
+        pid: u32,
+    },
 }
 
+/// Identity of the file this process wrote: device and inode.
+type FileId = (u64, u64);
+
 /// The readiness file, or nothing when `READY_FILE` is empty.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ReadyFile {
     path: Option<PathBuf>,
+    written: Mutex<Option<FileId>>,
 }
 
 impl ReadyFile {
     /// A handle on `path`; `None` disables the file (readiness then follows the state alone).
     pub fn new(path: Option<PathBuf>) -> Self {
-        ReadyFile { path }
+        ReadyFile {
+            path,
+            written: Mutex::new(None),
+        }
     }
 
     /// The file's path, when enabled.
@@ -36,93 +75,233 @@ impl ReadyFile {
         self.path.as_deref()
     }
 
-    /// Removes a file left by an earlier run of a restarted container, so that the pod is not
-    /// reported ready before this process has bound its port.
-    pub fn remove_stale(&self) -> Result<(), ReadyFileError> {
-        self.remove().map(drop)
+    fn io_error(&self, source: io::Error) -> ReadyFileError {
+        ReadyFileError::Io {
+            path: self.path.clone().unwrap_or_default(),
+            source,
+        }
     }
 
-    /// Writes the file atomically (a temporary file renamed over it), so that a probe never
+    /// Removes a file left by an earlier run of a restarted container, so that the pod is not
+    /// reported ready before this process has bound its port. Refuses, without touching it,
+    /// anything this program did not write and the file of another running testpage.
+    pub fn remove_stale(&self) -> Result<(), ReadyFileError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error(e)),
+            Ok(meta) if !meta.is_file() => {
+                return Err(ReadyFileError::NotARegularFile { path: path.clone() })
+            }
+            Ok(_) => {}
+        }
+        let text = read_head(path).map_err(|e| self.io_error(e))?;
+        let Some(pid) = owner(&text) else {
+            return Err(ReadyFileError::NotOurs { path: path.clone() });
+        };
+        if pid != std::process::id() && is_running_testpage(pid) {
+            return Err(ReadyFileError::InUse {
+                path: path.clone(),
+                pid,
+            });
+        }
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the file atomically (a new temporary file renamed over it), so that a probe never
     /// reads a half-written one. It holds the pid and the bound address. No fsync: the file only
     /// matters while this process runs, and a stale one is removed at the next start.
     pub fn create(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let fail = |source| ReadyFileError {
-            path: path.clone(),
-            source,
-        };
+        let mut written = self.lock();
+        // Only an absent file or the one this process wrote may be replaced.
+        match fs::symlink_metadata(path) {
+            Ok(meta) if Some(id(&meta)) == *written => {}
+            Ok(meta) if !meta.is_file() => {
+                return Err(ReadyFileError::NotARegularFile { path: path.clone() })
+            }
+            Ok(_) => return Err(ReadyFileError::NotOurs { path: path.clone() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io_error(e)),
+        }
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| writeln!(f, "pid={}\naddr={addr}", std::process::id()));
-        let result = written.and_then(|()| std::fs::rename(&tmp, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let _ = fs::remove_file(&tmp);
+        let result = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                writeln!(f, "pid={}\naddr={addr}", std::process::id())?;
+                f.metadata()
+            })
+            .and_then(|meta| fs::rename(&tmp, path).map(|()| id(&meta)));
+        match result {
+            Ok(file) => {
+                *written = Some(file);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(self.io_error(e))
+            }
         }
-        result.map_err(fail)
     }
 
-    /// Deletes the file. Returns whether it was there, i.e. whether nothing else (a preStop
-    /// hook) had withdrawn readiness already. A disabled file counts as present.
+    /// Deletes the file if it is the one this process wrote. Returns whether it was there.
     pub fn remove(&self) -> Result<bool, ReadyFileError> {
         let Some(path) = &self.path else {
-            return Ok(true);
+            return Ok(false);
         };
-        match std::fs::remove_file(path) {
+        let mut written = self.lock();
+        if !self.is_ours(path, *written) {
+            return Ok(false);
+        }
+        *written = None;
+        match fs::remove_file(path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(ReadyFileError {
-                path: path.clone(),
-                source,
-            }),
+            Err(e) => Err(self.io_error(e)),
         }
     }
 
-    /// Whether the file exists; a disabled file always counts as present.
+    /// Whether the file this process wrote is still there; a disabled file always counts as
+    /// present. A file that someone else put at the path does not count.
     pub fn exists(&self) -> bool {
-        self.path.as_deref().is_none_or(Path::exists)
+        match &self.path {
+            None => true,
+            Some(path) => self.is_ours(path, *self.lock()),
+        }
     }
+
+    fn is_ours(&self, path: &Path, written: Option<FileId>) -> bool {
+        written.is_some() && fs::symlink_metadata(path).is_ok_and(|m| Some(id(&m)) == written)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<FileId>> {
+        // A panic elsewhere cannot leave the identity half-written: it is a plain Copy value.
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn id(meta: &fs::Metadata) -> FileId {
+    (meta.dev(), meta.ino())
+}
+
+/// The first bytes of a file: enough for its `pid=` line, whatever the file's size.
+fn read_head(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64);
+    fs::File::open(path)?.take(64).read_to_end(&mut head)?;
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The pid on the first line of a file this program wrote.
+fn owner(text: &str) -> Option<u32> {
+    text.lines()
+        .next()?
+        .strip_prefix("pid=")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` is a running process named `testpage` (as `/proc` shows it).
+fn is_running_testpage(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "testpage")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ADDR: &str = "127.0.0.1:80";
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ready-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn create_remove_and_report_presence() {
-        let dir = std::env::temp_dir().join(format!("ready-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("create");
         let file = ReadyFile::new(Some(dir.join("ready")));
         file.remove_stale().unwrap();
         assert!(!file.exists());
-        file.create("127.0.0.1:80".parse().unwrap()).unwrap();
-        let text = std::fs::read_to_string(dir.join("ready")).unwrap();
+        file.create(ADDR.parse().unwrap()).unwrap();
+        assert!(file.exists());
+        let text = fs::read_to_string(dir.join("ready")).unwrap();
         assert!(text.contains("addr=127.0.0.1:80"), "{text}");
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temp file left"
-        );
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        file.create(ADDR.parse().unwrap()).unwrap();
         assert!(file.remove().unwrap());
         assert!(!file.remove().unwrap());
-        std::fs::remove_dir(&dir).unwrap();
+        fs::remove_dir(&dir).unwrap();
     }
 
     #[test]
     fn disabled_file_is_always_present() {
         let file = ReadyFile::new(None);
-        file.create("127.0.0.1:80".parse().unwrap()).unwrap();
+        file.create(ADDR.parse().unwrap()).unwrap();
         assert!(file.exists());
-        assert!(file.remove().unwrap());
+        assert!(!file.remove().unwrap());
     }
 
     #[test]
     fn unwritable_directory_names_the_file() {
         let file = ReadyFile::new(Some("/proc/no-such-dir/ready".into()));
-        let err = file.create("127.0.0.1:80".parse().unwrap()).unwrap_err();
+        let err = file.create(ADDR.parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("READY_FILE"), "{err}");
+    }
+
+    #[test]
+    fn leaves_alone_what_it_did_not_write() {
+        // A device node, a directory and a stranger's file are neither removed nor replaced.
+        for path in ["/dev/null", "/tmp"] {
+            let file = ReadyFile::new(Some(path.into()));
+            assert!(matches!(
+                file.remove_stale(),
+                Err(ReadyFileError::NotARegularFile { .. })
+            ));
+            assert!(file.create(ADDR.parse().unwrap()).is_err());
+            assert!(!file.remove().unwrap());
+        }
+        assert!(Path::new("/dev/null").exists());
+        let dir = scratch("foreign");
+        let path = dir.join("ready");
+        fs::write(&path, "precious\n").unwrap();
+        let file = ReadyFile::new(Some(path.clone()));
+        assert!(matches!(
+            file.remove_stale(),
+            Err(ReadyFileError::NotOurs { .. })
+        ));
+        assert!(file.create(ADDR.parse().unwrap()).is_err());
+        assert!(!file.exists(), "a stranger's file is not readiness");
+        assert!(!file.remove().unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "precious\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_file_of_a_dead_process_is_removed() {
+        let dir = scratch("stale");
+        let path = dir.join("ready");
+        // pid 0 is never a process.
+        fs::write(&path, "pid=0\naddr=127.0.0.1:1\n").unwrap();
+        ReadyFile::new(Some(path.clone())).remove_stale().unwrap();
+        assert!(!path.exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::duration;
 use crate::faults::Faults;
-use crate::lifecycle::{Lifecycle, State};
+use crate::lifecycle::{EnableError, Lifecycle, State};
 use crate::metrics::{Metrics, Snapshot};
 use crate::pod_info::{Info, PodInfo};
 
@@ -83,6 +83,11 @@ impl App {
     /// The lifecycle state shared with the server.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
+    }
+
+    /// The fault knobs.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// The metrics.
@@ -209,10 +214,8 @@ async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     if !fault.delay.is_zero() {
         tokio::time::sleep(fault.delay).await;
     }
-    if app.faults.count_page_request() {
-        tracing::warn!("FAIL_AFTER requests reached; exiting");
-        tokio::spawn(async { std::process::exit(1) });
-    }
+    // The request that reaches FAIL_AFTER is answered; the server then stops (see `server`).
+    app.faults.count_page_request();
     if let Some(code) = fault.fail_with {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return text(code, "injected error (ERROR_RATE)\n");
@@ -224,16 +227,66 @@ async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// The admin routes change the pod's state, so a web page from another origin must not be able
+/// to call them: a student's browser can reach the pod's NodePort, and a cross-site form POST
+/// (a "simple request") needs no CORS preflight. Browsers say where a request comes from in
+/// `Sec-Fetch-Site` and `Origin`; clients that are not browsers (curl, `kubectl exec`, probe)
+/// send neither and keep working.
+fn cross_origin(req: &Request<Incoming>) -> Option<String> {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return Some(format!(
+                "Sec-Fetch-Site: {}",
+                String::from_utf8_lossy(site.as_bytes())
+            ));
+        }
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| headers.get(header::HOST).map(HeaderValue::as_bytes));
+    let origin_host = origin
+        .as_bytes()
+        .strip_prefix(b"http://")
+        .or_else(|| origin.as_bytes().strip_prefix(b"https://"));
+    match (origin_host, host) {
+        (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host) => None,
+        _ => Some(format!(
+            "Origin: {}",
+            String::from_utf8_lossy(origin.as_bytes())
+        )),
+    }
+}
+
 fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body>> {
+    if !matches!(
+        path,
+        "/readyz/disable" | "/readyz/enable" | "/healthz/disable" | "/healthz/enable" | "/fault"
+    ) {
+        return None;
+    }
+    if let Some(from) = cross_origin(req) {
+        tracing::warn!(path, from, "cross-origin admin request refused");
+        return Some(text(
+            StatusCode::FORBIDDEN,
+            format!("admin routes answer same-origin requests only ({from})\n"),
+        ));
+    }
     let lifecycle = &app.lifecycle;
     let answer = match path {
-        "/readyz/disable" => match lifecycle.ready_file().remove() {
-            Ok(_) => text(StatusCode::OK, "readiness disabled\n"),
+        "/readyz/disable" => match lifecycle.withdraw_readiness() {
+            Ok(()) => text(StatusCode::OK, "readiness disabled\n"),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         },
-        "/readyz/enable" => match lifecycle.recreate_ready_file() {
+        "/readyz/enable" => match lifecycle.restore_readiness() {
             Ok(()) => text(StatusCode::OK, "readiness enabled\n"),
-            Err(problem) => text(StatusCode::CONFLICT, format!("{problem}\n")),
+            Err(e @ EnableError::NotServing(_)) => text(StatusCode::CONFLICT, format!("{e}\n")),
+            Err(e @ EnableError::File(_)) => {
+                text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+            }
         },
         "/healthz/disable" => {
             lifecycle.set_live(false);
@@ -265,7 +318,7 @@ fn parse_fault(query: &str) -> Result<FaultChange, String> {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "error_rate" => rate = Some(crate::config::parse_rate(value)?),
-            "latency" => latency = Some(duration::parse_spread(value)?),
+            "latency" => latency = Some(crate::faults::parse_latency(value)?),
             other => {
                 return Err(format!(
                     "unknown fault setting {other:?} (error_rate, latency)"
@@ -332,9 +385,19 @@ fn wants_json(req: &Request<Incoming>) -> bool {
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Body> {
-    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
-    bytes.push(b'\n');
-    body(StatusCode::OK, JSON, bytes.into())
+    match serde_json::to_vec(value) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            body(StatusCode::OK, JSON, bytes.into())
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a JSON answer");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the answer\n",
+            )
+        }
+    }
 }
 
 fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {

@@ -1,30 +1,62 @@
-//! The accept loop and the shutdown sequence.
+//! The accept loop, the connections' deadlines and the shutdown sequence.
 //!
 //! [`serve`] takes a bound listener and a `shutdown` future (the first signal in `main`, any
-//! future in tests), and runs the whole lifecycle: ready, serve, drain, close.
+//! future in tests), and runs the whole lifecycle: ready, serve, drain, close. Every phase of a
+//! connection has a deadline, so no client can hold a connection (and a file descriptor) by
+//! saying nothing:
+//!
+//! | phase | limit |
+//! |---|---|
+//! | from accept to the first request (protocol sniff, HTTP/1 head, HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
+//! | each later HTTP/1 request head, including the wait between keep-alive requests | [`HEADER_READ_TIMEOUT`] (hyper's own timer) |
+//! | a connection with no request in flight after its first one (HTTP/2 idle) | [`IDLE_TIMEOUT`] |
+//! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
+//!
+//! At most `MAX_CONNECTIONS` connections are open at once; beyond that the accept loop waits and
+//! new connections queue in the kernel's listen backlog until one closes.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::FailAfter;
 use crate::lifecycle::State;
 use crate::routes::{self, App};
 use crate::Error;
 
-/// How long a client may take to send a request's headers. Slow or stalled clients are cut off
-/// after this instead of holding a connection (and a file descriptor) forever.
+/// How long a new connection may take to send its first request, and any HTTP/1 connection the
+/// next request's head. Slow or silent clients are cut off after this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection that has sent requests may stay open with none in flight. Longer than
+/// the 10 s HTTP/1 limit, for HTTP/2 clients (gRPC, proxies) that keep a connection between
+/// bursts; shorter than nothing, so a silent peer cannot hold a slot forever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Once shutdown has begun, how long a connection with no request in flight has to take its
+/// GOAWAY or its close before it is dropped.
+pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
 /// The largest request head accepted; larger ones get `431` (HTTP/1) or a stream reset (HTTP/2).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The most header lines in an HTTP/1 request (hyper's default); more get `431`.
+pub const MAX_HEADERS: usize = 100;
+
+/// At most one "accept failed" or "connection limit reached" line per this period.
+const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// When the pod turns ready after binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +67,7 @@ pub enum Startup {
     Never,
 }
 
-/// Timings of the start-up and shutdown sequences.
+/// Timings and limits of the start-up, serving and shutdown sequences.
 #[derive(Debug, Clone, Copy)]
 pub struct ShutdownTimings {
     /// When to write the ready file.
@@ -44,21 +76,26 @@ pub struct ShutdownTimings {
     pub drain: Duration,
     /// How long in-flight requests may take once accepting stops.
     pub shutdown_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
 }
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every in-flight request finished.
+    /// Every request in flight finished.
     Graceful,
-    /// `SHUTDOWN_TIMEOUT` expired with requests still running.
+    /// `SHUTDOWN_TIMEOUT` expired with requests still running; they were cut.
     TimedOut {
         /// Requests still running when time ran out.
         in_flight: usize,
     },
+    /// `FAIL_AFTER` struck: serving stopped at once, without a drain.
+    FailAfter(FailAfter),
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains and closes.
+/// Serves `app` on `listener` until `shutdown` completes, then drains and closes; or stops at
+/// once when `FAIL_AFTER` strikes.
 ///
 /// The ready file is written only here, after the listener is bound, so a pod is never reported
 /// ready before it can accept a connection.
@@ -68,27 +105,30 @@ pub async fn serve(
     timings: ShutdownTimings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Outcome, Error> {
+    let conns = Connections::new(Arc::clone(&app), timings.max_connections);
+    let outcome = tokio::select! {
+        outcome = sequence(listener, &conns, timings, shutdown) => outcome,
+        failure = app.faults().failure() => Ok(Outcome::FailAfter(failure)),
+    };
+    // Whatever ended serving, no connection outlives it.
+    conns.cut.cancel();
+    conns.tracker.close();
+    conns.tracker.wait().await;
+    outcome
+}
+
+/// The lifecycle proper: ready, serve, drain, close.
+async fn sequence(
+    listener: TcpListener,
+    conns: &Connections,
+    timings: ShutdownTimings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Outcome, Error> {
     let local_addr = listener.local_addr().map_err(|source| Error::Bind {
         listen: "the listener".into(),
         source,
     })?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let graceful = GracefulShutdown::new();
-    let conns = Connections {
-        builder,
-        graceful: &graceful,
-        app: &app,
-    };
-
+    let app = &conns.app;
     let lifecycle = app.lifecycle();
     tokio::pin!(shutdown);
 
@@ -116,8 +156,16 @@ pub async fn serve(
             ready_file = ready_file.as_deref().unwrap_or("disabled"),
             "ready"
         );
-        shutdown.await;
-        Ok::<(), Error>(())
+        // Notice when something else (a preStop hook, `kubectl exec rm`) withdraws readiness,
+        // so that the drain can be counted from that moment.
+        let mut look = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok::<(), Error>(()),
+                _ = look.tick() => lifecycle.observe_ready_file(),
+            }
+        }
     };
     conns.accept_until(&listener, serving).await?;
     app.metrics().sigterm();
@@ -131,8 +179,8 @@ pub async fn serve(
         .await;
 
     // Close: stop accepting (the kernel refuses new connections once the socket is closed), tell
-    // every connection to finish (idle ones close now, HTTP/2 gets GOAWAY), and wait for the
-    // requests still running, up to the timeout.
+    // every connection to finish (idle ones close now, HTTP/2 gets GOAWAY, silent ones are
+    // dropped after CLOSE_LINGER), and wait for the requests still running, up to the timeout.
     drop(listener);
     lifecycle.set_state(State::Closing);
     app.metrics().closing(lifecycle.connections());
@@ -141,67 +189,300 @@ pub async fn serve(
         connections = lifecycle.connections(),
         "closing"
     );
+    conns.closing.cancel();
+    conns.tracker.close();
     tokio::select! {
-        () = graceful.shutdown() => Ok(Outcome::Graceful),
-        () = tokio::time::sleep(timings.shutdown_timeout) => Ok(Outcome::TimedOut {
-            in_flight: lifecycle.in_flight(),
-        }),
+        () = conns.tracker.wait() => Ok(Outcome::Graceful),
+        () = tokio::time::sleep(timings.shutdown_timeout) => {
+            // Only requests count: a connection with none in flight has nothing to lose.
+            match lifecycle.in_flight() {
+                0 => Ok(Outcome::Graceful),
+                in_flight => Ok(Outcome::TimedOut { in_flight }),
+            }
+        }
     }
 }
 
-/// What a new connection needs.
-struct Connections<'a> {
+/// Everything a new connection needs, and the signals that end connections.
+struct Connections {
     builder: auto::Builder<TokioExecutor>,
-    graceful: &'a GracefulShutdown,
-    app: &'a Arc<App>,
+    app: Arc<App>,
+    /// Open connections at most.
+    limit: Arc<Semaphore>,
+    /// Told once, when accepting stops: finish what is in flight, then close.
+    closing: CancellationToken,
+    /// Told once, when serving is over: close now.
+    cut: CancellationToken,
+    /// Every connection task, so that shutdown can wait for them.
+    tracker: TaskTracker,
+    /// Throttles the accept loop's warnings.
+    log: Mutex<Throttle>,
 }
 
-impl Connections<'_> {
+impl Connections {
+    fn new(app: Arc<App>, max_connections: usize) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        app.metrics().max_connections(max_connections);
+        Connections {
+            builder,
+            app,
+            limit: Arc::new(Semaphore::new(max_connections)),
+            closing: CancellationToken::new(),
+            cut: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            log: Mutex::new(Throttle::default()),
+        }
+    }
+
     /// Accepts and serves connections until `until` completes, and returns its output.
     async fn accept_until<T>(&self, listener: &TcpListener, until: impl Future<Output = T>) -> T {
         tokio::pin!(until);
         loop {
+            // A free slot first: at the limit, new connections wait in the listen backlog
+            // instead of taking file descriptors and memory.
+            let permit = match Arc::clone(&self.limit).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    self.app.metrics().limit_reached();
+                    self.warn("connection limit reached; new connections wait", None);
+                    tokio::select! {
+                        biased;
+                        done = &mut until => return done,
+                        permit = Arc::clone(&self.limit).acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => continue,
+                        },
+                    }
+                }
+            };
             tokio::select! {
                 biased;
                 done = &mut until => return done,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.serve_connection(stream, peer),
-                    Err(error) => accept_error(error).await,
+                    Ok((stream, peer)) => self.serve_connection(stream, peer, permit),
+                    Err(error) => self.accept_error(error).await,
                 },
             }
         }
     }
 
-    fn serve_connection(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let app = Arc::clone(self.app);
-        let service = service_fn(move |req| routes::handle(Arc::clone(&app), req));
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let app = Arc::clone(&self.app);
+            let activity = Arc::clone(&activity);
+            service_fn(move |req| {
+                let app = Arc::clone(&app);
+                let request = activity.begin();
+                async move {
+                    let response = routes::handle(app, req).await;
+                    drop(request);
+                    response
+                }
+            })
+        };
         let conn = self
             .builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let conn = self.graceful.watch(conn);
-        let app = Arc::clone(self.app);
+        let app = Arc::clone(&self.app);
+        let (closing, cut) = (self.closing.clone(), self.cut.clone());
         app.lifecycle().connection_opened();
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
+        self.tracker.spawn(async move {
+            let (result, end) = drive(conn, &activity, &closing, &cut).await;
+            match end {
+                End::Finished => {}
+                End::TimedOut => app.metrics().timed_out(),
+                End::Cut => tracing::debug!(%peer, "connection cut at shutdown"),
+            }
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             app.lifecycle().connection_closed();
+            drop(permit);
         });
+    }
+
+    /// Accept fails on a full file-descriptor table or a connection reset before accept;
+    /// neither is a reason to stop serving. Pause briefly on resource exhaustion so the loop
+    /// does not spin, and log at most one line per [`LOG_EVERY`].
+    async fn accept_error(&self, error: io::Error) {
+        self.app.metrics().accept_error();
+        self.warn("accept failed", Some(&error));
+        if !matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+        ) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn warn(&self, message: &'static str, error: Option<&io::Error>) {
+        let mut throttle = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(suppressed) = throttle.allow(message) {
+            match error {
+                Some(error) => tracing::warn!(%error, suppressed, "{message}"),
+                None => tracing::warn!(suppressed, "{message}"),
+            }
+        }
     }
 }
 
-/// Accept fails on a full file-descriptor table or a connection reset before accept; neither is
-/// a reason to stop serving. Pause briefly on resource exhaustion so the loop does not spin.
-async fn accept_error(error: io::Error) {
-    tracing::warn!(%error, "accept failed");
-    if !matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    ) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Lets a repeated warning through at most once per [`LOG_EVERY`], counting the rest.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<(&'static str, Instant)>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(lines suppressed since the last one)` when this line may be logged.
+    fn allow(&mut self, message: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some((last, at)) if last == message && now.duration_since(at) < LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some((message, now));
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What one connection is doing, as its requests start and end.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Requests being answered on this connection.
+    in_flight: AtomicUsize,
+    /// A request has been seen.
+    served: AtomicBool,
+    /// Milliseconds from `opened` to the last request's start or end.
+    last_ms: AtomicU64,
+}
+
+/// Ends one request on a connection.
+struct RequestGuard(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Relaxed);
+        self.touch();
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// When this connection is due to be closed for saying nothing; `None` while a request
+    /// is in flight (requests have their own bounds: `/delay` and `LATENCY` stop at 60 s).
+    fn deadline(&self, shutting_down: bool) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let limit = if shutting_down {
+            CLOSE_LINGER
+        } else if self.served.load(Ordering::Relaxed) {
+            IDLE_TIMEOUT
+        } else {
+            HEADER_READ_TIMEOUT
+        };
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.opened + last + limit)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How a connection ended.
+enum End {
+    /// The client or the protocol closed it.
+    Finished,
+    /// It said nothing for too long.
+    TimedOut,
+    /// Serving ended while it was still open.
+    Cut,
+}
+
+/// Runs one connection to its end, closing it when it has no request in flight for longer
+/// than its phase allows, and at shutdown.
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    activity: &Activity,
+    closing: &CancellationToken,
+    cut: &CancellationToken,
+) -> (Result<(), C::Error>, End) {
+    tokio::pin!(conn);
+    let mut end = End::Finished;
+    let mut shutting_down = false;
+    let timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => return (result, end),
+            () = cut.cancelled() => return (Ok(()), End::Cut),
+            () = closing.cancelled(), if !shutting_down => {
+                // HTTP/1: close once the response in flight (if any) is written. HTTP/2: GOAWAY.
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+                activity.touch();
+                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                match activity.deadline(shutting_down) {
+                    Some(due) if due <= now && shutting_down => {
+                        // The peer ignored the close: drop the socket.
+                        return (Ok(()), if matches!(end, End::TimedOut) { end } else { End::Cut });
+                    }
+                    Some(due) if due <= now => {
+                        end = End::TimedOut;
+                        conn.as_mut().graceful_shutdown();
+                        shutting_down = true;
+                        activity.touch();
+                        timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                    }
+                    Some(due) => timer.as_mut().reset(due.into()),
+                    // A request in flight: look again later (its end restarts the count).
+                    None => {
+                        let again = if shutting_down { CLOSE_LINGER } else { HEADER_READ_TIMEOUT };
+                        timer.as_mut().reset((now + again).into());
+                    }
+                }
+            }
+        }
     }
 }
 

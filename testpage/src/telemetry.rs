@@ -11,12 +11,7 @@ use crate::config::{ConfigError, LogFormat};
 /// (levels per target, no regular expressions); unset means `info`.
 pub fn init(format: LogFormat) -> Result<(), ConfigError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => {
-            Targets::from_str(&spec).map_err(|e| ConfigError {
-                setting: "RUST_LOG",
-                problem: format!("{spec:?}: {e}"),
-            })?
-        }
+        Ok(spec) if !spec.trim().is_empty() => parse_filter(&spec)?,
         _ => Targets::new().with_default(tracing::Level::INFO),
     };
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -28,4 +23,59 @@ pub fn init(format: LogFormat) -> Result<(), ConfigError> {
             .init(),
     }
     Ok(())
+}
+
+/// Parses `RUST_LOG`. `Targets` reads anything it does not understand as a target name, so
+/// `RUST_LOG='['` would silently turn logging off: each directive is checked first.
+fn parse_filter(spec: &str) -> Result<Targets, ConfigError> {
+    let invalid = |problem: String| ConfigError {
+        setting: "RUST_LOG",
+        problem,
+    };
+    let is_level = |word: &str| {
+        ["trace", "debug", "info", "warn", "error", "off"]
+            .iter()
+            .any(|level| word.eq_ignore_ascii_case(level))
+    };
+    let is_target = |word: &str| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+    };
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let valid = match directive.split_once('=') {
+            Some((target, level)) => is_target(target) && is_level(level),
+            None => is_level(directive) || is_target(directive),
+        };
+        if !valid {
+            return Err(invalid(format!(
+                "{directive:?} is not a level (trace, debug, info, warn, error, off) or target=level"
+            )));
+        }
+    }
+    Targets::from_str(spec).map_err(|e| invalid(format!("{spec:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_that_would_silence_logging_are_refused() {
+        for bad in ["[", "info,[", "testpage=loud", "=info", "a b"] {
+            let err = parse_filter(bad).unwrap_err();
+            assert_eq!(err.setting, "RUST_LOG", "{bad}");
+            assert!(!err.to_string().contains('\n'));
+        }
+        for good in [
+            "info",
+            "WARN",
+            "testpage=debug,hyper=warn",
+            "testpage",
+            "off",
+        ] {
+            assert!(parse_filter(good).is_ok(), "{good}");
+        }
+    }
 }

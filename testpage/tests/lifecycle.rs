@@ -12,7 +12,7 @@ const DRAIN_1S: [(&str, &str); 3] = [("VERSION", "1"), ("POD_IP", "10.0.0.1"), (
 #[test]
 fn stale_ready_file_is_replaced_and_holds_pid_and_addr() {
     let server = Server::start_with(&DRAIN_1S, &[], |dir| {
-        std::fs::write(dir.join("ready"), "left by an earlier run\n").unwrap();
+        std::fs::write(dir.join("ready"), "pid=0\naddr=127.0.0.1:1\n").unwrap();
     });
     let text = std::fs::read_to_string(&server.ready_file).unwrap();
     assert_eq!(
@@ -176,15 +176,112 @@ fn sigint_drains_like_sigterm() {
 
 #[test]
 fn removed_ready_file_skips_the_drain() {
-    // A preStop hook already drained the pod: SIGTERM then needs no second wait.
-    let mut server = Server::start(&[("VERSION", "1"), ("DRAIN", "30s")]);
+    // A preStop hook drained the pod for longer than DRAIN: SIGTERM then needs no second wait.
+    let mut server = Server::start(&[("VERSION", "1"), ("DRAIN", "1s")]);
     std::fs::remove_file(&server.ready_file).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
     let status = server
         .wait_exit(Duration::from_secs(3))
-        .expect("no 30 s drain");
+        .expect("exits without a drain");
     assert_eq!(status.code(), Some(0));
-    assert!(server.stderr().contains("skipped=true"));
+    assert!(
+        signalled.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        server.stderr().contains("skipped=true"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn readiness_withdrawn_just_before_sigterm_still_drains() {
+    // Whoever withdraws readiness (the admin route, a preStop hook, `kubectl exec rm`), the
+    // endpoints need DRAIN from that moment to notice: the pod keeps serving until then.
+    for withdraw in ["admin", "rm"] {
+        let mut server = Server::start(&[("VERSION", "1"), ("DRAIN", "2s")]);
+        if withdraw == "admin" {
+            let r = server
+                .request("POST /readyz/disable HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            assert_eq!(r.status, 200);
+        } else {
+            std::fs::remove_file(&server.ready_file).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let signalled = Instant::now();
+        server.signal(Signal::SIGTERM);
+        assert!(eventually(Duration::from_secs(1), || server
+            .stderr()
+            .contains("draining")));
+        // Still answering a second after the signal: the drain goes on.
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(server.get("/").status, 200, "{withdraw}");
+        let status = server.wait_exit(Duration::from_secs(3)).expect("exit");
+        assert_eq!(status.code(), Some(0));
+        let took = signalled.elapsed();
+        assert!(
+            took >= Duration::from_millis(1300) && took < Duration::from_millis(2500),
+            "{withdraw}: the drain ends 2 s after the withdrawal, not the signal: {took:?}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_before_ever_ready_does_not_drain() {
+    // Nothing routes to a pod that never became ready, with or without a ready file.
+    for ready_file in ["file", ""] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = common::command(
+            dir.path(),
+            &[("DRAIN", "30s"), ("STARTUP_DELAY", "30s")],
+            &[],
+        );
+        if ready_file.is_empty() {
+            cmd.env("READY_FILE", "");
+        }
+        cmd.stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let log = dir.path().join("stderr");
+        assert!(eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("started")
+        }));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = common::wait_exit(&mut child, Duration::from_secs(3));
+        let _ = child.kill();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "READY_FILE={ready_file:?}: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+}
+
+#[test]
+fn enable_after_sigterm_cannot_make_a_draining_pod_ready() {
+    let mut server = Server::start(&[("VERSION", "1"), ("DRAIN", "1s")]);
+    server.signal(Signal::SIGTERM);
+    assert!(eventually(Duration::from_secs(1), || !server
+        .ready_file
+        .exists()));
+    let r = server.request("POST /readyz/enable HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(!server.ready_file.exists());
+    assert_eq!(server.get("/readyz").status, 503);
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(3)).unwrap().code(),
+        Some(0)
+    );
 }
 
 #[test]

@@ -92,7 +92,19 @@ impl Drop for Server {
 pub fn wait_ready(child: &mut Child, ready_file: &Path, dir: &Path) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(text) = std::fs::read_to_string(ready_file) {
+        // The file must be this process's (a stale one may still be there at first); in a PID
+        // namespace of its own (the PID-1 test) the process calls itself 1.
+        let ours = |text: &str| {
+            let pid = text.lines().next().and_then(|l| l.strip_prefix("pid="));
+            pid == Some(&child.id().to_string()) || pid == Some("1")
+        };
+        if let Ok(text) = std::fs::read_to_string(ready_file).and_then(|t| {
+            if ours(&t) {
+                Ok(t)
+            } else {
+                Err(std::io::ErrorKind::NotFound.into())
+            }
+        }) {
             if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("addr=")) {
                 return addr.parse().unwrap();
             }
