@@ -106,7 +106,11 @@ pub struct Args {
     #[arg(long, env = "ADMIN", default_value = "true")]
     pub admin: String,
 
-    /// Open connections at most; beyond it new connections wait in the listen queue.
+    /// How long a connection may stay open with no request in flight, after its first request.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+
+    /// Open connections at most; beyond it idle ones are closed and new ones wait.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS.to_string())]
     pub max_connections: String,
 
@@ -202,6 +206,8 @@ pub struct Config {
     pub admin: bool,
     /// `MAX_CONNECTIONS`.
     pub max_connections: usize,
+    /// `IDLE_TIMEOUT`.
+    pub idle_timeout: Duration,
     /// `POD_IP`, when set.
     pub pod_ip: Option<IpAddr>,
     /// `POD_NAME`.
@@ -310,6 +316,13 @@ impl TryFrom<Args> for Config {
             duration::parse_at_most(&args.drain, MAX_PHASE).map_err(invalid("DRAIN (--drain)"))?;
         let shutdown_timeout = duration::parse_at_most(&args.shutdown_timeout, MAX_PHASE)
             .map_err(invalid("SHUTDOWN_TIMEOUT (--shutdown-timeout)"))?;
+        let idle_timeout = duration::parse_at_most(&args.idle_timeout, MAX_PHASE)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError {
+                setting: "IDLE_TIMEOUT (--idle-timeout)",
+                problem: format!("{:?} is not a duration from 1ms to 1h", args.idle_timeout),
+            })?;
         let max_connections = args
             .max_connections
             .trim()
@@ -390,6 +403,7 @@ impl TryFrom<Args> for Config {
             hang_on_start: parse_bool("HANG_ON_START (--hang-on-start)", &args.hang_on_start)?,
             admin: parse_bool("ADMIN (--admin)", &args.admin)?,
             max_connections,
+            idle_timeout,
             version: args.app_version,
             listen,
             template,
@@ -439,7 +453,9 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_setting() {
-        let cases: [(&[&str], &str); 21] = [
+        let cases: [(&[&str], &str); 23] = [
+            (&["--idle-timeout", "0"], "IDLE_TIMEOUT"),
+            (&["--idle-timeout=-5s"], "IDLE_TIMEOUT"),
             (&["--latency", "1e19"], "LATENCY"),
             (&["--latency", "61s"], "LATENCY"),
             (&["--drain", "2h"], "DRAIN"),

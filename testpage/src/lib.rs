@@ -130,6 +130,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
         drain: config.drain,
         shutdown_timeout: config.shutdown_timeout,
         max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
     };
     let outcome = server::serve(listener, Arc::clone(&app), timings, shutdown).await;
     let (since_sigterm, drain_requests, closed) = app.metrics().shutdown_summary();

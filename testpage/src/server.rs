@@ -9,11 +9,14 @@
 //! |---|---|
 //! | from accept to the first request (protocol sniff, HTTP/1 head, HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
 //! | each later HTTP/1 request head, including the wait between keep-alive requests | [`HEADER_READ_TIMEOUT`] (hyper's own timer) |
-//! | a connection with no request in flight after its first one (HTTP/2 idle) | [`IDLE_TIMEOUT`] |
+//! | a connection with no request in flight after its first one (HTTP/2 idle) | `IDLE_TIMEOUT` (60 s) |
 //! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
 //!
-//! At most `MAX_CONNECTIONS` connections are open at once; beyond that the accept loop waits and
-//! new connections queue in the kernel's listen backlog until one closes.
+//! At most `MAX_CONNECTIONS` connections are open at once. At the limit, or when the process
+//! runs out of file descriptors, connections that have had no request in flight for
+//! [`SHED_AFTER`] are closed to make room (as nginx reuses idle keep-alive connections), and new
+//! connections wait in the kernel's listen backlog until a slot frees. A flood of silent
+//! connections therefore delays a real client by about a second, not by the full timeout.
 
 use std::future::Future;
 use std::io;
@@ -27,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,10 +43,8 @@ use crate::Error;
 /// next request's head. Slow or silent clients are cut off after this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a connection that has sent requests may stay open with none in flight. Longer than
-/// the 10 s HTTP/1 limit, for HTTP/2 clients (gRPC, proxies) that keep a connection between
-/// bursts; shorter than nothing, so a silent peer cannot hold a slot forever.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// At the connection limit, connections idle for at least this long are closed to make room.
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
 
 /// Once shutdown has begun, how long a connection with no request in flight has to take its
 /// GOAWAY or its close before it is dropped.
@@ -78,6 +79,8 @@ pub struct ShutdownTimings {
     pub shutdown_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// How long a connection that has sent a request may stay open with none in flight.
+    pub idle_timeout: Duration,
 }
 
 /// How serving ended.
@@ -105,7 +108,7 @@ pub async fn serve(
     timings: ShutdownTimings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Outcome, Error> {
-    let conns = Connections::new(Arc::clone(&app), timings.max_connections);
+    let conns = Connections::new(Arc::clone(&app), timings);
     let outcome = tokio::select! {
         outcome = sequence(listener, &conns, timings, shutdown) => outcome,
         failure = app.faults().failure() => Ok(Outcome::FailAfter(failure)),
@@ -213,6 +216,9 @@ struct Connections {
     closing: CancellationToken,
     /// Told once, when serving is over: close now.
     cut: CancellationToken,
+    /// Told each time there is no room for a new connection: idle connections close.
+    pressure: Arc<Notify>,
+    idle_timeout: Duration,
     /// Every connection task, so that shutdown can wait for them.
     tracker: TaskTracker,
     /// Throttles the accept loop's warnings.
@@ -220,7 +226,7 @@ struct Connections {
 }
 
 impl Connections {
-    fn new(app: Arc<App>, max_connections: usize) -> Self {
+    fn new(app: Arc<App>, timings: ShutdownTimings) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -231,13 +237,15 @@ impl Connections {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEADER_BYTES as u32);
-        app.metrics().max_connections(max_connections);
+        app.metrics().max_connections(timings.max_connections);
         Connections {
             builder,
             app,
-            limit: Arc::new(Semaphore::new(max_connections)),
+            limit: Arc::new(Semaphore::new(timings.max_connections)),
             closing: CancellationToken::new(),
             cut: CancellationToken::new(),
+            pressure: Arc::new(Notify::new()),
+            idle_timeout: timings.idle_timeout,
             tracker: TaskTracker::new(),
             log: Mutex::new(Throttle::default()),
         }
@@ -253,7 +261,8 @@ impl Connections {
                 Ok(permit) => permit,
                 Err(_) => {
                     self.app.metrics().limit_reached();
-                    self.warn("connection limit reached; new connections wait", None);
+                    self.warn("connection limit reached; closing idle connections", None);
+                    self.pressure.notify_waiters();
                     tokio::select! {
                         biased;
                         done = &mut until => return done,
@@ -261,6 +270,8 @@ impl Connections {
                             Ok(permit) => permit,
                             Err(_) => continue,
                         },
+                        // Connections too fresh to shed may be idle by now.
+                        () = tokio::time::sleep(SHED_AFTER / 4) => continue,
                     }
                 }
             };
@@ -297,10 +308,15 @@ impl Connections {
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let app = Arc::clone(&self.app);
-        let (closing, cut) = (self.closing.clone(), self.cut.clone());
+        let signals = Signals {
+            closing: self.closing.clone(),
+            cut: self.cut.clone(),
+            pressure: Arc::clone(&self.pressure),
+            idle_timeout: self.idle_timeout,
+        };
         app.lifecycle().connection_opened();
         self.tracker.spawn(async move {
-            let (result, end) = drive(conn, &activity, &closing, &cut).await;
+            let (result, end) = drive(conn, &activity, &signals).await;
             match end {
                 End::Finished => {}
                 End::TimedOut => app.metrics().timed_out(),
@@ -320,6 +336,8 @@ impl Connections {
     async fn accept_error(&self, error: io::Error) {
         self.app.metrics().accept_error();
         self.warn("accept failed", Some(&error));
+        // Out of file descriptors: make room the same way as at the connection limit.
+        self.pressure.notify_waiters();
         if !matches!(
             error.kind(),
             io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
@@ -402,19 +420,23 @@ impl Activity {
 
     /// When this connection is due to be closed for saying nothing; `None` while a request
     /// is in flight (requests have their own bounds: `/delay` and `LATENCY` stop at 60 s).
-    fn deadline(&self, shutting_down: bool) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
+    fn deadline(&self, shutting_down: bool, idle_timeout: Duration) -> Option<Instant> {
         let limit = if shutting_down {
             CLOSE_LINGER
         } else if self.served.load(Ordering::Relaxed) {
-            IDLE_TIMEOUT
+            idle_timeout
         } else {
             HEADER_READ_TIMEOUT
         };
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.opened + last + limit)
+        self.idle_since().map(|since| since + limit)
+    }
+
+    /// Since when no request has been in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -429,55 +451,75 @@ impl Drop for RequestGuard {
 enum End {
     /// The client or the protocol closed it.
     Finished,
-    /// It said nothing for too long.
+    /// It said nothing for too long, or was idle when room was needed.
     TimedOut,
     /// Serving ended while it was still open.
     Cut,
 }
 
+/// What tells a connection to close.
+struct Signals {
+    closing: CancellationToken,
+    cut: CancellationToken,
+    pressure: Arc<Notify>,
+    idle_timeout: Duration,
+}
+
 /// Runs one connection to its end, closing it when it has no request in flight for longer
-/// than its phase allows, and at shutdown.
+/// than its phase allows, when room is needed, and at shutdown.
 async fn drive<C: GracefulConnection>(
     conn: C,
     activity: &Activity,
-    closing: &CancellationToken,
-    cut: &CancellationToken,
+    signals: &Signals,
 ) -> (Result<(), C::Error>, End) {
     tokio::pin!(conn);
     let mut end = End::Finished;
     let mut shutting_down = false;
-    let timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
+    // requests reset the count without touching the timer.
+    let check = HEADER_READ_TIMEOUT.min(signals.idle_timeout);
+    let timer = tokio::time::sleep(check);
     tokio::pin!(timer);
+    // Asks the connection to finish (HTTP/1 closes once the response in flight is written,
+    // HTTP/2 sends GOAWAY) and gives it CLOSE_LINGER once idle before the socket is dropped.
+    macro_rules! close {
+        () => {{
+            conn.as_mut().graceful_shutdown();
+            shutting_down = true;
+            activity.touch();
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + CLOSE_LINGER);
+        }};
+    }
     loop {
         tokio::select! {
             biased;
             result = conn.as_mut() => return (result, end),
-            () = cut.cancelled() => return (Ok(()), End::Cut),
-            () = closing.cancelled(), if !shutting_down => {
-                // HTTP/1: close once the response in flight (if any) is written. HTTP/2: GOAWAY.
-                conn.as_mut().graceful_shutdown();
-                shutting_down = true;
-                activity.touch();
-                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+            () = signals.cut.cancelled() => return (Ok(()), End::Cut),
+            () = signals.closing.cancelled(), if !shutting_down => close!(),
+            () = signals.pressure.notified(), if !shutting_down => {
+                if activity.idle_since().is_some_and(|since| since.elapsed() >= SHED_AFTER) {
+                    end = End::TimedOut;
+                    close!();
+                }
             }
             () = &mut timer => {
                 let now = Instant::now();
-                match activity.deadline(shutting_down) {
+                match activity.deadline(shutting_down, signals.idle_timeout) {
+                    // The peer ignored the close: drop the socket.
                     Some(due) if due <= now && shutting_down => {
-                        // The peer ignored the close: drop the socket.
-                        return (Ok(()), if matches!(end, End::TimedOut) { end } else { End::Cut });
+                        let end = if matches!(end, End::TimedOut) { end } else { End::Cut };
+                        return (Ok(()), end);
                     }
                     Some(due) if due <= now => {
                         end = End::TimedOut;
-                        conn.as_mut().graceful_shutdown();
-                        shutting_down = true;
-                        activity.touch();
-                        timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                        close!();
                     }
                     Some(due) => timer.as_mut().reset(due.into()),
                     // A request in flight: look again later (its end restarts the count).
                     None => {
-                        let again = if shutting_down { CLOSE_LINGER } else { HEADER_READ_TIMEOUT };
+                        let again = if shutting_down { CLOSE_LINGER } else { check };
                         timer.as_mut().reset((now + again).into());
                     }
                 }

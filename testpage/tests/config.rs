@@ -23,6 +23,10 @@ fn invalid_settings_exit_2_naming_the_setting() {
         ("LOG_FORMAT", "yaml"),
         ("POD_IP", "300.1.1.1"),
         ("RUST_LOG", "testpage=loud"),
+        ("RUST_LOG", "["),
+        ("MAX_CONNECTIONS", "0"),
+        ("IDLE_TIMEOUT", "0"),
+        ("LATENCY", "1e19"),
     ];
     for (setting, value) in cases {
         let env = [(setting, value)];
@@ -73,4 +77,50 @@ fn port_in_use_exits_1_and_leaves_no_ready_file() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot listen"), "{stderr}");
     assert!(!ready);
+}
+
+#[test]
+fn a_value_that_is_not_utf8_is_named_in_one_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = common::command(dir.path(), &[], &[]);
+    cmd.env("VERSION", std::ffi::OsStr::from_bytes(b"v\xff1"));
+    let mut child = cmd.spawn().unwrap();
+    let status = common::wait_exit(&mut child, Duration::from_secs(10)).expect("exits");
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("VERSION") && stderr.contains("UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn what_else_sits_at_the_ready_file_path_is_left_alone() {
+    // A device, a stranger's file: exit 1 naming READY_FILE, and the thing is untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("notes");
+    std::fs::write(&foreign, "precious\n").unwrap();
+    for path in [std::path::Path::new("/dev/null"), foreign.as_path()] {
+        let (code, stderr, _) = run(&[("READY_FILE", path.to_str().unwrap())], &[]);
+        assert_eq!(code, Some(1), "{path:?}: {stderr}");
+        assert!(stderr.contains("READY_FILE"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "precious\n");
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &meta.file_type()
+    ));
+}
+
+#[test]
+fn a_second_instance_does_not_take_over_the_first_ones_ready_file() {
+    let first = common::Server::start(&[("VERSION", "1")]);
+    let ready = first.ready_file.to_str().unwrap().to_owned();
+    let (code, stderr, _) = run(&[("READY_FILE", &ready)], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&first.child.id().to_string()), "{stderr}");
+    assert!(first.ready_file.exists());
+    assert_eq!(first.get("/readyz").status, 200);
 }

@@ -332,3 +332,87 @@ fn metrics_count_what_was_sent_and_follow_the_lifecycle() {
         server.stderr()
     );
 }
+
+fn post_from(server: &Server, path: &str, headers: &str) -> common::Response {
+    let addr = server.addr;
+    server.request(&format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+#[test]
+fn admin_routes_refuse_requests_from_other_origins() {
+    let server = Server::start(&[]);
+    let addr = server.addr;
+    // What a page on another site can make a student's browser send: a simple POST.
+    for headers in [
+        "Origin: http://evil.example\r\n".to_owned(),
+        "Origin: null\r\n".to_owned(),
+        format!("Origin: http://{addr}.evil.example\r\n"),
+        "Sec-Fetch-Site: cross-site\r\n".to_owned(),
+        format!(
+            "Sec-Fetch-Site: same-site\r\nOrigin: http://{}:1\r\n",
+            addr.ip()
+        ),
+    ] {
+        for path in ["/healthz/disable", "/readyz/disable", "/fault?latency=10s"] {
+            let r = post_from(&server, path, &headers);
+            assert_eq!(r.status, 403, "{path} with {headers:?}");
+        }
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/readyz").status, 200);
+    assert!(server.ready_file.exists());
+    // The page itself (same origin), and clients that are not browsers, keep working.
+    for headers in [
+        format!("Origin: http://{addr}\r\nSec-Fetch-Site: same-origin\r\n"),
+        "Sec-Fetch-Site: none\r\n".to_owned(),
+        String::new(),
+    ] {
+        assert_eq!(post_from(&server, "/healthz/disable", &headers).status, 200);
+        assert_eq!(post_from(&server, "/healthz/enable", &headers).status, 200);
+    }
+}
+
+#[test]
+fn fault_values_are_bounded_like_the_settings() {
+    let server = Server::start(&[]);
+    for bad in [
+        "/fault?latency=1e12",
+        "/fault?latency=1e19",
+        "/fault?latency=61s",
+        "/fault?latency=1s..2m",
+        "/fault?latency=-1",
+        "/fault?error_rate=NaN",
+        "/fault?error_rate=-0.1",
+    ] {
+        let r = post(&server, bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    let settings: serde_json::Value = serde_json::from_slice(&server.get("/fault").body).unwrap();
+    assert_eq!(settings["latency"], "0s");
+    assert_eq!(post(&server, "/fault?latency=60s").status, 200);
+    assert_eq!(post(&server, "/fault?latency=0").status, 200);
+}
+
+#[test]
+fn readiness_toggles_work_without_a_ready_file() {
+    let (mut child, addr, _dir) = spawn_unready(&[("READY_FILE", "")]);
+    let post = |path: &str| {
+        Conn::open(addr)
+            .send(&format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            ))
+            .unwrap()
+            .status
+    };
+    assert!(eventually(Duration::from_secs(5), || get(addr, "/readyz")
+        .status
+        == 200));
+    assert_eq!(post("/readyz/disable"), 200);
+    assert_eq!(get(addr, "/readyz").status, 503);
+    assert_eq!(post("/readyz/enable"), 200);
+    assert_eq!(get(addr, "/readyz").status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

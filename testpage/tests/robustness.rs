@@ -129,3 +129,223 @@ fn read_frames(stream: &mut std::net::TcpStream, done: impl Fn(&[u8]) -> bool) -
     }
     types
 }
+
+/// Opens an HTTP/2 connection with prior knowledge: the client preface and an empty SETTINGS.
+fn h2_preface(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    stream
+}
+
+/// Reads whatever arrives, answering nothing, until the peer closes; `None` if it has not
+/// closed within `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 4096];
+    loop {
+        let left = limit.checked_sub(started.elapsed())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut sink) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed())
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn silent_connections_are_closed_within_the_header_timeout() {
+    // Nothing at all (the protocol sniff), half an HTTP/1 head, and an HTTP/2 preface with no
+    // request: each is closed once HEADER_READ_TIMEOUT has passed, never held open.
+    let server = Server::start(&[("VERSION", "1")]);
+    let limit = testpage::server::HEADER_READ_TIMEOUT + Duration::from_secs(4);
+    let addr = server.addr;
+    let silent = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        closed_within(&mut s, limit)
+    });
+    let half = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HT").unwrap();
+        closed_within(&mut s, limit)
+    });
+    let h2 = std::thread::spawn(move || closed_within(&mut h2_preface(addr), limit));
+    for (name, handle) in [("silent", silent), ("half head", half), ("h2 preface", h2)] {
+        let took = handle.join().unwrap();
+        let took = took.unwrap_or_else(|| panic!("{name}: still open after {limit:?}"));
+        assert!(
+            took >= Duration::from_secs(8),
+            "{name}: closed too early, {took:?}"
+        );
+    }
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn idle_h2_connection_is_closed_after_idle_timeout() {
+    let server = Server::start(&[("VERSION", "1"), ("IDLE_TIMEOUT", "1s")]);
+    let mut stream = h2_preface(server.addr);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // GET / on stream 1, then silence: no PING answered, nothing sent.
+    stream
+        .write_all(&[0, 0, 3, 1, 0x5, 0, 0, 0, 1, 0x82, 0x86, 0x84])
+        .unwrap();
+    let took = closed_within(&mut stream, Duration::from_secs(6)).expect("closed");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn half_sent_requests_and_silent_h2_peers_do_not_hold_the_shutdown() {
+    let mut server = Server::start(&[
+        ("VERSION", "1"),
+        ("DRAIN", "0"),
+        ("SHUTDOWN_TIMEOUT", "10s"),
+    ]);
+    let mut half = Conn::open(server.addr);
+    half.write(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let mut h2 = h2_preface(server.addr);
+    // Both are accepted and being served before the signal.
+    assert!(common::eventually(Duration::from_secs(2), || {
+        server
+            .get("/metrics")
+            .text()
+            .contains("http_connections_open 3")
+    }));
+    let signalled = std::time::Instant::now();
+    server.signal(common::Signal::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        !server.stderr().contains("still running"),
+        "{}",
+        server.stderr()
+    );
+    assert!(closed_within(&mut h2, Duration::from_secs(1)).is_some());
+}
+
+#[test]
+fn a_flood_of_silent_connections_delays_a_real_client_by_about_a_second() {
+    let server = Server::start(&[("VERSION", "1"), ("MAX_CONNECTIONS", "20")]);
+    let flood: Vec<_> = (0..60)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let mut conn = Conn::open(server.addr);
+    conn.set_read_timeout(Duration::from_secs(8));
+    let r = conn
+        .send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let metrics = server.get("/metrics").text();
+    assert!(metrics.contains("testpage_connections_max 20"), "{metrics}");
+    assert!(
+        !metrics.contains("testpage_connection_limit_reached_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("testpage_connections_timed_out_total 0\n"),
+        "{metrics}"
+    );
+    drop(flood);
+}
+
+#[test]
+fn out_of_file_descriptors_it_keeps_serving_and_logs_sparingly() {
+    // 64 descriptors and the default MAX_CONNECTIONS: the limit cannot protect it, so accept
+    // fails with EMFILE; idle connections are shed and real clients still get through.
+    if !std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var("REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "prlimit (util-linux) is required"
+        );
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=64:64", env!("CARGO_BIN_EXE_testpage")])
+        .args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .env("READY_FILE", dir.path().join("ready"))
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let addr = common::wait_ready(&mut child, &dir.path().join("ready"), dir.path());
+    let flood: Vec<_> = (0..150)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let mut conn = Conn::open(addr);
+        conn.set_read_timeout(Duration::from_secs(8));
+        let r = conn
+            .send("GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    drop(flood);
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(stderr.contains("open-file limit"), "{stderr}");
+    let accept_lines = stderr.matches("accept failed").count();
+    assert!(
+        (1..=4).contains(&accept_lines),
+        "{accept_lines} lines: {stderr}"
+    );
+}
+
+#[test]
+fn a_hundred_header_lines_are_accepted_and_more_get_431() {
+    let server = Server::start(&[("VERSION", "1")]);
+    let head = |lines: usize| {
+        let mut raw = String::from("GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+        for i in 0..lines - 2 {
+            raw.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        raw + "\r\n"
+    };
+    assert_eq!(
+        server.request(&head(testpage::server::MAX_HEADERS)).status,
+        200
+    );
+    assert_eq!(
+        server
+            .request(&head(testpage::server::MAX_HEADERS + 1))
+            .status,
+        431
+    );
+}
