@@ -214,7 +214,8 @@ impl Lifecycle {
         }
         // A file found missing now but not yet noticed was removed a moment ago.
         let withdrawn_ago = (withdrawal.ever_ready && was_serving)
-            .then(|| withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed()));
+            .then(|| withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed()))
+            .map(|ago| Duration::from_millis(ago.as_millis() as u64));
         let remaining = withdrawn_ago.map_or(Duration::ZERO, |ago| drain.saturating_sub(ago));
         tracing::info!(
             drain = %crate::duration::format(remaining),
