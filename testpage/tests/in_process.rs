@@ -37,11 +37,7 @@ async fn wait_ready(ready_file: &Path) -> SocketAddr {
 
 /// One request on its own connection; the status code.
 async fn get(addr: SocketAddr, path: &str) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
+    let answer = get_text(addr, path).await;
     answer.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
