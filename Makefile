@@ -31,10 +31,12 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 test: lint unit test-images validate lab-short bench-quick ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
-lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint
+lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint, ruff on the Python
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/hadolint images/Dockerfile images/Dockerfile.build
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 .PHONY: unit
 unit: ## Unit and integration tests (they spawn the real binaries)
@@ -104,7 +106,7 @@ test-images: $(VENV)/.done ## Build the images and test them in real containers 
 		$(MAKE) images && $(MAKE) build ARCH=aarch64; \
 	elif [ "$(REQUIRE_DOCKER)" = 1 ]; then echo "test-images: Docker is required (REQUIRE_DOCKER=1)"; exit 1; \
 	else echo "test-images: skipped: no Docker engine"; fi
-	$(PY) -m pytest -q images/tests
+	$(PY) -m pytest -q -rs images/tests
 
 ##@ The zero-downtime lab (seed 003 on one machine: Docker + haproxy)
 
@@ -115,11 +117,11 @@ lab: $(VENV)/.done ## Rolling update under load, 60 s per scenario; results in t
 	$(PY) lab/lab.py
 
 .PHONY: lab-short
-lab-short: $(VENV)/.done ## The lab's short run as a test (part of make test)
+lab-short: $(VENV)/.done ## The lab's short run as a test, and the shared Python helpers' tests (part of make test)
 	@scripts/deps.sh docker haproxy
 	@if docker info >/dev/null 2>&1; then \
 		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images; fi
-	$(PY) -m pytest -q lab/tests
+	$(PY) -m pytest -q -rs scripts/tests lab/tests
 
 ##@ Benchmarks
 
@@ -130,9 +132,10 @@ bench: ## Side-by-side benchmarks; writes bench/RESULTS.md and bench/results.svg
 	python3 bench/run.py
 
 .PHONY: bench-quick
-bench-quick: ## The benchmark harness in a second per figure (part of make test; asserts nothing)
+bench-quick: $(VENV)/.done ## The benchmark harness in a second per figure (part of make test; asserts nothing about numbers)
 	@scripts/deps.sh wrk taskset nginx
 	@[ -x target/dist/$(ARCH)/testpage ] || $(MAKE) build
+	$(PY) -m pytest -q -rs bench/tests
 	python3 bench/run.py --quick
 
 ##@ Kubernetes experiments (k8s/; against the current kubectl context)

@@ -13,6 +13,12 @@ Also testpage against the commit before its rollout-test knobs, and probe load a
 
 --quick runs a second or so per figure, skips Docker and the older build, and writes under
 target/bench/: it proves the harness works and asserts nothing about the numbers.
+
+A missing tool of the mode (TOOLS; Docker too for the full run) fails the run under
+REQUIRE_DOCKER=1 (CI). Otherwise what needs it is skipped, saying why: a server or a figure, or
+the whole run without wrk, which then exits 0. In --quick, go and hey are optional peers: they
+are skipped, saying so, even in CI. Every server binds a port the kernel chose (see
+`nginx_server` for the one that is given a number).
 """
 
 import argparse
@@ -29,31 +35,59 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import testlib
+
 BENCH = ROOT / "bench"
-ARCH = os.uname().machine
-DIST = ROOT / "target" / "dist" / ARCH
+ARCH = testlib.MACHINE
+DIST = testlib.DIST
 WORK = ROOT / "target" / "bench"
-BEFORE_KNOBS = "f4638a6"  # the last commit before STARTUP_DELAY, ERROR_RATE, LATENCY, metrics
+BEFORE_KNOBS = (
+    "f4638a6"  # the last commit before STARTUP_DELAY, ERROR_RATE, LATENCY, metrics
+)
 SERVER_CPU, LOAD_CPU = "0", "1"
+# The tools each mode needs, as the Makefile's deps.sh lines list them (`make bench-quick`,
+# `make bench`).
+TOOLS = {
+    "quick": ("wrk", "taskset", "nginx"),
+    "full": ("wrk", "taskset", "nginx", "go", "hey"),
+}
 
 
 def log(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
+def check_tools(tools, docker=False):
+    """Whether the run can go on. Under REQUIRE_DOCKER=1 any missing tool ends it with exit 1;
+    otherwise each is logged with what it skips, and only a missing wrk skips the whole run."""
+    problems = [problem for problem in map(testlib.tool_problem, tools) if problem]
+    if docker and testlib.docker_problem():
+        problems.append(testlib.docker_problem())
+    if problems and testlib.require_docker():
+        raise SystemExit(
+            f"bench: REQUIRE_DOCKER=1 allows no skip: {'; '.join(problems)}"
+        )
+    for problem in problems:
+        log(f"{problem}: what needs it is skipped")
+    if testlib.tool_problem("wrk"):
+        log("skipped: every figure is measured with wrk")
+        return False
+    return True
+
+
 def pinned(cpu, args):
-    return ["taskset", "-c", cpu, *map(str, args)] if shutil.which("taskset") else list(map(str, args))
+    return (
+        ["taskset", "-c", cpu, *map(str, args)]
+        if shutil.which("taskset")
+        else list(map(str, args))
+    )
 
 
 def get_ok(url, timeout=0.5):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    return testlib.http_status(url, timeout) == 200
 
 
 def rss_kib(pid):
@@ -77,30 +111,47 @@ class Server:
     """A server under test: how to start it on loopback, and where it listens."""
 
     def __init__(self, name, build, start, size_bytes=None):
-        self.name, self.build, self.start_args, self.size_bytes = name, build, start, size_bytes
+        self.name, self.build, self.start_args = name, build, start
+        self.size_bytes = size_bytes
         self.proc, self.url = None, None
 
     def start(self):
         self.tmp = tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-"))
         args, env, find_url = self.start_args(tmp)
-        self.proc = subprocess.Popen(pinned(SERVER_CPU, args), env={**os.environ, **env},
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.url = find_url(self.proc)
-        deadline = time.monotonic() + 20
-        while not get_ok(self.url):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start")
-            time.sleep(0.0005)
+        with (tmp / "stderr").open("w") as stderr:
+            self.proc = testlib.Process(
+                pinned(SERVER_CPU, args),
+                stop_signal=signal.SIGINT,
+                grace=10,
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        try:
+            self.url = find_url(self.proc)
+            testlib.wait_until(
+                self.answers, 20, f"200 from {self.name}", interval=0.0005
+            )
+        except (OSError, RuntimeError) as error:
+            said = (tmp / "stderr").read_text(errors="replace").strip()[-500:]
+            self.stop()
+            raise RuntimeError(
+                f"{self.name} did not start: {error}; it said: {said or 'nothing'}"
+            ) from None
+        except BaseException:
+            self.stop()
+            raise
         return self
 
+    def answers(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with status {self.proc.poll()}")
+        return get_ok(self.url)
+
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            self.proc.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -115,24 +166,31 @@ def first_line_url(proc):
 def testpage_server(name, binary):
     def start(tmp):
         ready = tmp / "ready"
-        env = {"VERSION": "0.5", "POD_IP": "10.0.0.1", "READY_FILE": str(ready), "RUST_LOG": "warn"}
+        env = {
+            "VERSION": "0.5",
+            "POD_IP": "10.0.0.1",
+            "READY_FILE": str(ready),
+            "RUST_LOG": "warn",
+        }
 
         def find(proc):
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                if ready.exists() and "addr=" in ready.read_text():
-                    return "http://" + ready.read_text().split("addr=")[1].split()[0] + "/"
-                time.sleep(0.0005)
-            raise RuntimeError("testpage not ready")
+            return f"http://{testlib.ready_addr(ready, proc, interval=0.0005)}/"
 
         return [binary, "--listen", "127.0.0.1:0"], env, find
 
-    return Server(name, None, start, size_bytes=binary.stat().st_size if binary.exists() else None)
+    return Server(
+        name, None, start, size_bytes=binary.stat().st_size if binary.exists() else None
+    )
 
 
 def python_server():
     def start(tmp):
-        return [sys.executable, BENCH / "python" / "server.py"], {"PORT": "0", "VERSION": "0.5", "POD_IP": "10.0.0.1"}, first_line_url
+        return (
+            [sys.executable, BENCH / "python" / "server.py"],
+            {"PORT": "0", "VERSION": "0.5", "POD_IP": "10.0.0.1"},
+            first_line_url,
+        )
+
     return Server("python http.server", None, start)
 
 
@@ -142,8 +200,12 @@ def go_server():
     def build():
         if shutil.which("go") is None:
             return "go not found (Debian: golang-go)"
-        subprocess.run(["go", "build", "-o", binary, "."], cwd=BENCH / "go", check=True,
-                       env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"})
+        subprocess.run(
+            ["go", "build", "-o", binary, "."],
+            cwd=BENCH / "go",
+            check=True,
+            env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+        )
         return None
 
     def start(tmp):
@@ -158,14 +220,30 @@ def nginx_server():
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
 
     def start(tmp):
-        port = 30000 + os.getpid() % 20000
-        conf = (BENCH / "nginx" / "nginx.conf.in").read_text().replace("@DIR@", str(tmp)).replace(
-            "@ADDR@", f"127.0.0.1:{port}")
+        # nginx needs a port number (it refuses `listen 127.0.0.1:0`, and inheriting a socket
+        # through its NGINX variable is internal to its binary upgrade): the kernel picks one
+        # and nginx is given it at once. If another process takes it in between (see
+        # testlib.kernel_port), nginx exits "address already in use" and Server.start says so.
+        port = testlib.kernel_port()
+        conf = (
+            (BENCH / "nginx" / "nginx.conf.in")
+            .read_text()
+            .replace("@DIR@", str(tmp))
+            .replace("@ADDR@", f"127.0.0.1:{port}")
+        )
         (tmp / "nginx.conf").write_text(conf)
-        return [nginx, "-c", tmp / "nginx.conf", "-e", tmp / "error.log"], {}, lambda proc: f"http://127.0.0.1:{port}/"
+        return (
+            [nginx, "-c", tmp / "nginx.conf", "-e", tmp / "error.log"],
+            {},
+            lambda proc: f"http://127.0.0.1:{port}/",
+        )
 
-    server = Server("nginx", (lambda: None if os.path.exists(nginx) else "nginx not found"), start,
-                    size_bytes=os.path.getsize(nginx) if os.path.exists(nginx) else None)
+    server = Server(
+        "nginx",
+        (lambda: None if os.path.exists(nginx) else "nginx not found"),
+        start,
+        size_bytes=os.path.getsize(nginx) if os.path.exists(nginx) else None,
+    )
     return server
 
 
@@ -173,23 +251,51 @@ def nginx_server():
 
 
 def wrk(url, connections, seconds):
-    out = subprocess.run(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]),
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        pinned(LOAD_CPU, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return float(match.group(1)) if match else None
 
 
 def probe_load(url, connections, qps, seconds):
-    out = subprocess.run(pinned(LOAD_CPU, [DIST / "probe", "load", url, "-c", connections, "--qps", qps,
-                                           "-t", f"{seconds}s", "--json"]), capture_output=True, text=True)
+    out = subprocess.run(
+        pinned(
+            LOAD_CPU,
+            [
+                DIST / "probe",
+                "load",
+                url,
+                "-c",
+                connections,
+                "--qps",
+                qps,
+                "-t",
+                f"{seconds}s",
+                "--json",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return json.loads(out.stdout)
 
 
 def hey(url, connections, seconds):
-    if shutil.which("hey") is None:
+    problem = testlib.tool_problem("hey")
+    if problem:
+        log(f"{problem}: its figure is n/a")
         return None
-    out = subprocess.run(pinned(LOAD_CPU, ["hey", "-c", str(connections), "-z", f"{seconds}s", url]),
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        pinned(LOAD_CPU, ["hey", "-c", str(connections), "-z", f"{seconds}s", url]),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return float(match.group(1)) if match else None
 
@@ -213,15 +319,18 @@ def measure(server, seconds, quick):
         time.sleep(0.2)
         row["rss_idle_kib"] = tree_rss_kib(server.proc.pid)
         row["rps_c8"] = wrk(server.url, 8, seconds)
-        sampler = subprocess.Popen(pinned(LOAD_CPU, ["wrk", "-t1", "-c64", f"-d{seconds}s", server.url]),
-                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(seconds / 2)
-        row["rss_load_kib"] = tree_rss_kib(server.proc.pid)
-        out = sampler.communicate()[0]
+        wrk_c64 = pinned(LOAD_CPU, ["wrk", "-t1", "-c64", f"-d{seconds}s", server.url])
+        with testlib.Process(wrk_c64, stdout=subprocess.PIPE, text=True) as sampler:
+            time.sleep(seconds / 2)
+            row["rss_load_kib"] = tree_rss_kib(server.proc.pid)
+            out = sampler.communicate()[0]
         match = re.search(r"Requests/sec:\s+([\d.]+)", out)
         row["rps_c64"] = float(match.group(1)) if match else None
         report = probe_load(server.url, 8, 500, seconds)
-        row["p50_ms"], row["p99_ms"] = report["latency_ms"]["p50"], report["latency_ms"]["p99"]
+        row["p50_ms"], row["p99_ms"] = (
+            report["latency_ms"]["p50"],
+            report["latency_ms"]["p99"],
+        )
     finally:
         server.stop()
     row["size_bytes"] = server.size_bytes
@@ -230,18 +339,35 @@ def measure(server, seconds, quick):
 
 def docker_limits(seconds):
     """testpage under the tutorial's limits: time to ready and requests/s."""
-    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode:
-        return {"note": "no Docker engine"}
+    problem = testlib.docker_problem()
+    if problem:
+        return {"note": problem}
     ref = f"{os.environ.get('REGISTRY', '')}testpage:0.5"
-    if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode:
+    if subprocess.run(
+        ["docker", "image", "inspect", ref], capture_output=True, check=False
+    ).returncode:
         return {"note": f"{ref} not built (make images)"}
-    cid = subprocess.run(["docker", "run", "-d", "--rm", "--cpus", "0.01", "--memory", "20m", ref],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    cid = subprocess.run(
+        ["docker", "run", "-d", "--rm", "--cpus", "0.01", "--memory", "20m", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # From the moment the container runs (docker's own set-up is not the app's start-up).
     started = time.monotonic()
     try:
-        ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid],
-                            capture_output=True, text=True).stdout.strip()
+        ip = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                cid,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         url = f"http://{ip}:8080/"
         while not get_ok(url + "readyz", timeout=2):
             if time.monotonic() - started > 60:
@@ -251,12 +377,19 @@ def docker_limits(seconds):
         rps = wrk(url, 8, seconds)
         return {"ready_s": ready_s, "rps_c8": rps}
     finally:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=False)
 
 
 def image_size():
+    if testlib.docker_problem():
+        return None
     ref = f"{os.environ.get('REGISTRY', '')}testpage:0.5"
-    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", ref], capture_output=True, text=True)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Size}}", ref],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return int(out.stdout) if out.returncode == 0 else None
 
 
@@ -267,17 +400,42 @@ def build_before_knobs():
         return binary
     tree = WORK / "before-knobs-src"
     shutil.rmtree(tree, ignore_errors=True)
-    subprocess.run(["git", "worktree", "add", "--detach", "--force", tree, BEFORE_KNOBS], cwd=ROOT,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--force", tree, BEFORE_KNOBS],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     try:
         target = f"{ARCH}-unknown-linux-musl"
-        subprocess.run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "testpage"],
-                       cwd=tree, check=True, env={**os.environ, "RUSTFLAGS": "-C relocation-model=static",
-                                                  "CARGO_TARGET_DIR": str(WORK / "before-target")})
+        subprocess.run(
+            [
+                "cargo",
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                target,
+                "-p",
+                "testpage",
+            ],
+            cwd=tree,
+            check=True,
+            env={
+                **os.environ,
+                "RUSTFLAGS": "-C relocation-model=static",
+                "CARGO_TARGET_DIR": str(WORK / "before-target"),
+            },
+        )
         binary.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(WORK / "before-target" / target / "release" / "testpage", binary)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", tree],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
     return binary
 
 
@@ -293,8 +451,16 @@ def knobs_ratio(seconds, rounds):
                 results[key].append(wrk(server.url, 8, seconds))
             finally:
                 server.stop()
-    now_rps, before_rps = statistics.median(results["now"]), statistics.median(results["before"])
-    return {"now": now_rps, "before": before_rps, "ratio": now_rps / before_rps, "runs": results}
+    now_rps, before_rps = (
+        statistics.median(results["now"]),
+        statistics.median(results["before"]),
+    )
+    return {
+        "now": now_rps,
+        "before": before_rps,
+        "ratio": now_rps / before_rps,
+        "runs": results,
+    }
 
 
 def load_generators(seconds):
@@ -345,26 +511,87 @@ def targets(rows, extra, numbers):
     checks = []
     if nginx:
         for key, label in (("rps_c8", "c=8"), ("rps_c64", "c=64")):
-            checks.append((f"requests/s ≥ nginx on one core ({label})", t[key] >= nginx[key],
-                           f"{t[key] / nginx[key]:.2f}× nginx"))
-        checks.append(("p99 ≤ nginx's at 500 qps", t["p99_ms"] <= nginx["p99_ms"],
-                       f"{t['p99_ms']:.3f} vs {nginx['p99_ms']:.3f} ms"))
-    checks.append(("RSS idle ≤ 2 MiB", t["rss_idle_kib"] <= 2048, f"{t['rss_idle_kib'] / 1024:.2f} MiB"))
-    checks.append(("exec → first 200 ≤ 5 ms", t["exec_to_200_ms"] <= 5, f"{t['exec_to_200_ms']:.1f} ms"))
+            checks.append(
+                (
+                    f"requests/s ≥ nginx on one core ({label})",
+                    t[key] >= nginx[key],
+                    f"{t[key] / nginx[key]:.2f}× nginx",
+                )
+            )
+        checks.append(
+            (
+                "p99 ≤ nginx's at 500 qps",
+                t["p99_ms"] <= nginx["p99_ms"],
+                f"{t['p99_ms']:.3f} vs {nginx['p99_ms']:.3f} ms",
+            )
+        )
+    checks.append(
+        (
+            "RSS idle ≤ 2 MiB",
+            t["rss_idle_kib"] <= 2048,
+            f"{t['rss_idle_kib'] / 1024:.2f} MiB",
+        )
+    )
+    checks.append(
+        (
+            "exec → first 200 ≤ 5 ms",
+            t["exec_to_200_ms"] <= 5,
+            f"{t['exec_to_200_ms']:.1f} ms",
+        )
+    )
     if numbers.get("image"):
-        checks.append(("image ≤ 3 MB", numbers["image"] <= 3_000_000, f"{numbers['image'] / 1e6:.2f} MB"))
+        checks.append(
+            (
+                "image ≤ 3 MB",
+                numbers["image"] <= 3_000_000,
+                f"{numbers['image'] / 1e6:.2f} MB",
+            )
+        )
     if numbers.get("ready_10m") is not None:
-        checks.append(("ready in under 1 s at cpu 10m", numbers["ready_10m"] < 1, f"{numbers['ready_10m']:.2f} s"))
+        checks.append(
+            (
+                "ready in under 1 s at cpu 10m",
+                numbers["ready_10m"] < 1,
+                f"{numbers['ready_10m']:.2f} s",
+            )
+        )
     if numbers.get("probe_wrk"):
-        checks.append(("probe load ≥ 0.9 × wrk", numbers["probe_wrk"] >= 0.9, f"{numbers['probe_wrk']:.2f}"))
+        checks.append(
+            (
+                "probe load ≥ 0.9 × wrk",
+                numbers["probe_wrk"] >= 0.9,
+                f"{numbers['probe_wrk']:.2f}",
+            )
+        )
     if numbers.get("probe_hey"):
-        checks.append(("probe load ≥ hey", numbers["probe_hey"] >= 1, f"{numbers['probe_hey']:.2f}×"))
+        checks.append(
+            (
+                "probe load ≥ hey",
+                numbers["probe_hey"] >= 1,
+                f"{numbers['probe_hey']:.2f}×",
+            )
+        )
     if numbers.get("probe_ms"):
-        checks.append(("probe http exec to exit < 5 ms", numbers["probe_ms"] < 5, f"{numbers['probe_ms']:.2f} ms"))
+        checks.append(
+            (
+                "probe http exec to exit < 5 ms",
+                numbers["probe_ms"] < 5,
+                f"{numbers['probe_ms']:.2f} ms",
+            )
+        )
     if numbers.get("knobs"):
-        checks.append(("knobs off within 5 % of before the knobs", numbers["knobs"] >= 0.95, f"{numbers['knobs']:.3f}"))
+        checks.append(
+            (
+                "knobs off within 5 % of before the knobs",
+                numbers["knobs"] >= 0.95,
+                f"{numbers['knobs']:.3f}",
+            )
+        )
     lines = ["", "## Targets", "", "| target | | measured |", "|---|---|---|"]
-    lines += [f"| {name} | {'met' if ok else '**missed**'} | {value} |" for name, ok, value in checks]
+    lines += [
+        f"| {name} | {'met' if ok else '**missed**'} | {value} |"
+        for name, ok, value in checks
+    ]
     return lines
 
 
@@ -373,8 +600,8 @@ def markdown(rows, extra, machine, quick, numbers):
     lines = [
         "# Benchmarks",
         "",
-        f"Run {datetime.date.today().isoformat()} on {machine}. " + ("Quick run: a second per figure; "
-                                                                      "do not read the numbers." if quick else ""),
+        f"Run {datetime.date.today().isoformat()} on {machine}. "
+        + ("Quick run: a second per figure; do not read the numbers." if quick else ""),
         "Servers pinned to CPU 0, load generators to CPU 1; loopback; keep-alive (the Python server, like",
         "the tutorial's original, speaks HTTP/1.0: a connection per request). Ratios are to testpage.",
         "Exec → first 200 includes `taskset` and the harness's polling (0.5 ms).",
@@ -405,10 +632,15 @@ def markdown(rows, extra, machine, quick, numbers):
 def svg_chart(rows):
     """Requests/s (c=64) and RSS at c=64 per server, side by side."""
     width, bar_h, gap, left = 760, 22, 10, 170
-    charts = [("requests/s, wrk c=64", "rps_c64", 1), ("RSS at c=64, MiB", "rss_load_kib", 1 / 1024)]
+    charts = [
+        ("requests/s, wrk c=64", "rps_c64", 1),
+        ("RSS at c=64, MiB", "rss_load_kib", 1 / 1024),
+    ]
     height = 40 + len(charts) * (len(rows) * (bar_h + gap) + 40)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{width}" height="{height}" fill="white"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
     y = 20
     for title, key, scale in charts:
         parts.append(f'<text x="10" y="{y}" font-weight="bold">{title}</text>')
@@ -418,30 +650,43 @@ def svg_chart(rows):
             value = (r[key] or 0) * scale
             w = (width - left - 90) * value / peak
             colour = "#2563eb" if r is rows[0] else "#9ca3af"
-            parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{r["server"]}</text>')
-            parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>')
-            parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{value:,.1f}</text>')
+            parts.append(
+                f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{r["server"]}</text>'
+            )
+            parts.append(
+                f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>'
+            )
+            parts.append(
+                f'<text x="{left + w + 6:.1f}" y="{y + 15}">{value:,.1f}</text>'
+            )
             y += bar_h + gap
         y += 28
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description="testpage benchmarks")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=pathlib.Path)
-    args = parser.parse_args()
-    for tool in ("wrk",):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"bench: {tool} not found (Debian: apt-get install {tool})")
-    if not (DIST / "testpage").exists():
-        raise SystemExit("bench: target/dist binaries missing: run `make build`")
+    args = parser.parse_args(argv)
+    if not check_tools(TOOLS["quick" if args.quick else "full"], docker=not args.quick):
+        return 0
+    problem = testlib.binaries_problem("testpage", "probe")
+    if problem:
+        raise SystemExit(f"bench: {problem}")
     WORK.mkdir(parents=True, exist_ok=True)
     seconds = 1 if args.quick else 5
-    out = args.out or (WORK / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md")
+    out = args.out or (
+        WORK / "RESULTS-quick.md" if args.quick else BENCH / "RESULTS.md"
+    )
 
-    servers = [testpage_server("testpage", DIST / "testpage"), nginx_server(), go_server(), python_server()]
+    servers = [
+        testpage_server("testpage", DIST / "testpage"),
+        nginx_server(),
+        go_server(),
+        python_server(),
+    ]
     rows = []
     for server in servers:
         problem = server.build() if server.build else None
@@ -457,14 +702,18 @@ def main():
     size = image_size()
     numbers["image"] = size
     probe_size = (DIST / "probe").stat().st_size
-    extra["image size"] = (f"{size / 1e6:.2f} MB uncompressed (testpage {rows[0]['size_bytes'] / 1e6:.2f} MB + "
-                           f"probe {probe_size / 1e6:.2f} MB); the tutorial's python:2.7-alpine image was about 70 MB"
-                           if size else "n/a (no image built)")
+    extra["image size"] = (
+        f"{size / 1e6:.2f} MB uncompressed (testpage {rows[0]['size_bytes'] / 1e6:.2f} MB + "
+        f"probe {probe_size / 1e6:.2f} MB); the tutorial's python:2.7-alpine image was about 70 MB"
+        if size
+        else "n/a (no image built)"
+    )
     numbers["probe_ms"] = probe_startup(5 if args.quick else 50) * 1000
     extra["probe http, exec to exit"] = f"{numbers['probe_ms']:.2f} ms (median)"
     generators = load_generators(seconds)
     extra["load generators against testpage, c=8, max rate"] = ", ".join(
-        f"{name} {fmt(value)} req/s" for name, value in generators.items())
+        f"{name} {fmt(value)} req/s" for name, value in generators.items()
+    )
     if generators["wrk"]:
         numbers["probe_wrk"] = generators["probe load"] / generators["wrk"]
         extra["probe load / wrk"] = f"{numbers['probe_wrk']:.2f}"
@@ -477,27 +726,39 @@ def main():
         numbers["ready_10m"] = limits.get("ready_s")
         extra["testpage under docker --cpus 0.01 --memory 20m"] = (
             f"ready {limits['ready_s']:.2f} s after the container starts, {limits['rps_c8']:,.0f} req/s (wrk c=8)"
-            if "ready_s" in limits else limits["note"])
+            if "ready_s" in limits
+            else limits["note"]
+        )
         extra["python http.server under the same limits"] = (
-            "not measured: no Python base image can be pulled on this machine")
+            "not measured: no Python base image can be pulled on this machine"
+        )
         log("testpage against the commit before the knobs")
         knobs = knobs_ratio(seconds, 3)
         numbers["knobs"] = knobs["ratio"]
         extra[f"knobs off vs commit {BEFORE_KNOBS} (before the knobs)"] = (
             f"{knobs['now']:,.0f} vs {knobs['before']:,.0f} req/s (wrk c=8, median of 3 alternating runs): "
-            f"ratio {knobs['ratio']:.3f}")
+            f"ratio {knobs['ratio']:.3f}"
+        )
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}"
     try:
-        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo
+                if line.startswith("model name")
+            )
         machine = f"{model}, " + machine
     except (OSError, StopIteration):
         pass
     out.write_text(markdown(rows, extra, machine, args.quick, numbers))
     chart = out.with_name("results.svg" if not args.quick else "results-quick.svg")
     chart.write_text(svg_chart(rows))
-    (out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "extra": extra}, indent=2))
+    (out.with_suffix(".json")).write_text(
+        json.dumps({"rows": rows, "extra": extra}, indent=2)
+    )
     print(out.read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,9 +26,16 @@ CRDS = PROJECT.parent / "shared" / "crds"
 K8S_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 CRD_GROUPS = {"gateway.networking.k8s.io", "networking.istio.io", "traefik.io"}
 REMOVED_API_VERSIONS = {
-    "extensions/v1beta1", "apps/v1beta1", "apps/v1beta2", "networking.k8s.io/v1beta1",
-    "policy/v1beta1", "batch/v1beta1", "autoscaling/v2beta1", "autoscaling/v2beta2",
-    "config.istio.io/v1alpha2", "traefik.containo.us/v1alpha1",
+    "extensions/v1beta1",
+    "apps/v1beta1",
+    "apps/v1beta2",
+    "networking.k8s.io/v1beta1",
+    "policy/v1beta1",
+    "batch/v1beta1",
+    "autoscaling/v2beta1",
+    "autoscaling/v2beta2",
+    "config.istio.io/v1alpha2",
+    "traefik.containo.us/v1alpha1",
 }
 AS_WRITTEN = "testpage.dev/as-written"
 DEFAULT_DRAIN, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_GRACE = 5.0, 10.0, 30.0
@@ -57,7 +64,7 @@ def duration(text):
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def variants():
     """(name, tag) -> default port, from images/variants.tsv."""
     table = {}
@@ -68,7 +75,7 @@ def variants():
     return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def testpage_env():
     """The variables testpage reads: every `env = "..."` in its config, and RUST_LOG."""
     source = (PROJECT / "testpage" / "src" / "config.rs").read_text()
@@ -91,7 +98,7 @@ def strict(schema):
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_schemas():
     """(apiVersion, kind) -> strict schema, from every CRD file in ../shared/crds."""
     if not CRDS.is_dir():
@@ -113,7 +120,7 @@ def schema_problems(obj):
     return list(_schema_problems(yaml.safe_dump(obj, sort_keys=True)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema_problems(dumped):
     obj = yaml.safe_load(dumped)
     api, kind = obj.get("apiVersion", ""), obj.get("kind", "")
@@ -122,13 +129,23 @@ def _schema_problems(dumped):
         schema = crd_schemas().get((api, kind))
         if schema is None:
             return (f"{api} {kind}: no CRD schema for this kind and version",)
-        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        body = {
+            k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")
+        }
         envelope = ("apiVersion", "kind", "metadata")
-        validator = jsonschema.Draft7Validator({
-            **schema,
-            "properties": {k: v for k, v in schema.get("properties", {}).items() if k not in envelope},
-            "required": [k for k in schema.get("required", []) if k not in envelope],
-        })
+        validator = jsonschema.Draft7Validator(
+            {
+                **schema,
+                "properties": {
+                    k: v
+                    for k, v in schema.get("properties", {}).items()
+                    if k not in envelope
+                },
+                "required": [
+                    k for k in schema.get("required", []) if k not in envelope
+                ],
+            }
+        )
         return tuple(
             f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
             for e in validator.iter_errors(body)
@@ -146,7 +163,13 @@ def _schema_problems(dumped):
 
 
 def pod_templates(obj):
-    if obj.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+    if obj.get("kind") in (
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Job",
+    ):
         yield obj["spec"]["template"]
     elif obj.get("kind") == "Pod":
         yield obj
@@ -184,9 +207,13 @@ def rule_problems(obj, objects):
         labels = obj["spec"]["template"].get("metadata", {}).get("labels", {})
         for key, value in selector.items():
             if labels.get(key) != value:
-                problems.append(f"selector {key}={value} does not match the template labels")
+                problems.append(
+                    f"selector {key}={value} does not match the template labels"
+                )
         if "version" in selector and not re.search(r"-v\d", meta.get("name", "")):
-            problems.append("selects on `version` but is updated in place: a new version would orphan its pods")
+            problems.append(
+                "selects on `version` but is updated in place: a new version would orphan its pods"
+            )
     for template in pod_templates(obj):
         problems += pod_problems(obj, template)
     return problems
@@ -202,9 +229,15 @@ def service_target_problems(service, target, objects):
         for template in pod_templates(other):
             labels = (template.get("metadata") or {}).get("labels") or {}
             if selector and all(labels.get(k) == v for k, v in selector.items()):
-                names = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
+                names = {
+                    p.get("name")
+                    for c in template["spec"]["containers"]
+                    for p in c.get("ports", [])
+                }
                 if target not in names:
-                    problems.append(f"targetPort {target!r} is not a port of {other['metadata']['name']}")
+                    problems.append(
+                        f"targetPort {target!r} is not a port of {other['metadata']['name']}"
+                    )
     return problems
 
 
@@ -218,26 +251,36 @@ def pod_problems(owner, template):
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         for var in env:
             if var not in testpage_env():
-                problems.append(f"container {name}: env {var} is not a setting testpage reads")
+                problems.append(
+                    f"container {name}: env {var} is not a setting testpage reads"
+                )
         if not marked:
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe not in container:
-                    problems.append(f"container {name}: no {probe} (mark as-written variants with {AS_WRITTEN})")
+                    problems.append(
+                        f"container {name}: no {probe} (mark as-written variants with {AS_WRITTEN})"
+                    )
         port_names = {p.get("name") for p in container.get("ports", [])}
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             for handler in ("httpGet", "tcpSocket"):
                 port = ((container.get(probe) or {}).get(handler) or {}).get("port")
                 if isinstance(port, str) and port not in port_names:
-                    problems.append(f"container {name}: {probe} port {port!r} is not a container port")
+                    problems.append(
+                        f"container {name}: {probe} port {port!r} is not a container port"
+                    )
         image = container.get("image", "")
         repo, _, tag = image.rpartition(":")
         if (repo, tag) not in variants():
-            problems.append(f"container {name}: image {image} is not one `make images` builds")
+            problems.append(
+                f"container {name}: image {image} is not one `make images` builds"
+            )
         else:
             listens = int(env.get("PORT") or variants()[(repo, tag)])
             ports = [p["containerPort"] for p in container.get("ports", [])]
             if ports and listens not in ports:
-                problems.append(f"container {name}: listens on {listens}, declares {ports}")
+                problems.append(
+                    f"container {name}: listens on {listens}, declares {ports}"
+                )
         try:
             needed = (
                 prestop_seconds(container)
@@ -268,9 +311,16 @@ def validate_tree(root):
         return [f"{root}: no kustomization.yaml found"]
     problems = []
     for folder in folders:
-        render = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
+        render = subprocess.run(
+            ["kubectl", "kustomize", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if render.returncode:
-            problems.append(f"{folder.relative_to(root)}: kubectl kustomize: {render.stderr.strip()}")
+            problems.append(
+                f"{folder.relative_to(root)}: kubectl kustomize: {render.stderr.strip()}"
+            )
             continue
         rendered = load(render.stdout, f"{folder.relative_to(root)} (kustomize)")
         sources.append(rendered)
@@ -287,7 +337,9 @@ def validate_tree(root):
             if key in seen:
                 continue
             seen.add(key)
-            where = f"{origin}: {doc.get('kind')} {(doc.get('metadata') or {}).get('name')}"
+            where = (
+                f"{origin}: {doc.get('kind')} {(doc.get('metadata') or {}).get('name')}"
+            )
             for problem in schema_problems(doc) + rule_problems(doc, objects):
                 problems.append(f"{where}: {problem}")
     return sorted(set(problems))
@@ -299,8 +351,10 @@ def main(argv):
     for problem in problems:
         print(problem)
     count = sum(1 for _ in root.rglob("*.yaml"))
-    print(f"validate: {count} files under {root}, Kubernetes {', '.join(K8S_VERSIONS)}: "
-          f"{len(problems)} problem(s)")
+    print(
+        f"validate: {count} files under {root}, Kubernetes {', '.join(K8S_VERSIONS)}: "
+        f"{len(problems)} problem(s)"
+    )
     return 1 if problems else 0
 
 

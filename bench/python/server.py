@@ -14,7 +14,9 @@ def ip_address(interface):
         return os.environ["POD_IP"]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", interface[:15].encode()))
+            packed = fcntl.ioctl(
+                s.fileno(), 0x8915, struct.pack("256s", interface[:15].encode())
+            )
             return socket.inet_ntoa(packed[20:24])
         except OSError:
             return "127.0.0.1"
@@ -40,6 +42,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     host = os.environ.get("HOST", "127.0.0.1")
-    server = http.server.HTTPServer((host, int(os.environ.get("PORT", "8080"))), Handler)
+    server = http.server.HTTPServer(
+        (host, int(os.environ.get("PORT", "8080"))), Handler
+    )
     print(f"listening on {host}:{server.server_address[1]}", flush=True)
     server.serve_forever()

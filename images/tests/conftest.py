@@ -7,14 +7,16 @@ under REQUIRE_DOCKER=1 (CI) they fail instead.
 
 import json
 import os
-import shutil
+import pathlib
 import subprocess
+import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import testlib
 
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 LABEL = f"testpage-test={RUN_ID}"
@@ -24,33 +26,24 @@ REGISTRY = os.environ.get("REGISTRY", "")
 def docker(*args, check=True, timeout=60):
     """Runs `docker ARGS` and returns its stdout, stripped."""
     proc = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout.strip()
 
 
-def docker_available():
-    if shutil.which("docker") is None:
-        return "docker not found"
-    try:
-        docker("info", timeout=20)
-    except Exception as error:  # noqa: BLE001 - any failure means no usable engine
-        return f"no Docker engine: {error}"
-    return None
-
-
 @pytest.fixture(scope="session")
 def engine():
-    problem = docker_available()
-    if problem:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"Docker is required (REQUIRE_DOCKER=1): {problem}")
-        pytest.skip(problem)
+    """A Docker engine: every test that runs `docker` takes this fixture, directly or through
+    `containers`, so that without one it skips saying why (fails under REQUIRE_DOCKER=1)."""
+    testlib.skip_or_fail(testlib.docker_problem())
     yield
     # Belt and braces: anything a crashed test left behind.
-    for kind, ls in (("container", ["ps", "-aq"]), ("network", ["network", "ls", "-q"])):
+    for kind, ls in (
+        ("container", ["ps", "-aq"]),
+        ("network", ["network", "ls", "-q"]),
+    ):
         ids = docker(*ls, "--filter", f"label={LABEL}", check=False).split()
         if ids:
             rm = ["rm", "-f"] if kind == "container" else ["network", "rm"]
@@ -60,7 +53,9 @@ def engine():
 def image(name, tag):
     """The reference `make images` built, failing clearly when it is missing."""
     ref = f"{REGISTRY}{name}:{tag}"
-    if subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode:
+    if subprocess.run(
+        ["docker", "image", "inspect", ref], capture_output=True, check=False
+    ).returncode:
         pytest.fail(f"image {ref} not built: run `make images`")
     return ref
 
@@ -103,7 +98,9 @@ class Container:
         return self.inspect()["State"]
 
     def logs(self):
-        proc = subprocess.run(["docker", "logs", self.id], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["docker", "logs", self.id], capture_output=True, text=True, check=False
+        )
         return proc.stdout + proc.stderr
 
 
@@ -117,28 +114,16 @@ def containers(engine):
     docker("network", "rm", name, check=False)
 
 
-def get(url, timeout=5.0):
-    """GET url; returns (status, headers, body) or raises on a connection error."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
+get = testlib.http_get
 
 
 def wait_for(condition, limit, what):
-    """Polls condition() until it is truthy; fails with `what` after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-            if last:
-                return last
-        except (OSError, urllib.error.URLError) as error:
-            last = error
-        time.sleep(0.05)
-    pytest.fail(f"{what} within {limit}s (last: {last!r})")
+    """Polls condition() until it is truthy and returns that; fails the test after `limit`
+    seconds, naming `what`."""
+    try:
+        return testlib.wait_until(condition, limit, what)
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
 
 def ready(container, port, limit=20):

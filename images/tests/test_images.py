@@ -1,16 +1,14 @@
 """The images, in real containers on a private bridge network."""
 
 import json
-import os
 import pathlib
-import shutil
 import re
 import subprocess
 import threading
 import time
 
 import pytest
-
+import testlib
 from conftest import docker, get, image, ready, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -29,11 +27,18 @@ def variants():
 def expected_page(message, version, ip, color):
     template = "I am: {ip}, the version is: {version}" if message == "-" else message
     color = "" if color == "-" else color
-    return template.replace("{ip}", ip).replace("{version}", version).replace("{color}", color) + "\n"
+    return (
+        template.replace("{ip}", ip)
+        .replace("{version}", version)
+        .replace("{color}", color)
+        + "\n"
+    )
 
 
 @pytest.mark.parametrize("name,tag,version,port,message,color", variants())
-def test_variant_answers_its_page_on_its_port(containers, name, tag, version, port, message, color):
+def test_variant_answers_its_page_on_its_port(
+    containers, name, tag, version, port, message, color
+):
     c = containers.run(image(name, tag))
     ready(c, port)
     status, headers, body = get(c.url(port))
@@ -77,7 +82,9 @@ def test_docker_stop_drains_and_exits_zero(containers):
 def in_flight(container):
     """http_requests_in_flight from testpage's /metrics."""
     text = get(container.url(8080, "/metrics"))[2].decode()
-    return float(re.search(r"^http_requests_in_flight (\S+)$", text, re.M).group(1))
+    return float(
+        re.search(r"^http_requests_in_flight (\S+)$", text, re.MULTILINE).group(1)
+    )
 
 
 def test_tutorial_limits_cpu_10m_memory_20mi(containers):
@@ -92,11 +99,15 @@ def test_tutorial_limits_cpu_10m_memory_20mi(containers):
 
 
 def test_read_only_root_with_tmpfs_runs_as_65532(containers):
-    c = containers.run(image("testpage", "0.9"), opts=["--read-only", "--tmpfs", "/tmp:uid=65532,gid=65532"])
+    c = containers.run(
+        image("testpage", "0.9"),
+        opts=["--read-only", "--tmpfs", "/tmp:uid=65532,gid=65532"],
+    )
     ready(c, 8080)
     pid = c.state()["Pid"]
     uid_line = next(
-        line for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+        line
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
         if line.startswith("Uid:")
     )
     assert uid_line.split()[1:] == ["65532"] * 4, uid_line
@@ -112,7 +123,14 @@ def test_read_only_root_without_tmpfs_fails_clearly(containers):
 def test_healthcheck_follows_the_ready_file(containers):
     c = containers.run(
         image("zero-downtime", "blue"),
-        opts=["--health-interval", "500ms", "--health-retries", "1", "--health-start-period", "0s"],
+        opts=[
+            "--health-interval",
+            "500ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "0s",
+        ],
     )
     wait_for(lambda: c.state()["Health"]["Status"] == "healthy", 30, "healthy")
     docker("exec", c.id, "/probe", "drain", "--sleep", "0")
@@ -127,7 +145,12 @@ def test_probe_drain_is_a_prestop_without_a_shell(containers):
     started = time.monotonic()
     docker("exec", c.id, "/probe", "drain", "--sleep", "1s")
     assert time.monotonic() - started >= 1.0
-    assert subprocess.run(["docker", "exec", c.id, "/probe", "file", "/tmp/ready"]).returncode == 1
+    assert (
+        subprocess.run(
+            ["docker", "exec", c.id, "/probe", "file", "/tmp/ready"], check=False
+        ).returncode
+        == 1
+    )
     # testpage then skips its own drain: the stop is quick even with a long DRAIN.
     started = time.monotonic()
     docker("stop", "-t", "10", c.id, timeout=30)
@@ -141,11 +164,13 @@ def test_myapp_serves_port_80_as_non_root(containers):
     assert get(c.url(80))[2].decode().endswith("the version is: v2\n")
 
 
-def test_image_metadata_and_size():
+def test_image_metadata_and_size(engine):
     ref = image("testpage", "0.9")
     config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", ref))
     size = int(docker("image", "inspect", "-f", "{{.Size}}", ref))
-    print(f"image {ref}: {size} bytes (budget {BUDGET_BYTES}); python:2.7-alpine was about 70 MB")
+    print(
+        f"image {ref}: {size} bytes (budget {BUDGET_BYTES}); python:2.7-alpine was about 70 MB"
+    )
     assert size <= BUDGET_BYTES
     assert config["User"] == "65532:65532"
     assert config["Entrypoint"] == ["/testpage"]
@@ -160,31 +185,23 @@ def test_image_metadata_and_size():
 
 def test_arm64_binaries_answer_the_page_under_qemu(tmp_path):
     qemu = "qemu-aarch64-static"
-    binary = ROOT / "target" / "dist" / "aarch64" / "testpage"
-    missing = [what for what, ok in ((qemu, _which(qemu)), (str(binary), binary.exists())) if not ok]
-    if missing:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"missing for the arm64 check: {missing} (make build ARCH=aarch64)")
-        pytest.skip(f"missing: {missing}")
+    dist = ROOT / "target" / "dist" / "aarch64"
+    testlib.skip_or_fail(
+        testlib.tool_problem(qemu),
+        testlib.binaries_problem("testpage", "probe", arch="aarch64"),
+    )
+    binary = dist / "testpage"
     e_machine = int.from_bytes(binary.read_bytes()[18:20], "little")
     assert e_machine == 183, f"not an aarch64 ELF: e_machine {e_machine}"
     ready_file = tmp_path / "ready"
-    proc = subprocess.Popen(
+    with testlib.Process(
         [qemu, binary, "--listen", "127.0.0.1:0", "--app-version", "arm"],
         env={"READY_FILE": str(ready_file), "POD_IP": "10.0.0.64"},
-        stderr=subprocess.PIPE,
-    )
-    try:
-        text = wait_for(lambda: ready_file.exists() and ready_file.read_text(), 30, "arm64 ready")
-        addr = re.search(r"addr=(\S+)", text).group(1)
+    ) as proc:
+        addr = testlib.ready_addr(ready_file, proc, timeout=30)
         assert get(f"http://{addr}/")[2] == b"I am: 10.0.0.64, the version is: arm\n"
-        probe = ROOT / "target" / "dist" / "aarch64" / "probe"
-        check = subprocess.run([qemu, probe, "http", f"http://{addr}/readyz"])
+        check = subprocess.run(
+            [qemu, dist / "probe", "http", f"http://{addr}/readyz"], check=False
+        )
         assert check.returncode == 0
-    finally:
-        proc.terminate()
-        assert proc.wait(10) == 0
-
-
-def _which(tool):
-    return shutil.which(tool) is not None
+        assert proc.stop(grace=10) == 0
