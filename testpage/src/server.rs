@@ -32,7 +32,6 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::FailAfter;
 use crate::lifecycle::State;
@@ -115,8 +114,7 @@ pub async fn serve(
     };
     // Whatever ended serving, no connection outlives it.
     conns.cut.cancel();
-    conns.tracker.close();
-    conns.tracker.wait().await;
+    conns.all_closed().await;
     outcome
 }
 
@@ -193,9 +191,8 @@ async fn sequence(
         "closing"
     );
     conns.closing.cancel();
-    conns.tracker.close();
     tokio::select! {
-        () = conns.tracker.wait() => Ok(Outcome::Graceful),
+        () = conns.all_closed() => Ok(Outcome::Graceful),
         () = tokio::time::sleep(timings.shutdown_timeout) => {
             // Only requests count: a connection with none in flight has nothing to lose.
             match lifecycle.in_flight() {
@@ -210,8 +207,10 @@ async fn sequence(
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
     app: Arc<App>,
-    /// Open connections at most.
+    /// Open connections at most: each holds a permit until it closes, so all permits back
+    /// means every connection is closed.
     limit: Arc<Semaphore>,
+    max_connections: u32,
     /// Told once, when accepting stops: finish what is in flight, then close.
     closing: CancellationToken,
     /// Told once, when serving is over: close now.
@@ -219,8 +218,6 @@ struct Connections {
     /// Told each time there is no room for a new connection: idle connections close.
     pressure: Arc<Notify>,
     idle_timeout: Duration,
-    /// Every connection task, so that shutdown can wait for them.
-    tracker: TaskTracker,
     /// Throttles the accept loop's warnings.
     log: Mutex<Throttle>,
 }
@@ -242,13 +239,19 @@ impl Connections {
             builder,
             app,
             limit: Arc::new(Semaphore::new(timings.max_connections)),
+            max_connections: u32::try_from(timings.max_connections).unwrap_or(u32::MAX),
             closing: CancellationToken::new(),
             cut: CancellationToken::new(),
             pressure: Arc::new(Notify::new()),
             idle_timeout: timings.idle_timeout,
-            tracker: TaskTracker::new(),
             log: Mutex::new(Throttle::default()),
         }
+    }
+
+    /// Completes once every connection has closed (and, past accepting, no new one can open).
+    async fn all_closed(&self) {
+        // Only an error if the semaphore were closed, which it never is.
+        let _ = self.limit.acquire_many(self.max_connections).await;
     }
 
     /// Accepts and serves connections until `until` completes, and returns its output.
@@ -315,7 +318,7 @@ impl Connections {
             idle_timeout: self.idle_timeout,
         };
         app.lifecycle().connection_opened();
-        self.tracker.spawn(async move {
+        tokio::spawn(async move {
             let (result, end) = drive(conn, &activity, &signals).await;
             match end {
                 End::Finished => {}
