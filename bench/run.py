@@ -542,8 +542,8 @@ def targets(rows, extra, numbers):
     if numbers.get("image"):
         checks.append(
             (
-                "image ≤ 3 MB",
-                numbers["image"] <= 3_000_000,
+                "image ≤ 4 MB",
+                numbers["image"] <= 4_000_000,
                 f"{numbers['image'] / 1e6:.2f} MB",
             )
         )
