@@ -229,18 +229,20 @@ async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
 
 /// The admin routes change the pod's state, so a web page from another origin must not be able
 /// to call them: a student's browser can reach the pod's NodePort, and a cross-site form POST
-/// (a "simple request") needs no CORS preflight. Browsers say where a request comes from in
-/// `Sec-Fetch-Site` and `Origin`; clients that are not browsers (curl, `kubectl exec`, probe)
+/// (a "simple request") needs no CORS preflight. Browsers say where a request comes from:
+/// `Sec-Fetch-Site`, which page scripts cannot set, decides when present (it stays right behind
+/// a proxy that rewrites `Host`); older browsers send only `Origin`, which must then name the
+/// host the request was sent to. Clients that are not browsers (curl, `kubectl exec`, probe)
 /// send neither and keep working.
 fn cross_origin(req: &Request<Incoming>) -> Option<String> {
     let headers = req.headers();
     if let Some(site) = headers.get("sec-fetch-site") {
-        if site != "same-origin" && site != "none" {
-            return Some(format!(
+        return (site != "same-origin" && site != "none").then(|| {
+            format!(
                 "Sec-Fetch-Site: {}",
                 String::from_utf8_lossy(site.as_bytes())
-            ));
-        }
+            )
+        });
     }
     let origin = headers.get(header::ORIGIN)?;
     let host = req
