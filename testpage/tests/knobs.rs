@@ -419,3 +419,15 @@ fn readiness_toggles_work_without_a_ready_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn enable_that_cannot_write_the_file_is_a_500_not_a_409() {
+    let server = Server::start(&[]);
+    assert_eq!(post(&server, "/readyz/disable").status, 200);
+    // The ready file's directory is gone: writing it again fails with an I/O error.
+    std::fs::remove_dir_all(server.dir.path()).unwrap();
+    let r = post(&server, "/readyz/enable");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("READY_FILE"), "{}", r.text());
+    assert_eq!(server.get("/readyz").status, 503);
+}
