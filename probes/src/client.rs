@@ -1,16 +1,23 @@
 //! A small HTTP/1.1 client over hyper: one connection, requests on it, and what an answer says
 //! about the pod that sent it.
+//!
+//! Bodies are never read whole: each command says how much it needs ([`BodyRead`]) and the rest
+//! is left unread, so an endless or huge body costs neither memory nor time. A connection whose
+//! body was not read to its end is closed, never reused.
 
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use testpage::routes::{X_POD, X_POD_IP, X_VERSION};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +36,35 @@ pub enum RequestError {
     /// No answer within the timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The request could not be built from the target and headers.
+    #[error("cannot build the request: {0}")]
+    Request(#[from] hyper::http::Error),
+}
+
+/// How much of a response body a command reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRead {
+    /// None: the status is the answer (exec probes). The connection is not reused.
+    Skip,
+    /// Keep the first `keep` bytes and read the body to its end if it is at most `limit` bytes,
+    /// discarding what is not kept, so that a keep-alive connection can carry the next request.
+    /// A longer body is abandoned after `limit` bytes and its connection closed.
+    Prefix {
+        /// Bytes kept in [`Answer::body`].
+        keep: usize,
+        /// Bytes read in all before the body is abandoned.
+        limit: u64,
+    },
+}
+
+impl BodyRead {
+    /// What `watch` and `load` read: 4 KiB kept, enough for [`identify_page`] to find the
+    /// tutorials' pages, and bodies up to 1 MiB read through so that keep-alive works for
+    /// ordinary pages.
+    pub const PAGE: BodyRead = BodyRead::Prefix {
+        keep: 4096,
+        limit: 1 << 20,
+    };
 }
 
 /// Where requests go.
@@ -43,27 +79,46 @@ pub struct Target {
 
 /// Why a URL was rejected.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid URL {url:?}: {problem}")]
-pub struct UrlError {
-    url: String,
-    problem: String,
+pub enum UrlError {
+    /// The URL itself is wrong.
+    #[error("invalid URL {url:?}: {problem}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A bare path was given and `PORT` is set but is not a port.
+    #[error("PORT={value:?} is not a port 1-65535 (a bare path means http://127.0.0.1:$PORT)")]
+    Port {
+        /// `PORT` as found in the environment.
+        value: String,
+    },
 }
 
 impl Target {
     /// Parses `url`; a bare path (`/readyz`) means `http://127.0.0.1:$PORT/readyz` (PORT from
-    /// the environment, 8080 when unset), so one HEALTHCHECK works in every image variant.
-    /// A URL without a scheme (`localhost:8080/`) means `http://`.
+    /// the environment, 8080 when unset or empty), so one HEALTHCHECK works in every image
+    /// variant. A URL without a scheme (`localhost:8080/`) means `http://`.
     pub fn parse(url: &str) -> Result<Target, UrlError> {
-        let fail = |problem: &str| UrlError {
+        Target::parse_with_port(url, std::env::var_os("PORT").as_deref())
+    }
+
+    /// [`Target::parse`] with `PORT` given rather than read from the environment.
+    fn parse_with_port(url: &str, port: Option<&OsStr>) -> Result<Target, UrlError> {
+        let fail = |problem: &'static str| UrlError::Url {
             url: url.to_owned(),
-            problem: problem.to_owned(),
+            problem,
         };
         let full = if url.starts_with('/') {
-            let port = std::env::var("PORT").unwrap_or_default();
-            let port = if port.trim().is_empty() {
-                "8080"
-            } else {
-                port.trim()
+            let port = match port.map(|p| (p, p.to_str().map(str::trim))) {
+                None | Some((_, Some(""))) => 8080,
+                Some((raw, text)) => text
+                    .and_then(|t| t.parse::<u16>().ok())
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| UrlError::Port {
+                        value: raw.to_string_lossy().into_owned(),
+                    })?,
             };
             format!("http://127.0.0.1:{port}{url}")
         } else if url.contains("://") {
@@ -76,7 +131,20 @@ impl Target {
             return Err(fail("only http:// is supported"));
         }
         let authority = uri.authority().ok_or_else(|| fail("no host"))?;
-        let port = authority.port_u16().unwrap_or(80);
+        // `Authority::port` is None both without a port and with one that is not a number
+        // (`host:abc`); only the first means 80.
+        let host_port = authority
+            .as_str()
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, hp)| hp);
+        let port = match host_port.rsplit_once(':') {
+            Some((_, text)) if !text.contains(']') => text
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| fail("the port is not a number 1-65535"))?,
+            _ => 80,
+        };
         let host = authority.host();
         let addr = format!("{host}:{port}");
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| fail("bad host"))?;
@@ -96,9 +164,19 @@ impl Target {
     }
 }
 
-/// One HTTP/1.1 connection.
+/// One HTTP/1.1 connection. Dropping it closes the socket.
 pub struct Conn {
     sender: SendRequest<Empty<Bytes>>,
+    /// Drives the socket; aborted on drop so that an abandoned body is not read on.
+    driver: JoinHandle<()>,
+    /// False once an answer's body was left unread: the connection cannot carry another request.
+    reusable: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl Conn {
@@ -113,28 +191,35 @@ impl Conn {
                 })?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        // The connection task ends when the peer closes or the sender is dropped.
-        tokio::spawn(connection);
-        Ok(Conn { sender })
+        // The task ends when the peer closes, the sender is dropped, or the Conn is dropped.
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            sender,
+            driver,
+            reusable: true,
+        })
     }
 
-    /// Whether another request can be sent on this connection.
+    /// Whether another request can be sent on this connection: the peer has not closed it and
+    /// every body was read to its end.
     pub fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+        self.reusable && !self.sender.is_closed()
     }
 
-    /// Sends a GET and reads the whole answer.
+    /// Sends a GET and reads as much of the body as `read` says.
     pub async fn get(
         &mut self,
         target: &Target,
         headers: &[(HeaderName, HeaderValue)],
         keep_alive: bool,
+        read: BodyRead,
     ) -> Result<Answer, RequestError> {
         let started = Instant::now();
         let mut request = Request::get(target.path())
             .header(HOST, target.host.clone())
-            .body(Empty::new())
-            .unwrap_or_default();
+            .body(Empty::new())?;
         let request_headers = request.headers_mut();
         for (name, value) in headers {
             request_headers.insert(name.clone(), value.clone());
@@ -145,7 +230,10 @@ impl Conn {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
+        let (body, complete) = read_body(body, read).await?;
+        if !complete {
+            self.reusable = false;
+        }
         let header = |name: &HeaderName| {
             parts
                 .headers
@@ -165,19 +253,44 @@ impl Conn {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")),
             latency: started.elapsed(),
             body,
+            complete,
         })
     }
 }
 
-/// Opens a connection, sends one GET, and gives up after `timeout`.
+/// Reads `body` as `read` says: the kept prefix, and whether the body was read to its end.
+async fn read_body(mut body: Incoming, read: BodyRead) -> Result<(Bytes, bool), RequestError> {
+    let BodyRead::Prefix { keep, limit } = read else {
+        return Ok((Bytes::new(), false));
+    };
+    let mut kept = BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        // Trailers carry nothing this client uses.
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        let room = keep.saturating_sub(kept.len());
+        kept.extend_from_slice(&data[..data.len().min(room)]);
+        seen = seen.saturating_add(data.len() as u64);
+        if seen > limit {
+            return Ok((kept.freeze(), false));
+        }
+    }
+    Ok((kept.freeze(), true))
+}
+
+/// Opens a connection, sends one GET, reads as much of the body as `read` says, and gives up
+/// after `timeout`. The connection is closed on return.
 pub async fn get_once(
     target: &Target,
     headers: &[(HeaderName, HeaderValue)],
     timeout: Duration,
+    read: BodyRead,
 ) -> Result<Answer, RequestError> {
     let exchange = async {
         let mut conn = Conn::open(target).await?;
-        conn.get(target, headers, false).await
+        conn.get(target, headers, false, read).await
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -197,10 +310,12 @@ pub struct Answer {
     pub pod: Option<String>,
     /// The server asked to close the connection.
     pub close: bool,
-    /// From sending the request to the end of the body.
+    /// From sending the request to the end of the body, or to where reading it stopped.
     pub latency: Duration,
-    /// The body.
+    /// The start of the body, as much as [`BodyRead`] kept.
     pub body: Bytes,
+    /// The body was read to its end (false: abandoned, and the connection closed).
+    pub complete: bool,
 }
 
 /// Reads version and IP from the pages of apps that send no headers: the tutorials' originals,
@@ -233,6 +348,35 @@ mod tests {
         assert_eq!((t.addr.as_str(), t.path()), ("example.test:80", "/"));
         assert!(Target::parse("https://example.test").is_err());
         assert!(Target::parse("http://").is_err());
+        let t = Target::parse("http://[::1]/").unwrap();
+        assert_eq!(t.addr, "[::1]:80");
+        let t = Target::parse("http://[::1]:9090/").unwrap();
+        assert_eq!(t.addr, "[::1]:9090");
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_an_error_not_80() {
+        for url in [
+            "http://127.0.0.1:abc/",
+            "127.0.0.1:0/",
+            "h:70000/",
+            "http://h:/",
+        ] {
+            let error = Target::parse(url).unwrap_err().to_string();
+            assert!(error.contains("port"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_bare_path_takes_the_port_from_port() {
+        let parse = |port: Option<&str>| Target::parse_with_port("/readyz", port.map(OsStr::new));
+        assert_eq!(parse(None).unwrap().addr, "127.0.0.1:8080");
+        assert_eq!(parse(Some(" ")).unwrap().addr, "127.0.0.1:8080");
+        assert_eq!(parse(Some(" 9090 ")).unwrap().addr, "127.0.0.1:9090");
+        for bad in ["abc", "0", "65536", "-1", "80x"] {
+            let error = parse(Some(bad)).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("PORT={bad:?} ")), "{error}");
+        }
     }
 
     #[test]

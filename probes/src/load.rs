@@ -4,18 +4,30 @@
 //! waiting for each answer before the next request. Connection errors count as code `-1`
 //! (fortio's convention, so the zero-downtime tutorial's output reads the same). A server's
 //! `Connection: close` is honoured by reconnecting, which is counted in the sockets used and is
-//! not an error. Workers keep their own counts and the report merges them at the end, so the
+//! not an error; so is a body too long to read through ([`BodyRead::PAGE`]), whose connection
+//! cannot be reused. Workers keep their own counts and the report merges them at the end, so the
 //! request path shares nothing between workers.
+//!
+//! The run ends on time: at `-t` or Ctrl-C every worker stops at once, whether it is waiting for
+//! its next slot, connecting or waiting for an answer. A request cut off that way has no result;
+//! it is counted in [`Report::unanswered`], not in the codes or the errors.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::client::{Conn, RequestError, Target};
+use crate::client::{BodyRead, Conn, RequestError, Target};
+
+/// The accepted `--qps` besides 0 (as fast as possible): 0.01 to 1,000,000 requests a second.
+pub const QPS_RANGE: RangeInclusive<f64> = 0.01..=1e6;
 
 /// Error events kept per worker; counts stay exact beyond it.
 const MAX_ERROR_EVENTS: usize = 10_000;
@@ -27,7 +39,8 @@ pub struct Settings {
     pub target: Target,
     /// Concurrent connections (workers).
     pub connections: usize,
-    /// Target requests per second over all workers; 0 means as fast as possible.
+    /// Target requests per second over all workers; 0 means as fast as possible (the CLI
+    /// accepts 0 or [`QPS_RANGE`]).
     pub qps: f64,
     /// Stop sending after this long.
     pub duration: Option<Duration>,
@@ -95,10 +108,13 @@ pub struct Report {
     pub keep_alive: bool,
     /// Unix time of the start, in milliseconds.
     pub started_unix_ms: u128,
-    /// Seconds from the first request to the last answer.
+    /// Seconds from the start to the end of the run.
     pub duration_s: f64,
-    /// Requests sent.
+    /// Requests with a result: an answer or an error.
     pub requests: u64,
+    /// Requests still connecting or waiting for an answer when `-t` or Ctrl-C ended the run;
+    /// they have no result, so they are not in `requests`, `codes` or `errors`.
+    pub unanswered: u64,
     /// Answers per second achieved.
     pub achieved_qps: f64,
     /// Count per code; `-1` is a connection error.
@@ -120,6 +136,7 @@ pub struct Report {
 #[derive(Default)]
 struct WorkerStats {
     codes: BTreeMap<i32, u64>,
+    unanswered: u64,
     sockets: u64,
     latencies_us: Vec<u32>,
     versions: BTreeMap<String, u64>,
@@ -186,70 +203,123 @@ fn count(map: &mut BTreeMap<String, u64>, key: &str) {
     }
 }
 
-/// Runs the load until the duration or request count is reached, or Ctrl-C.
-pub async fn run(settings: Settings) -> Report {
+/// Runs the load until the duration or request count is reached, or `interrupt` completes
+/// (Ctrl-C), and returns the report.
+pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Report {
     let settings = Arc::new(settings);
-    let stop = Arc::new(AtomicBool::new(false));
+    // The one stop signal: every worker waits on it whatever it is doing.
+    let stop = CancellationToken::new();
     let tickets = settings.requests.map(|n| Arc::new(AtomicU64::new(n)));
     let started_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let start = Instant::now();
-    let workers: Vec<_> = (0..settings.connections.max(1))
-        .map(|id| {
-            let settings = Arc::clone(&settings);
-            let stop = Arc::clone(&stop);
-            let tickets = tickets.clone();
-            tokio::spawn(worker(id, settings, start, stop, tickets))
-        })
-        .collect();
+    // `None`: no duration, or one beyond the clock's range.
+    let end = settings.duration.and_then(|d| start.checked_add(d));
+    let mut workers = JoinSet::new();
+    for id in 0..settings.connections.max(1) {
+        workers.spawn(worker(
+            id,
+            Arc::clone(&settings),
+            start,
+            end,
+            stop.clone(),
+            tickets.clone(),
+        ));
+    }
 
-    let stopper = {
-        let stop = Arc::clone(&stop);
-        let duration = settings.duration;
-        tokio::spawn(async move {
-            let timer = async {
-                match duration {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = timer => {}
-            }
-            stop.store(true, Ordering::Relaxed);
-        })
+    let deadline = async {
+        match end {
+            Some(end) => tokio::time::sleep_until(end.into()).await,
+            None => std::future::pending().await,
+        }
     };
-
-    let mut stats = Vec::with_capacity(workers.len());
-    for worker in workers {
-        if let Ok(s) = worker.await {
-            stats.push(s);
+    tokio::pin!(deadline, interrupt);
+    let mut stats = Vec::with_capacity(settings.connections.max(1));
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                Some(Ok(s)) => stats.push(s),
+                // Release builds abort on panic. Elsewhere, pass it on rather than report a run
+                // that silently lost a worker.
+                Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Some(Err(_)) => {}
+                // Every worker is done: the request count was reached (or the stop was told).
+                None => break,
+            },
+            () = &mut deadline, if !stop.is_cancelled() => stop.cancel(),
+            () = &mut interrupt, if !stop.is_cancelled() => stop.cancel(),
         }
     }
-    stopper.abort();
     merge(&settings, stats, start.elapsed(), started_unix_ms)
+}
+
+/// When a worker sends its next request: as soon as it can, or at its slot in a fixed schedule.
+struct Schedule {
+    interval: Duration,
+    /// `None`: the next slot is at or after the end of the run, or beyond the clock's range, so
+    /// it never comes.
+    next: Option<Instant>,
+    /// The end of the run, if it has one.
+    end: Option<Instant>,
+}
+
+impl Schedule {
+    /// Worker `id`'s share of the rate, its first slot offset so that the workers interleave
+    /// evenly; `None` for "as fast as possible".
+    fn new(settings: &Settings, id: usize, start: Instant, end: Option<Instant>) -> Option<Self> {
+        if settings.qps <= 0.0 {
+            return None;
+        }
+        let workers = settings.connections.max(1) as f64;
+        // Out of range (a rate far below QPS_RANGE) means a slot too far away to come.
+        let interval = Duration::try_from_secs_f64(workers / settings.qps).unwrap_or(Duration::MAX);
+        let offset = Duration::try_from_secs_f64(interval.as_secs_f64() * id as f64 / workers)
+            .unwrap_or(Duration::MAX);
+        let mut schedule = Schedule {
+            interval,
+            next: start.checked_add(offset),
+            end,
+        };
+        schedule.drop_late_slot();
+        Some(schedule)
+    }
+
+    /// A slot at the very end would send a request only to cut it off.
+    fn drop_late_slot(&mut self) {
+        if let (Some(next), Some(end)) = (self.next, self.end) {
+            if next >= end {
+                self.next = None;
+            }
+        }
+    }
+
+    /// Waits for the next slot and moves on to the one after. Slots missed after a slow answer
+    /// are caught up rather than lost, like fortio.
+    async fn wait(&mut self) {
+        match self.next {
+            Some(at) => {
+                tokio::time::sleep_until(at.into()).await;
+                self.next = at.checked_add(self.interval);
+                self.drop_late_slot();
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
 
 async fn worker(
     id: usize,
     settings: Arc<Settings>,
     start: Instant,
-    stop: Arc<AtomicBool>,
+    end: Option<Instant>,
+    stop: CancellationToken,
     tickets: Option<Arc<AtomicU64>>,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
-    let workers = settings.connections.max(1);
-    // Each worker's share of the rate, started at an offset so the requests interleave evenly.
-    let interval =
-        (settings.qps > 0.0).then(|| Duration::from_secs_f64(workers as f64 / settings.qps));
-    let mut next = interval.map(|i| start + i.mul_f64(id as f64 / workers as f64));
+    let mut schedule = Schedule::new(&settings, id, start, end);
     let mut conn: Option<Conn> = None;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
+    while !stop.is_cancelled() {
         if let Some(tickets) = &tickets {
             if tickets
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -258,37 +328,50 @@ async fn worker(
                 break;
             }
         }
-        if let (Some(at), Some(interval)) = (next, interval) {
-            // Catch up after a slow answer rather than lose requests, like fortio.
-            tokio::time::sleep_until(at.into()).await;
-            next = Some(at + interval);
-            if stop.load(Ordering::Relaxed) {
-                break;
+        if let Some(schedule) = &mut schedule {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = schedule.wait() => {}
             }
         }
         let sent = Instant::now();
+        let mut opened = false;
         let exchange = async {
-            if !conn.as_ref().is_some_and(Conn::is_open) {
-                conn = Some(Conn::open(&settings.target).await?);
-                stats.sockets += 1;
-            }
-            match conn.as_mut() {
-                Some(c) => c.get(&settings.target, &[], settings.keep_alive).await,
-                None => unreachable!("connection opened above"),
+            let c = match conn.take() {
+                Some(c) if c.is_open() => conn.insert(c),
+                _ => {
+                    let c = Conn::open(&settings.target).await?;
+                    opened = true;
+                    conn.insert(c)
+                }
+            };
+            c.get(&settings.target, &[], settings.keep_alive, BodyRead::PAGE)
+                .await
+        };
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => None,
+            result = tokio::time::timeout(settings.timeout, exchange) => {
+                Some(result.unwrap_or(Err(RequestError::Timeout(settings.timeout))))
             }
         };
-        let result = tokio::time::timeout(settings.timeout, exchange)
-            .await
-            .unwrap_or(Err(RequestError::Timeout(settings.timeout)));
+        if opened {
+            stats.sockets += 1;
+        }
         let at = sent.duration_since(start);
         match result {
-            Ok(answer) => {
+            None => {
+                stats.unanswered += 1;
+                break;
+            }
+            Some(Ok(answer)) => {
                 stats.answer(at, answer.status, answer.version.as_deref(), answer.latency);
                 if answer.close || !settings.keep_alive {
                     conn = None;
                 }
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 stats.failure(at, &error);
                 conn = None;
             }
@@ -313,6 +396,7 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
             *report.codes.entry(code).or_default() += n;
         }
         report.sockets += s.sockets;
+        report.unanswered += s.unanswered;
         latencies.extend(s.latencies_us);
         for (version, n) in s.versions {
             *report.versions.entry(version).or_default() += n;
@@ -426,6 +510,13 @@ impl Report {
             }
         }
         let _ = writeln!(out, "Errors: {} of {}", self.errors, self.requests);
+        if self.unanswered > 0 {
+            let _ = writeln!(
+                out,
+                "Unanswered when the run ended: {} (cut off by -t or Ctrl-C, not counted above)",
+                self.unanswered
+            );
+        }
         out
     }
 }

@@ -1,7 +1,8 @@
 //! `probe`: exec probes and preStop hooks for FROM scratch images, and a rollout watcher and load
 //! client for laptops. Exit codes are the kubelet's interface: 0 ok, 1 failed, 2 usage.
 
-use std::io::IsTerminal;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,8 +30,8 @@ enum Command {
         /// URL, or a path such as /readyz.
         #[arg(value_parser = parse_target)]
         url: Target,
-        /// Give up after this long.
-        #[arg(long, default_value = "1s", value_parser = duration::parse)]
+        /// Give up after this long (more than 0).
+        #[arg(long, default_value = "1s", value_parser = positive_duration)]
         timeout: Duration,
         /// Accepted statuses: 200-399, or one code.
         #[arg(long, default_value = "200-399", value_parser = pod::parse_statuses)]
@@ -43,8 +44,8 @@ enum Command {
     Tcp {
         /// HOST:PORT.
         addr: String,
-        /// Give up after this long.
-        #[arg(long, default_value = "1s", value_parser = duration::parse)]
+        /// Give up after this long (more than 0).
+        #[arg(long, default_value = "1s", value_parser = positive_duration)]
         timeout: Duration,
     },
     /// Succeed when the file exists.
@@ -72,14 +73,14 @@ enum Command {
         /// URL of the Service, NodePort or Ingress.
         #[arg(value_parser = parse_target)]
         url: Target,
-        /// Time between requests.
-        #[arg(long, default_value = "1s", value_parser = duration::parse)]
+        /// Time between requests, 1ms to 1h.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
         /// Stop after this many requests (default: until Ctrl-C).
         #[arg(long)]
         count: Option<u64>,
-        /// Per-request timeout.
-        #[arg(long, default_value = "2s", value_parser = duration::parse)]
+        /// Per-request timeout (more than 0).
+        #[arg(long, default_value = "2s", value_parser = positive_duration)]
         timeout: Duration,
         /// JSON lines instead of text.
         #[arg(long)]
@@ -94,11 +95,13 @@ enum Command {
         #[arg(short = 'c', long = "connections", default_value_t = 8,
               value_parser = clap::value_parser!(u16).range(1..))]
         connections: u16,
-        /// Target requests per second over all connections; 0 = as fast as possible.
+        /// Target requests per second over all connections, 0.01 to 1000000; 0 = as fast as
+        /// possible.
         #[arg(long, default_value_t = 500.0, value_parser = parse_qps)]
         qps: f64,
-        /// Duration (default 60s unless -n is given).
-        #[arg(short = 't', long = "duration", value_parser = duration::parse)]
+        /// Duration, more than 0 (default 60s unless -n is given); ends the run on time, cutting
+        /// off the requests still unanswered.
+        #[arg(short = 't', long = "duration", value_parser = positive_duration)]
         duration: Option<Duration>,
         /// Total requests.
         #[arg(short = 'n', long = "requests")]
@@ -106,8 +109,8 @@ enum Command {
         /// Reuse connections.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         keepalive: bool,
-        /// Per-request timeout.
-        #[arg(long, default_value = "10s", value_parser = duration::parse)]
+        /// Per-request timeout (more than 0).
+        #[arg(long, default_value = "10s", value_parser = positive_duration)]
         timeout: Duration,
         /// JSON report.
         #[arg(long)]
@@ -126,7 +129,8 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
-            eprintln!("probe: {line}");
+            // Not eprintln!, which panics when stderr is closed: the exit code still tells.
+            let _ = writeln!(std::io::stderr(), "probe: {line}");
             ExitCode::from(1)
         }
     }
@@ -174,7 +178,8 @@ fn run(command: Command) -> pod::Check {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start: {e}"))?;
-            runtime.block_on(watch::run(settings));
+            let interrupt = runtime.block_on(async { interrupt() })?;
+            runtime.block_on(watch::run(settings, interrupt));
             Ok(())
         }
         Command::Load {
@@ -201,15 +206,20 @@ fn run(command: Command) -> pod::Check {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start: {e}"))?;
-            let report = runtime.block_on(load::run(settings));
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+            let interrupt = runtime.block_on(async { interrupt() })?;
+            let report = runtime.block_on(load::run(settings, interrupt));
+            // Not println!, which panics when stdout is closed (`probe load ... | head -3`).
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                serde_json::to_writer_pretty(&mut out, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
             } else {
-                print!("{}", report.to_text());
-            }
+                out.write_all(report.to_text().as_bytes())
+            };
+            written
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write the report: {e}"))?;
             match max_errors {
                 Some(max) if report.errors > max => Err(format!(
                     "{} errors, more than --max-errors {max}",
@@ -235,7 +245,8 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             None => None,
         };
         let usage = usage.unwrap_or_else(|| command.render_usage().to_string());
-        eprintln!("{}", usage.replacen("Usage: ", "Usage: probe ", 1));
+        let usage = usage.replacen("Usage: ", "Usage: probe ", 1);
+        let _ = writeln!(std::io::stderr(), "{usage}");
     }
     ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
@@ -244,9 +255,53 @@ fn parse_target(url: &str) -> Result<Target, String> {
     Target::parse(url).map_err(|e| e.to_string())
 }
 
+/// Ctrl-C (SIGINT), listened for from now on: a SIGINT before this would end the process
+/// without a summary. Call within the runtime.
+fn interrupt() -> Result<impl Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
+    Ok(async move {
+        if sigint.recv().await.is_none() {
+            // The listener is gone (never happens while the runtime lives): no Ctrl-C to wait on.
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
 fn parse_qps(text: &str) -> Result<f64, String> {
-    text.parse::<f64>()
+    let range = load::QPS_RANGE;
+    text.trim()
+        .parse::<f64>()
         .ok()
-        .filter(|q| q.is_finite() && *q >= 0.0)
-        .ok_or_else(|| format!("{text:?} is not a rate of 0 or more"))
+        .filter(|q| *q == 0.0 || range.contains(q))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not 0 (as fast as possible) or a rate from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+/// A timeout or duration, where zero makes no sense.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let d = duration::parse(text)?;
+    if d.is_zero() {
+        return Err(format!("{text:?}: must be more than 0"));
+    }
+    Ok(d)
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let range = watch::INTERVAL_RANGE;
+    let d = duration::parse(text)?;
+    if !range.contains(&d) {
+        return Err(format!(
+            "{text:?} is not from {} to {}",
+            duration::format(*range.start()),
+            duration::format(*range.end())
+        ));
+    }
+    Ok(d)
 }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use crate::client::{self, Target};
+use crate::client::{self, BodyRead, Target};
 
 /// The result of a check: `Ok` or the line saying what failed.
 pub type Check = Result<(), String>;
 
-/// `probe http`: GET `url`; the status must fall in `statuses`.
+/// `probe http`: GET `url`; the status must fall in `statuses`. The body is not read: the
+/// status is the answer, and a huge or endless body costs nothing.
 pub fn http(
     target: &Target,
     timeout: Duration,
@@ -28,7 +29,7 @@ pub fn http(
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     let answer = runtime
-        .block_on(client::get_once(target, headers, timeout))
+        .block_on(client::get_once(target, headers, timeout, BodyRead::Skip))
         .map_err(|e| format!("GET {}: {e}", target.uri))?;
     if statuses.contains(&answer.status) {
         Ok(())
@@ -45,13 +46,14 @@ pub fn http(
 
 /// `probe tcp`: a TCP connection to `addr` can be made within `timeout`.
 pub fn tcp(addr: &str, timeout: Duration) -> Check {
-    let deadline = Instant::now() + timeout;
+    // No deadline for a timeout beyond the clock's range: each attempt then gets all of it.
+    let deadline = Instant::now().checked_add(timeout);
     let candidates = addr
         .to_socket_addrs()
         .map_err(|e| format!("tcp {addr}: {e}"))?;
     let mut last = format!("tcp {addr}: no address");
     for candidate in candidates {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Err(format!("tcp {addr}: timed out after {timeout:?}"));
         }

@@ -3,19 +3,27 @@
 //! One request per interval, each on a new connection as `curl` would make, so that a Service
 //! spreads them over its pods. One line per answer; a marker when a version or pod appears or
 //! goes away; on a terminal, coloured versions and a live split of the recent answers; a summary
-//! at the end (Ctrl-C or `--count`).
+//! at the end (Ctrl-C or `--count`). Ctrl-C during a request ends the watch at once; that request
+//! is not counted. Only the start of each body is read ([`BodyRead::PAGE`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
+use tokio::time::Instant;
 
-use crate::client::{self, Target};
+use crate::client::{self, BodyRead, Target};
 
 /// Answers the live split and the "gone" markers look back over.
 const WINDOW: usize = 20;
+
+/// The accepted `--interval`: 1 ms to 1 h.
+pub const INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(3600);
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +87,7 @@ fn stamp(t: OffsetDateTime) -> String {
 pub struct Settings {
     /// Where to send requests.
     pub target: Target,
-    /// Time between requests.
+    /// Time between requests (the CLI accepts [`INTERVAL_RANGE`]; zero means back to back).
     pub interval: Duration,
     /// Stop after this many requests.
     pub count: Option<u64>,
@@ -127,20 +135,38 @@ pub struct Summary {
     failures: Vec<Observation>,
 }
 
-/// Runs the watch until `--count` or Ctrl-C, and returns its summary.
-pub async fn run(settings: Settings) -> Summary {
+/// Runs the watch until `--count` requests were made or `interrupt` completes (Ctrl-C), prints
+/// the summary and returns it.
+pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Summary {
     let mut tracker = Tracker::new(settings.output);
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    tokio::pin!(interrupt);
+    // Requests start an interval apart. After an answer slower than the interval the next request
+    // goes at once and the schedule restarts from it (tokio's `MissedTickBehavior::Delay`): no
+    // burst of catch-up requests at a slow pod. `None`: the next slot is beyond the clock's
+    // range, so no further request.
+    let mut next = Some(Instant::now());
     while settings.count.is_none_or(|n| tracker.summary.requests < n) {
+        let wait = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = &mut ctrl_c => break,
-            _ = ticker.tick() => {}
+            biased;
+            () = &mut interrupt => break,
+            () = wait => {}
         }
+        next = next
+            .map(|at| at.max(Instant::now()))
+            .and_then(|at| at.checked_add(settings.interval));
         let time = settings.clock.now();
-        let result = client::get_once(&settings.target, &[], settings.timeout).await;
+        let request = client::get_once(&settings.target, &[], settings.timeout, BodyRead::PAGE);
+        let result = tokio::select! {
+            biased;
+            () = &mut interrupt => break,
+            result = request => result,
+        };
         let observation = match result {
             Ok(answer) => Observation {
                 time: stamp(time),
@@ -255,7 +281,9 @@ impl Tracker {
     fn print(&mut self, clock: &str, obs: &Observation, markers: &[String]) {
         let mut out = std::io::stdout().lock();
         if self.output == Output::Json {
-            let _ = writeln!(out, "{}", serde_json::to_string(obs).unwrap_or_default());
+            // Serialising these plain fields cannot fail; a closed stdout is ignored like below.
+            let _ = serde_json::to_writer(&mut out, obs);
+            let _ = writeln!(out);
             return;
         }
         if self.split_shown {

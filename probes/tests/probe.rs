@@ -1,11 +1,12 @@
-//! `probe` against a real testpage, a plain server without headers, and listeners that never
-//! answer.
+//! `probe` against a real testpage, a plain server without headers, a server whose body never
+//! ends, and listeners that never answer.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 fn probe(args: &[&str]) -> Output {
@@ -410,4 +411,375 @@ fn watch_marks_a_version_change() {
     assert!(new < gone);
     assert!(stdout.contains("── new pod 10.0.0.9 (0.9)"));
     assert!(stdout.contains("50 requests, 50 ok, 0 failed"), "{stdout}");
+}
+
+// ---- Bounded bodies (issue 12, item 8) --------------------------------------------------------
+
+/// Peak RSS allowed to a probe against an endless body: generous, the fixed probe stays near 10 MiB.
+const MAX_PEAK_KIB: u64 = 64 * 1024;
+
+/// A finished probe: its output, how long it ran and its peak RSS.
+struct Measured {
+    out: Output,
+    elapsed: Duration,
+    peak_kib: u64,
+}
+
+/// The peak resident set of a running process (`VmHWM`), while it has one.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs probe, sampling its peak RSS until it exits (VmHWM only grows, so the last sample is
+/// the peak up to a few milliseconds before the exit). Killed after 20 s.
+fn probe_measured(args: &[&str]) -> Measured {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(args)
+        .env_remove("PORT")
+        .env_remove("READY_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak_kib = 0;
+    loop {
+        if let Some(kib) = vm_hwm_kib(child.id()) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("probe {args:?} still running after 20 s (peak {peak_kib} KiB)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("probe {args:?}: {elapsed:?}, peak RSS {peak_kib} KiB");
+    Measured {
+        out,
+        elapsed,
+        peak_kib,
+    }
+}
+
+/// Reads one request head; false at the end of the connection.
+fn read_head(reader: &mut impl BufRead) -> bool {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line == "\r\n" => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A server on 127.0.0.1:0 that answers every request of every connection with `answer`, each
+/// connection on its own thread, keeping connections open as long as `answer` succeeds.
+fn serve(answer: impl Fn(&mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = Arc::clone(&answer);
+            std::thread::spawn(move || {
+                let Ok(read_half) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(read_half);
+                while read_head(&mut reader) && answer(&mut stream).is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+/// A 200 whose chunked body never ends: 64 KiB chunks until the client goes away, or 5 s.
+fn endless(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+    let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
+    chunk.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    chunk.extend(b"\r\n");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        stream.write_all(&chunk)?;
+    }
+    Err(std::io::ErrorKind::TimedOut.into())
+}
+
+/// The tutorial's page followed by `padding` bytes of spaces, with a Content-Length.
+fn page(padding: usize) -> impl Fn(&mut TcpStream) -> std::io::Result<()> {
+    move |stream| {
+        let body = format!(
+            "I am: 10.1.2.3, the version is: 0.8\n{}",
+            " ".repeat(padding)
+        );
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+#[test]
+fn http_probe_against_an_endless_body_reads_only_the_status() {
+    let url = serve(endless);
+    let run = probe_measured(&["http", &url, "--timeout", "3s"]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", text(&run.out.stderr));
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    assert!(run.peak_kib < MAX_PEAK_KIB, "peak RSS {} KiB", run.peak_kib);
+}
+
+#[test]
+fn watch_against_an_endless_body_reads_a_bounded_prefix() {
+    let url = serve(endless);
+    let run = probe_measured(&[
+        "watch",
+        &url,
+        "--count",
+        "2",
+        "--interval",
+        "10ms",
+        "--timeout",
+        "3s",
+        "--json",
+    ]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", text(&run.out.stderr));
+    let stdout = text(&run.out.stdout);
+    assert_eq!(stdout.matches(r#""status":200"#).count(), 2, "{stdout}");
+    assert!(run.peak_kib < MAX_PEAK_KIB, "peak RSS {} KiB", run.peak_kib);
+}
+
+#[test]
+fn load_against_an_endless_body_reads_a_bounded_prefix_and_reconnects() {
+    let url = serve(endless);
+    let run = probe_measured(&[
+        "load",
+        &url,
+        "-t",
+        "1s",
+        "-c",
+        "2",
+        "--qps",
+        "0",
+        "--timeout",
+        "3s",
+        "--json",
+    ]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", text(&run.out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.out.stdout).unwrap();
+    let answered = report["codes"]["200"].as_u64().unwrap_or(0);
+    assert!(answered >= 2, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    // No connection carries a second request after a body that was not read to its end.
+    assert!(report["sockets"].as_u64().unwrap() >= answered, "{report}");
+    assert!(run.elapsed < Duration::from_secs(3), "{:?}", run.elapsed);
+    assert!(run.peak_kib < MAX_PEAK_KIB, "peak RSS {} KiB", run.peak_kib);
+}
+
+#[test]
+fn load_keeps_connections_alive_for_a_page_longer_than_the_prefix() {
+    // 16 KiB: more than the 4 KiB kept, well under the 1 MiB read through.
+    let url = serve(page(16 * 1024));
+    let (code, report) = load_json(&[&url, "-n", "200", "-c", "2", "--qps", "0"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(report["codes"]["200"], 200, "{report}");
+    assert_eq!(report["sockets"], 2, "{report}");
+    assert_eq!(report["versions"]["0.8"], 200, "{report}");
+}
+
+// ---- Deadlines, Ctrl-C and ranges (issue 12, item 9) ------------------------------------------
+
+/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
+fn wait_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A listener that accepts connections and never answers; each accepted connection is reported
+/// on the channel and held open.
+fn hanging_listener() -> (String, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+            let _ = tx.send(());
+        }
+    });
+    (url, rx)
+}
+
+fn sigint(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+}
+
+#[test]
+fn load_ends_at_its_duration_whatever_the_rate() {
+    let url = serve(page(0));
+    for (args, requests) in [(&["-c", "8", "--qps", "1"][..], 2), (&["--qps", "0.05"], 1)] {
+        let started = Instant::now();
+        let (code, report) = load_json(&[&[url.as_str(), "-t", "2s"], args].concat());
+        let elapsed = started.elapsed();
+        eprintln!("load {args:?} -t 2s: {elapsed:?}");
+        assert_eq!(code, Some(0));
+        assert!(elapsed < Duration::from_secs(4), "{args:?}: {elapsed:?}");
+        assert!(elapsed >= Duration::from_secs(2), "{args:?}: {elapsed:?}");
+        // Slots at 0 s and 1 s (one at 0 s for the slower rate); none at the very end.
+        assert_eq!(report["requests"], requests, "{args:?}: {report}");
+        assert_eq!(report["unanswered"], 0, "{args:?}: {report}");
+    }
+}
+
+#[test]
+fn load_against_a_hanging_target_ends_at_its_duration_and_counts_the_unanswered() {
+    // Connections complete in the kernel's backlog, but nothing ever answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let out = probe(&["load", &url, "-t", "1s", "-c", "8"]);
+    let elapsed = started.elapsed();
+    eprintln!("load against a hanging target, -t 1s: {elapsed:?}");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("0 requests"), "{stdout}");
+    assert!(
+        stdout.contains("Unanswered when the run ended: 8 "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn ctrl_c_ends_a_load_at_once_with_a_report() {
+    let (url, accepted) = hanging_listener();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["load", &url, "-t", "60s", "-c", "4", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A connection means the run has started, and Ctrl-C is listened for before it starts.
+    accepted.recv_timeout(Duration::from_secs(10)).unwrap();
+    sigint(&child);
+    let (status, elapsed) = wait_within(&mut child, Duration::from_secs(2));
+    eprintln!("load, SIGINT during requests: ended {elapsed:?} after the signal");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests"], 0, "{report}");
+    assert!(report["unanswered"].as_u64().unwrap() >= 1, "{report}");
+}
+
+#[test]
+fn ctrl_c_ends_a_watch_during_a_request_with_the_summary() {
+    let (url, accepted) = hanging_listener();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["watch", &url, "--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    accepted.recv_timeout(Duration::from_secs(10)).unwrap();
+    sigint(&child);
+    let (status, elapsed) = wait_within(&mut child, Duration::from_secs(2));
+    eprintln!("watch, SIGINT during a request: ended {elapsed:?} after the signal");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("── summary: 0 requests"), "{stdout}");
+}
+
+#[test]
+fn out_of_range_values_are_usage_errors() {
+    let url = "http://127.0.0.1:1/";
+    for (args, names) in [
+        (&["watch", url, "--interval", "0"][..], "--interval"),
+        (&["watch", url, "--interval", "2h"], "--interval"),
+        (&["watch", url, "--timeout", "0"], "--timeout"),
+        (&["load", url, "--qps", "1e-30"], "--qps"),
+        (&["load", url, "--qps", "1e-19"], "--qps"),
+        (&["load", url, "--qps", "0.001"], "--qps"),
+        (&["load", url, "--qps", "2e6"], "--qps"),
+        (&["load", url, "--qps", "NaN"], "--qps"),
+        (&["load", url, "--qps", "inf"], "--qps"),
+        (&["load", url, "-t", "0"], "--duration"),
+        (&["load", url, "--timeout", "0s"], "--timeout"),
+        (&["http", url, "--timeout", "0"], "--timeout"),
+        (&["tcp", "127.0.0.1:1", "--timeout", "0ms"], "--timeout"),
+    ] {
+        let out = probe(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.contains(names), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage: probe"), "{args:?}: {stderr}");
+    }
+}
+
+// ---- PORT (issue 12, item 10) -----------------------------------------------------------------
+
+#[test]
+fn a_bare_path_with_a_bad_port_is_a_usage_error_naming_port() {
+    for port in ["abc", "0", "70000"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["http", "/readyz"])
+            .env("PORT", port)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "PORT={port}: {stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.contains(&format!("PORT={port:?}")), "{stderr}");
+        assert!(stderr.contains("Usage: probe http"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_is_an_exit_code_not_a_crash() {
+    // `probe load ... | head -3`: the report cannot be written, which is exit 1, not an abort.
+    let url = serve(page(0));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["load", &url, "-n", "1", "--qps", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let (status, _) = wait_within(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+
+    // A usage error with nowhere to print is still exit 2.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["watch", &url, "--interval", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let (status, _) = wait_within(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{status:?}");
 }
