@@ -8,9 +8,11 @@
 //! cannot be reused. Workers keep their own counts and the report merges them at the end, so the
 //! request path shares nothing between workers.
 //!
-//! The run ends on time: at `-t` or Ctrl-C every worker stops at once, whether it is waiting for
-//! its next slot, connecting or waiting for an answer. A request cut off that way has no result;
-//! it is counted in [`Report::unanswered`], not in the codes or the errors.
+//! The run ends on time. At `-t` no request is sent any more, and those in flight get
+//! [`END_GRACE`] (or the request timeout, if shorter) to be answered: one still without an answer
+//! then is an error (code `-1`), so a target that hangs fails `--max-errors`. Ctrl-C stops every
+//! worker at once, whatever it is doing; a request cut off that way has no result and is counted
+//! in [`Report::unanswered`], not in the codes or the errors.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +27,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{BodyRead, Conn, RequestError, Target};
+
+/// How long requests in flight at `-t` may still take to be answered.
+pub const END_GRACE: Duration = Duration::from_secs(1);
 
 /// The accepted `--qps` besides 0 (as fast as possible): 0.01 to 1,000,000 requests a second.
 pub const QPS_RANGE: RangeInclusive<f64> = 0.01..=1e6;
@@ -112,8 +117,8 @@ pub struct Report {
     pub duration_s: f64,
     /// Requests with a result: an answer or an error.
     pub requests: u64,
-    /// Requests still connecting or waiting for an answer when `-t` or Ctrl-C ended the run;
-    /// they have no result, so they are not in `requests`, `codes` or `errors`.
+    /// Requests still connecting or waiting for an answer when Ctrl-C ended the run; they have
+    /// no result, so they are not in `requests`, `codes` or `errors`.
     pub unanswered: u64,
     /// Answers per second achieved.
     pub achieved_qps: f64,
@@ -182,6 +187,18 @@ impl WorkerStats {
         self.error_event(at, -1, error.to_string());
     }
 
+    /// A request still unanswered [`END_GRACE`] after `-t`: an error, like a timeout.
+    fn overdue(&mut self, at: Duration, grace: Duration) {
+        *self.codes.entry(-1).or_default() += 1;
+        self.second(at).errors += 1;
+        let grace = grace.as_secs_f64();
+        self.error_event(
+            at,
+            -1,
+            format!("no answer by the end of the run (-t + {grace}s)"),
+        );
+    }
+
     fn error_event(&mut self, at: Duration, code: i32, error: String) {
         if self.error_events.len() < MAX_ERROR_EVENTS {
             self.error_events.push(ErrorEvent {
@@ -207,8 +224,10 @@ fn count(map: &mut BTreeMap<String, u64>, key: &str) {
 /// (Ctrl-C), and returns the report.
 pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Report {
     let settings = Arc::new(settings);
-    // The one stop signal: every worker waits on it whatever it is doing.
+    // Two signals: `stop` ends the sending (at -t or Ctrl-C), `cut` abandons the requests in
+    // flight (Ctrl-C only; after -t they have END_GRACE to finish).
     let stop = CancellationToken::new();
+    let cut = CancellationToken::new();
     let tickets = settings.requests.map(|n| Arc::new(AtomicU64::new(n)));
     let started_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -223,7 +242,10 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Rep
             Arc::clone(&settings),
             start,
             end,
-            stop.clone(),
+            Stop {
+                sending: stop.clone(),
+                cut: cut.clone(),
+            },
             tickets.clone(),
         ));
     }
@@ -248,7 +270,10 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Rep
                 None => break,
             },
             () = &mut deadline, if !stop.is_cancelled() => stop.cancel(),
-            () = &mut interrupt, if !stop.is_cancelled() => stop.cancel(),
+            () = &mut interrupt, if !cut.is_cancelled() => {
+                stop.cancel();
+                cut.cancel();
+            }
         }
     }
     merge(&settings, stats, start.elapsed(), started_unix_ms)
@@ -308,18 +333,28 @@ impl Schedule {
     }
 }
 
+/// What ends a worker's part.
+struct Stop {
+    /// No more requests.
+    sending: CancellationToken,
+    /// Abandon the request in flight.
+    cut: CancellationToken,
+}
+
 async fn worker(
     id: usize,
     settings: Arc<Settings>,
     start: Instant,
     end: Option<Instant>,
-    stop: CancellationToken,
+    stop: Stop,
     tickets: Option<Arc<AtomicU64>>,
 ) -> WorkerStats {
+    let stop_sending = &stop.sending;
+    let grace = settings.timeout.min(END_GRACE);
     let mut stats = WorkerStats::default();
     let mut schedule = Schedule::new(&settings, id, start, end);
     let mut conn: Option<Conn> = None;
-    while !stop.is_cancelled() {
+    while !stop_sending.is_cancelled() {
         if let Some(tickets) = &tickets {
             if tickets
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -331,7 +366,7 @@ async fn worker(
         if let Some(schedule) = &mut schedule {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break,
+                () = stop_sending.cancelled() => break,
                 () = schedule.wait() => {}
             }
         }
@@ -349,11 +384,18 @@ async fn worker(
             c.get(&settings.target, &[], settings.keep_alive, BodyRead::PAGE)
                 .await
         };
+        let overdue = async {
+            match end.and_then(|end| end.checked_add(grace)) {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             biased;
-            () = stop.cancelled() => None,
+            () = stop.cut.cancelled() => None,
+            () = overdue => Some(None),
             result = tokio::time::timeout(settings.timeout, exchange) => {
-                Some(result.unwrap_or(Err(RequestError::Timeout(settings.timeout))))
+                Some(Some(result.unwrap_or(Err(RequestError::Timeout(settings.timeout)))))
             }
         };
         if opened {
@@ -365,13 +407,17 @@ async fn worker(
                 stats.unanswered += 1;
                 break;
             }
-            Some(Ok(answer)) => {
+            Some(None) => {
+                stats.overdue(at, grace);
+                break;
+            }
+            Some(Some(Ok(answer))) => {
                 stats.answer(at, answer.status, answer.version.as_deref(), answer.latency);
                 if answer.close || !settings.keep_alive {
                     conn = None;
                 }
             }
-            Some(Err(error)) => {
+            Some(Some(Err(error))) => {
                 stats.failure(at, &error);
                 conn = None;
             }
@@ -513,7 +559,7 @@ impl Report {
         if self.unanswered > 0 {
             let _ = writeln!(
                 out,
-                "Unanswered when the run ended: {} (cut off by -t or Ctrl-C, not counted above)",
+                "Unanswered when the run ended: {} (cut off by Ctrl-C, not counted above)",
                 self.unanswered
             );
         }
