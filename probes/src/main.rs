@@ -255,16 +255,21 @@ fn parse_target(url: &str) -> Result<Target, String> {
     Target::parse(url).map_err(|e| e.to_string())
 }
 
-/// Ctrl-C (SIGINT), listened for from now on: a SIGINT before this would end the process
-/// without a summary. Call within the runtime.
+/// Ctrl-C (SIGINT) or SIGTERM (a script or `timeout` ending the run), listened for from now on:
+/// either before this would end the process without a summary. Call within the runtime.
 fn interrupt() -> Result<impl Future<Output = ()>, String> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
+    let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+    let (mut sigint, mut sigterm) = (
+        listen(SignalKind::interrupt())?,
+        listen(SignalKind::terminate())?,
+    );
     Ok(async move {
-        if sigint.recv().await.is_none() {
-            // The listener is gone (never happens while the runtime lives): no Ctrl-C to wait on.
-            std::future::pending::<()>().await;
+        tokio::select! {
+            Some(()) = sigint.recv() => {}
+            Some(()) = sigterm.recv() => {}
+            // Both listeners gone (never happens while the runtime lives): nothing to wait on.
+            else => std::future::pending::<()>().await,
         }
     })
 }

@@ -634,8 +634,12 @@ fn hanging_listener() -> (String, mpsc::Receiver<()>) {
 }
 
 fn sigint(child: &Child) {
+    send(child, nix::sys::signal::Signal::SIGINT);
+}
+
+fn send(child: &Child, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(pid, signal).unwrap();
 }
 
 #[test]
@@ -675,23 +679,29 @@ fn load_against_a_hanging_target_ends_at_its_duration_and_counts_the_unanswered(
 
 #[test]
 fn ctrl_c_ends_a_load_at_once_with_a_report() {
-    let (url, accepted) = hanging_listener();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
-        .args(["load", &url, "-t", "60s", "-c", "4", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A connection means the run has started, and Ctrl-C is listened for before it starts.
-    accepted.recv_timeout(Duration::from_secs(10)).unwrap();
-    sigint(&child);
-    let (status, elapsed) = wait_within(&mut child, Duration::from_secs(2));
-    eprintln!("load, SIGINT during requests: ended {elapsed:?} after the signal");
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["requests"], 0, "{report}");
-    assert!(report["unanswered"].as_u64().unwrap() >= 1, "{report}");
+    // SIGTERM (a script, `timeout`) is treated like Ctrl-C.
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let (url, accepted) = hanging_listener();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_probe"))
+            .args(["load", &url, "-t", "60s", "-c", "4", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A connection means the run has started, and signals are listened for before it starts.
+        accepted.recv_timeout(Duration::from_secs(10)).unwrap();
+        send(&child, signal);
+        let (status, elapsed) = wait_within(&mut child, Duration::from_secs(2));
+        eprintln!("load, {signal} during requests: ended {elapsed:?} after the signal");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(status.code(), Some(0), "{signal}: {}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["requests"], 0, "{report}");
+        assert!(report["unanswered"].as_u64().unwrap() >= 1, "{report}");
+    }
 }
 
 #[test]
