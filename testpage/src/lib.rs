@@ -119,6 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<O
         Lifecycle::new(ready_file),
         faults,
         config.admin,
+        config.max_connections,
     ));
     let startup = if config.hang_on_start {
         Startup::Never

@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::Semaphore;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -46,6 +48,17 @@ pub struct App {
     faults: Faults,
     metrics: Metrics,
     admin: bool,
+    /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
+    /// slow requests can never hold every connection and lock probes out.
+    slow: Semaphore,
+}
+
+/// How many requests may sleep (`/delay`, `LATENCY`) at once with `max_connections`: all but an
+/// eighth (at least one) kept for probes and other quick requests.
+pub fn slow_slots(max_connections: usize) -> usize {
+    max_connections
+        .saturating_sub((max_connections / 8).max(1))
+        .max(1)
 }
 
 impl App {
@@ -57,6 +70,7 @@ impl App {
         lifecycle: Lifecycle,
         faults: Faults,
         admin: bool,
+        max_connections: usize,
     ) -> Self {
         let header = |value: &str| {
             HeaderValue::from_bytes(value.as_bytes())
@@ -77,6 +91,7 @@ impl App {
             faults,
             metrics,
             admin,
+            slow: Semaphore::new(slow_slots(max_connections)),
         }
     }
 
@@ -211,8 +226,8 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
 /// `FAIL_AFTER` requests.
 async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let fault = app.faults.draw();
-    if !fault.delay.is_zero() {
-        tokio::time::sleep(fault.delay).await;
+    if !sleep_in_slot(app, fault.delay).await {
+        return too_many_slow();
     }
     // The request that reaches FAIL_AFTER is answered; the server then stops (see `server`).
     app.faults.count_page_request();
@@ -333,12 +348,35 @@ fn parse_fault(query: &str) -> Result<FaultChange, String> {
 
 async fn delay(app: &App, wait: &str) -> Response<Body> {
     match duration::parse(wait) {
-        Ok(wait) => {
-            tokio::time::sleep(wait.min(MAX_DELAY)).await;
+        Ok(wait) if sleep_in_slot(app, wait.min(MAX_DELAY)).await => {
             body(StatusCode::OK, TEXT, app.page.clone())
         }
+        Ok(_) => too_many_slow(),
         Err(problem) => text(StatusCode::BAD_REQUEST, format!("bad delay: {problem}\n")),
     }
+}
+
+/// Waits `wait` in one of the slow slots; `false`, at once, when every slot is taken.
+async fn sleep_in_slot(app: &App, wait: Duration) -> bool {
+    if wait.is_zero() {
+        return true;
+    }
+    let Ok(_slot) = app.slow.try_acquire() else {
+        return false;
+    };
+    tokio::time::sleep(wait).await;
+    true
+}
+
+fn too_many_slow() -> Response<Body> {
+    let mut response = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many slow requests at once: part of MAX_CONNECTIONS is kept for quick ones\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// `/status/{code}`: that status, for 200-599. 100-199 are informational and cannot end an

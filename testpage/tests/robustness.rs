@@ -342,3 +342,27 @@ fn served_within_5s(addr: std::net::SocketAddr, path: &str) {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "{path}: {took:?}");
 }
+
+#[test]
+fn slow_requests_cannot_hold_every_connection() {
+    // Every connection asks for long waits, pipelined, and never reads: part of MAX_CONNECTIONS
+    // stays free of waiting requests, so the rest are answered at once, go idle, and make room
+    // for the kubelet's probe within about a second.
+    for (env, path) in [
+        ([("MAX_CONNECTIONS", "16"), ("LATENCY", "0")], "/delay/20s"),
+        ([("MAX_CONNECTIONS", "16"), ("LATENCY", "20s")], "/"),
+    ] {
+        let server = Server::start(&env);
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").repeat(3);
+        let hogs: Vec<_> = (0..16)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+                s.write_all(request.as_bytes()).unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        served_within_5s(server.addr, "/healthz");
+        drop(hogs);
+    }
+}
