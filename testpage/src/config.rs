@@ -320,10 +320,10 @@ impl TryFrom<Args> for Config {
             .map_err(invalid("SHUTDOWN_TIMEOUT (--shutdown-timeout)"))?;
         let idle_timeout = duration::parse_at_most(&args.idle_timeout, MAX_PHASE)
             .ok()
-            .filter(|d| !d.is_zero())
+            .filter(|d| *d >= Duration::from_secs(1))
             .ok_or_else(|| ConfigError {
                 setting: "IDLE_TIMEOUT (--idle-timeout)",
-                problem: format!("{:?} is not a duration from 1ms to 1h", args.idle_timeout),
+                problem: format!("{:?} is not a duration from 1s to 1h", args.idle_timeout),
             })?;
         let max_connections = args
             .max_connections
@@ -455,8 +455,9 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_setting() {
-        let cases: [(&[&str], &str); 23] = [
+        let cases: [(&[&str], &str); 24] = [
             (&["--idle-timeout", "0"], "IDLE_TIMEOUT"),
+            (&["--idle-timeout", "1ms"], "IDLE_TIMEOUT"),
             (&["--idle-timeout=-5s"], "IDLE_TIMEOUT"),
             (&["--latency", "1e19"], "LATENCY"),
             (&["--latency", "61s"], "LATENCY"),

@@ -9,6 +9,11 @@
 //! another running testpage) is left alone and reported, because the file is written by renaming
 //! over its path and a mistyped `READY_FILE=/dev/null` run as root would otherwise replace
 //! the device.
+//!
+//! While it runs, testpage keeps its file open with an exclusive advisory lock (`flock`). The
+//! lock tells a live file from a stale one across PID namespaces (two containers sharing a
+//! volume are both PID 1), and the open handle keeps the file's inode from being reused, so
+//! "the file at the path is the one this process wrote" is a plain comparison of inodes.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -54,11 +59,18 @@ pub enum ReadyFileError {
 /// Identity of the file this process wrote: device and inode.
 type FileId = (u64, u64);
 
+/// The file this process wrote, held open and locked while it stands at the path.
+#[derive(Debug)]
+struct Written {
+    id: FileId,
+    _locked: fs::File,
+}
+
 /// The readiness file, or nothing when `READY_FILE` is empty.
 #[derive(Debug)]
 pub struct ReadyFile {
     path: Option<PathBuf>,
-    written: Mutex<Option<FileId>>,
+    written: Mutex<Option<Written>>,
 }
 
 impl ReadyFile {
@@ -89,6 +101,14 @@ impl ReadyFile {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        // The directory must exist now, not only when the pod turns ready.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            if !dir.is_dir() {
+                let missing = io::Error::new(io::ErrorKind::NotFound, "no such directory");
+                return Err(self.io_error(missing));
+            }
+        }
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.io_error(e)),
@@ -101,11 +121,17 @@ impl ReadyFile {
         let Some(pid) = owner(&text) else {
             return Err(ReadyFileError::NotOurs { path: path.clone() });
         };
-        if pid != std::process::id() && is_running_testpage(pid) {
-            return Err(ReadyFileError::InUse {
-                path: path.clone(),
-                pid,
-            });
+        // A running testpage holds the lock on its file, whatever PID namespace it is in.
+        let file = fs::File::open(path).map_err(|e| self.io_error(e))?;
+        match file.try_lock() {
+            Ok(()) => drop(file),
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(ReadyFileError::InUse {
+                    path: path.clone(),
+                    pid,
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(self.io_error(e)),
         }
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_error(e)),
@@ -121,9 +147,10 @@ impl ReadyFile {
             return Ok(());
         };
         let mut written = self.lock();
+        let ours = written.as_ref().map(|w| w.id);
         // Only an absent file or the one this process wrote may be replaced.
         match fs::symlink_metadata(path) {
-            Ok(meta) if Some(id(&meta)) == *written => {}
+            Ok(meta) if Some(id(&meta)) == ours => {}
             Ok(meta) if !meta.is_file() => {
                 return Err(ReadyFileError::NotARegularFile { path: path.clone() })
             }
@@ -141,9 +168,11 @@ impl ReadyFile {
             .open(&tmp)
             .and_then(|mut f| {
                 writeln!(f, "pid={}\naddr={addr}", std::process::id())?;
-                f.metadata()
+                f.try_lock().map_err(io::Error::from)?;
+                let id = id(&f.metadata()?);
+                Ok(Written { id, _locked: f })
             })
-            .and_then(|meta| fs::rename(&tmp, path).map(|()| id(&meta)));
+            .and_then(|file| fs::rename(&tmp, path).map(|()| file));
         match result {
             Ok(file) => {
                 *written = Some(file);
@@ -162,11 +191,13 @@ impl ReadyFile {
             return Ok(false);
         };
         let mut written = self.lock();
-        if !self.is_ours(path, *written) {
+        if !is_ours(path, written.as_ref()) {
             return Ok(false);
         }
+        // Unlinked before the handle (and its lock) goes, so no one sees it unlocked.
+        let result = fs::remove_file(path);
         *written = None;
-        match fs::remove_file(path) {
+        match result {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(self.io_error(e)),
@@ -178,20 +209,22 @@ impl ReadyFile {
     pub fn exists(&self) -> bool {
         match &self.path {
             None => true,
-            Some(path) => self.is_ours(path, *self.lock()),
+            Some(path) => is_ours(path, self.lock().as_ref()),
         }
     }
 
-    fn is_ours(&self, path: &Path, written: Option<FileId>) -> bool {
-        written.is_some() && fs::symlink_metadata(path).is_ok_and(|m| Some(id(&m)) == written)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<FileId>> {
-        // A panic elsewhere cannot leave the identity half-written: it is a plain Copy value.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Written>> {
+        // A panic elsewhere cannot leave the identity half-written: it is set or cleared whole.
         self.written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Whether the file at `path` is the one this process wrote (and still holds open, so its
+/// inode cannot have been given to another file).
+fn is_ours(path: &Path, written: Option<&Written>) -> bool {
+    written.is_some_and(|w| fs::symlink_metadata(path).is_ok_and(|m| id(&m) == w.id))
 }
 
 fn id(meta: &fs::Metadata) -> FileId {
@@ -214,11 +247,6 @@ fn owner(text: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Whether `pid` is a running process named `testpage` (as `/proc` shows it).
-fn is_running_testpage(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "testpage")
 }
 
 #[cfg(test)]
@@ -291,6 +319,29 @@ mod tests {
         assert!(!file.exists(), "a stranger's file is not readiness");
         assert!(!file.remove().unwrap());
         assert_eq!(fs::read_to_string(&path).unwrap(), "precious\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_held_by_a_running_instance_is_in_use_whatever_its_pid() {
+        let dir = scratch("held");
+        let path = dir.join("ready");
+        let first = ReadyFile::new(Some(path.clone()));
+        first.create(ADDR.parse().unwrap()).unwrap();
+        // Another container sharing the volume may be PID 1 too: the lock tells, not the pid.
+        let second = ReadyFile::new(Some(path.clone()));
+        assert!(matches!(
+            second.remove_stale(),
+            Err(ReadyFileError::InUse { .. })
+        ));
+        assert!(first.exists());
+        // A stranger's file put at the path after ours was removed is not ours, even if the
+        // file system gave it the same inode number.
+        assert!(first.remove().unwrap());
+        fs::write(&path, "stranger\n").unwrap();
+        assert!(!first.exists());
+        assert!(!first.remove().unwrap());
+        assert!(path.exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 

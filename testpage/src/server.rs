@@ -110,7 +110,12 @@ pub async fn serve(
     let conns = Connections::new(Arc::clone(&app), timings);
     let outcome = tokio::select! {
         outcome = sequence(listener, &conns, timings, shutdown) => outcome,
-        failure = app.faults().failure() => Ok(Outcome::FailAfter(failure)),
+        failure = app.faults().failure() => {
+            // A crash, but the library leaves no ready file claiming a pod that is gone.
+            app.lifecycle().set_state(State::Closing);
+            let _ = app.lifecycle().ready_file().remove();
+            Ok(Outcome::FailAfter(failure))
+        }
     };
     // Whatever ended serving, no connection outlives it.
     conns.cut.cancel();
@@ -257,13 +262,20 @@ impl Connections {
     /// Accepts and serves connections until `until` completes, and returns its output.
     async fn accept_until<T>(&self, listener: &TcpListener, until: impl Future<Output = T>) -> T {
         tokio::pin!(until);
+        // Counts each time the limit is reached, not each look while it holds.
+        let mut at_limit = false;
         loop {
             // A free slot first: at the limit, new connections wait in the listen backlog
             // instead of taking file descriptors and memory.
             let permit = match Arc::clone(&self.limit).try_acquire_owned() {
-                Ok(permit) => permit,
+                Ok(permit) => {
+                    at_limit = false;
+                    permit
+                }
                 Err(_) => {
-                    self.app.metrics().limit_reached();
+                    if !std::mem::replace(&mut at_limit, true) {
+                        self.app.metrics().limit_reached();
+                    }
                     self.warn("connection limit reached; closing idle connections", None);
                     self.pressure.notify_waiters();
                     tokio::select! {

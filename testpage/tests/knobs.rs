@@ -163,6 +163,10 @@ fn fail_after_a_request_count_exits_1() {
     let _ = Conn::open(server.addr).get("/");
     let status = server.wait_exit(Duration::from_secs(5)).expect("exit");
     assert_eq!(status.code(), Some(1));
+    assert!(
+        !server.ready_file.exists(),
+        "no ready file claims the dead pod"
+    );
 }
 
 #[test]
