@@ -26,7 +26,8 @@ pub fn init(format: LogFormat) -> Result<(), ConfigError> {
 }
 
 /// Parses `RUST_LOG`. `Targets` reads anything it does not understand as a target name, so
-/// `RUST_LOG='['` would silently turn logging off: each directive is checked first.
+/// `RUST_LOG='['` or `warning` would silently turn logging off: each directive must be a level,
+/// or `target=level` with a target written as Rust writes module paths (`testpage::server`).
 fn parse_filter(spec: &str) -> Result<Targets, ConfigError> {
     let invalid = |problem: String| ConfigError {
         setting: "RUST_LOG",
@@ -41,12 +42,17 @@ fn parse_filter(spec: &str) -> Result<Targets, ConfigError> {
         !word.is_empty()
             && word
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | ':'))
     };
-    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+    let directives: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    for directive in &directives {
         let valid = match directive.split_once('=') {
-            Some((target, level)) => is_target(target) && is_level(level),
-            None => is_level(directive) || is_target(directive),
+            Some((target, level)) => is_target(target.trim()) && is_level(level.trim()),
+            None => is_level(directive),
         };
         if !valid {
             return Err(invalid(format!(
@@ -54,7 +60,8 @@ fn parse_filter(spec: &str) -> Result<Targets, ConfigError> {
             )));
         }
     }
-    Targets::from_str(spec).map_err(|e| invalid(format!("{spec:?}: {e}")))
+    let cleaned: Vec<String> = directives.iter().map(|d| d.replace(' ', "")).collect();
+    Targets::from_str(&cleaned.join(",")).map_err(|e| invalid(format!("{spec:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -63,7 +70,15 @@ mod tests {
 
     #[test]
     fn filters_that_would_silence_logging_are_refused() {
-        for bad in ["[", "info,[", "testpage=loud", "=info", "a b"] {
+        for bad in [
+            "[",
+            "info,[",
+            "testpage=loud",
+            "=info",
+            "a b",
+            "warning",
+            "TESTPAGE=info",
+        ] {
             let err = parse_filter(bad).unwrap_err();
             assert_eq!(err.setting, "RUST_LOG", "{bad}");
             assert!(!err.to_string().contains('\n'));
@@ -72,10 +87,14 @@ mod tests {
             "info",
             "WARN",
             "testpage=debug,hyper=warn",
-            "testpage",
+            " debug ",
+            "info,",
             "off",
         ] {
             assert!(parse_filter(good).is_ok(), "{good}");
         }
+        // What is accepted is what is applied: a level, not a target named " debug ".
+        let filter = parse_filter(" debug ").unwrap();
+        assert!(filter.would_enable("testpage", &tracing::Level::DEBUG));
     }
 }
