@@ -8,11 +8,10 @@
 //! cannot be reused. Workers keep their own counts and the report merges them at the end, so the
 //! request path shares nothing between workers.
 //!
-//! The run ends on time. At `-t` no request is sent any more, and those in flight get
-//! [`END_GRACE`] (or the request timeout, if shorter) to be answered: one still without an answer
-//! then is an error (code `-1`), so a target that hangs fails `--max-errors`. Ctrl-C stops every
-//! worker at once, whatever it is doing; a request cut off that way has no result and is counted
-//! in [`Report::unanswered`], not in the codes or the errors.
+//! The run ends on time. At `-t`, Ctrl-C or SIGTERM no request is sent any more, and those in
+//! flight get [`END_GRACE`] (or the request timeout, if shorter) to be answered. One still without
+//! an answer then is counted in [`Report::unanswered`] and as an error (code `-1`), so a target
+//! that hangs fails `--max-errors` however the run ends.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -117,8 +116,8 @@ pub struct Report {
     pub duration_s: f64,
     /// Requests with a result: an answer or an error.
     pub requests: u64,
-    /// Requests still connecting or waiting for an answer when Ctrl-C ended the run; they have
-    /// no result, so they are not in `requests`, `codes` or `errors`.
+    /// Requests still connecting or waiting for an answer [`END_GRACE`] after the run ended;
+    /// each is also an error with code `-1`.
     pub unanswered: u64,
     /// Answers per second achieved.
     pub achieved_qps: f64,
@@ -187,15 +186,16 @@ impl WorkerStats {
         self.error_event(at, -1, error.to_string());
     }
 
-    /// A request still unanswered [`END_GRACE`] after `-t`: an error, like a timeout.
+    /// A request still unanswered [`END_GRACE`] after the run ended: an error, like a timeout.
     fn overdue(&mut self, at: Duration, grace: Duration) {
+        self.unanswered += 1;
         *self.codes.entry(-1).or_default() += 1;
         self.second(at).errors += 1;
         let grace = grace.as_secs_f64();
         self.error_event(
             at,
             -1,
-            format!("no answer by the end of the run (-t + {grace}s)"),
+            format!("no answer by the end of the run (+ {grace}s)"),
         );
     }
 
@@ -224,8 +224,8 @@ fn count(map: &mut BTreeMap<String, u64>, key: &str) {
 /// (Ctrl-C), and returns the report.
 pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Report {
     let settings = Arc::new(settings);
-    // Two signals: `stop` ends the sending (at -t or Ctrl-C), `cut` abandons the requests in
-    // flight (Ctrl-C only; after -t they have END_GRACE to finish).
+    // Two signals: `stop` ends the sending (at -t, Ctrl-C or SIGTERM), `cut` abandons the
+    // requests still in flight END_GRACE later.
     let stop = CancellationToken::new();
     let cut = CancellationToken::new();
     let tickets = settings.requests.map(|n| Arc::new(AtomicU64::new(n)));
@@ -256,7 +256,12 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Rep
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(deadline, interrupt);
+    let grace = settings.timeout.min(END_GRACE);
+    let grace_over = async {
+        stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(deadline, interrupt, grace_over);
     let mut stats = Vec::with_capacity(settings.connections.max(1));
     loop {
         tokio::select! {
@@ -270,10 +275,8 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Rep
                 None => break,
             },
             () = &mut deadline, if !stop.is_cancelled() => stop.cancel(),
-            () = &mut interrupt, if !cut.is_cancelled() => {
-                stop.cancel();
-                cut.cancel();
-            }
+            () = &mut interrupt, if !stop.is_cancelled() => stop.cancel(),
+            () = &mut grace_over, if !cut.is_cancelled() => cut.cancel(),
         }
     }
     merge(&settings, stats, start.elapsed(), started_unix_ms)
@@ -384,18 +387,11 @@ async fn worker(
             c.get(&settings.target, &[], settings.keep_alive, BodyRead::PAGE)
                 .await
         };
-        let overdue = async {
-            match end.and_then(|end| end.checked_add(grace)) {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         let result = tokio::select! {
             biased;
             () = stop.cut.cancelled() => None,
-            () = overdue => Some(None),
             result = tokio::time::timeout(settings.timeout, exchange) => {
-                Some(Some(result.unwrap_or(Err(RequestError::Timeout(settings.timeout)))))
+                Some(result.unwrap_or(Err(RequestError::Timeout(settings.timeout))))
             }
         };
         if opened {
@@ -404,20 +400,16 @@ async fn worker(
         let at = sent.duration_since(start);
         match result {
             None => {
-                stats.unanswered += 1;
-                break;
-            }
-            Some(None) => {
                 stats.overdue(at, grace);
                 break;
             }
-            Some(Some(Ok(answer))) => {
+            Some(Ok(answer)) => {
                 stats.answer(at, answer.status, answer.version.as_deref(), answer.latency);
                 if answer.close || !settings.keep_alive {
                     conn = None;
                 }
             }
-            Some(Some(Err(error))) => {
+            Some(Err(error)) => {
                 stats.failure(at, &error);
                 conn = None;
             }
@@ -559,7 +551,7 @@ impl Report {
         if self.unanswered > 0 {
             let _ = writeln!(
                 out,
-                "Unanswered when the run ended: {} (cut off by Ctrl-C, not counted above)",
+                "Unanswered when the run ended: {} (still waiting after the end's grace; counted as errors)",
                 self.unanswered
             );
         }
