@@ -55,9 +55,9 @@ enum Command {
     },
     /// preStop hook: remove the ready file, then sleep while traffic moves away.
     Drain {
-        /// The ready file.
+        /// The ready file (removed only if testpage wrote it); empty: none, only the sleep.
         #[arg(long, env = "READY_FILE", default_value = "/tmp/ready")]
-        ready_file: PathBuf,
+        ready_file: std::ffi::OsString,
         /// How long to wait after removing it.
         #[arg(long, default_value = "5s", value_parser = duration::parse)]
         sleep: Duration,
@@ -146,7 +146,10 @@ fn run(command: Command) -> pod::Check {
         } => pod::http(&url, timeout, status, &headers),
         Command::Tcp { addr, timeout } => pod::tcp(&addr, timeout),
         Command::File { path } => pod::file(&path),
-        Command::Drain { ready_file, sleep } => pod::drain(&ready_file, sleep),
+        Command::Drain { ready_file, sleep } => {
+            let ready_file = (!ready_file.is_empty()).then(|| PathBuf::from(ready_file));
+            pod::drain(ready_file.as_deref(), sleep)
+        }
         Command::Sleep { duration } => {
             std::thread::sleep(duration);
             Ok(())

@@ -77,11 +77,14 @@ pub fn file(path: &Path) -> Check {
 /// `probe drain`: the preStop hook. Removes the ready file, so the pod turns unready and leaves
 /// the endpoints, then waits while traffic moves away. testpage skips its own drain when SIGTERM
 /// finds the file already gone.
-pub fn drain(ready_file: &Path, sleep: Duration) -> Check {
-    let removed = match std::fs::remove_file(ready_file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", ready_file.display())),
+pub fn drain(ready_file: Option<&Path>, sleep: Duration) -> Check {
+    // Only a file testpage wrote is removed: never a device, a FIFO or someone else's file.
+    let removed = match ready_file {
+        Some(path) => testpage::readiness::withdraw(path)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        // READY_FILE="" (testpage's "no file"): nothing to remove, only the wait.
+        None => Ok(()),
     };
     // Sleep even when the removal failed: SIGTERM should still come as late as planned.
     std::thread::sleep(sleep);

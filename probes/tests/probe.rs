@@ -203,6 +203,43 @@ fn drain_removes_the_ready_file_then_sleeps() {
 }
 
 #[test]
+fn drain_removes_only_what_testpage_wrote_and_always_sleeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("notes");
+    std::fs::write(&stranger, "precious\n").unwrap();
+    for path in [
+        stranger.to_str().unwrap(),
+        "/dev/null",
+        dir.path().to_str().unwrap(),
+    ] {
+        let started = Instant::now();
+        let out = probe(&["drain", "--ready-file", path, "--sleep", "200ms"]);
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        assert!(
+            text(&out.stderr).contains("READY_FILE"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{path}: still sleeps"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&stranger).unwrap(), "precious\n");
+    assert!(std::fs::metadata("/dev/null")
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type())));
+    // READY_FILE="" is testpage's "no ready file": the preStop still waits.
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args(["drain", "--sleep", "200ms"])
+        .env("READY_FILE", "")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[test]
 fn drain_makes_testpage_unready() {
     let server = Testpage::start("1", "0");
     let out = probe(&[

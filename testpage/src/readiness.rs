@@ -221,6 +221,36 @@ impl ReadyFile {
     }
 }
 
+/// Withdraws readiness from outside the process (`probe drain`, a preStop hook): removes the
+/// file at `path` if testpage wrote it (a regular file whose first line is `pid=`), and returns
+/// whether it was there. Anything else at the path is left alone and reported.
+pub fn withdraw(path: &Path) -> Result<bool, ReadyFileError> {
+    let fail = |source| ReadyFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(fail(e)),
+        Ok(meta) if !meta.is_file() => {
+            return Err(ReadyFileError::NotARegularFile {
+                path: path.to_owned(),
+            })
+        }
+        Ok(_) => {}
+    }
+    if owner(&read_head(path).map_err(fail)?).is_none() {
+        return Err(ReadyFileError::NotOurs {
+            path: path.to_owned(),
+        });
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(fail(e)),
+    }
+}
+
 /// Whether the file at `path` is the one this process wrote (and still holds open, so its
 /// inode cannot have been given to another file).
 fn is_ours(path: &Path, written: Option<&Written>) -> bool {
