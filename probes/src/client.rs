@@ -244,9 +244,9 @@ impl Conn {
         let (body_version, body_ip) = identify_page(&body);
         Ok(Answer {
             status: parts.status.as_u16(),
-            version: header(&X_VERSION).or(body_version),
+            version: header(&X_VERSION).or(body_version).map(bounded),
             pod_ip: header(&X_POD_IP).or(body_ip),
-            pod: header(&X_POD),
+            pod: header(&X_POD).map(bounded),
             close: parts
                 .headers
                 .get(CONNECTION)
@@ -316,6 +316,34 @@ pub struct Answer {
     pub body: Bytes,
     /// The body was read to its end (false: abandoned, and the connection closed).
     pub complete: bool,
+}
+
+/// The longest version or pod name kept, in characters: the server chooses these values, and
+/// a report must not grow with them.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// The most distinct versions (or pods) a report tallies; further ones are counted together
+/// under [`OTHERS`].
+pub const MAX_NAMES: usize = 64;
+
+/// The name under which versions or pods beyond [`MAX_NAMES`] are counted.
+pub const OTHERS: &str = "(others)";
+
+/// `name`, cut to [`MAX_NAME_CHARS`] characters.
+fn bounded(name: String) -> String {
+    match name.char_indices().nth(MAX_NAME_CHARS) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name,
+    }
+}
+
+/// The key under which `name` is tallied in a table of at most [`MAX_NAMES`] keys.
+pub fn tally_key<'a, V>(table: &std::collections::BTreeMap<String, V>, name: &'a str) -> &'a str {
+    if table.len() < MAX_NAMES || table.contains_key(name) {
+        name
+    } else {
+        OTHERS
+    }
 }
 
 /// Reads version and IP from the pages of apps that send no headers: the tutorials' originals,

@@ -211,7 +211,17 @@ impl WorkerStats {
     }
 }
 
+/// Adds a worker's tally to the report's, keeping the report to [`crate::client::MAX_NAMES`].
+fn add(map: &mut BTreeMap<String, u64>, key: String, n: u64) {
+    let key = match crate::client::tally_key(map, &key) {
+        crate::client::OTHERS => crate::client::OTHERS.to_owned(),
+        _ => key,
+    };
+    *map.entry(key).or_default() += n;
+}
+
 fn count(map: &mut BTreeMap<String, u64>, key: &str) {
+    let key = crate::client::tally_key(map, key);
     match map.get_mut(key) {
         Some(n) => *n += 1,
         None => {
@@ -437,7 +447,7 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
         report.unanswered += s.unanswered;
         latencies.extend(s.latencies_us);
         for (version, n) in s.versions {
-            *report.versions.entry(version).or_default() += n;
+            add(&mut report.versions, version, n);
         }
         for second in s.timeline {
             while report.timeline.len() <= second.second as usize {
@@ -451,7 +461,7 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
             merged.ok += second.ok;
             merged.errors += second.errors;
             for (version, n) in second.versions {
-                *merged.versions.entry(version).or_default() += n;
+                add(&mut merged.versions, version, n);
             }
         }
         report.error_events.extend(s.error_events);

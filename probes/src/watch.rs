@@ -18,6 +18,9 @@ use tokio::time::Instant;
 
 use crate::client::{self, BodyRead, Target};
 
+/// Failures the summary lists (the first ones); the count covers them all.
+const MAX_FAILURES_LISTED: usize = 100;
+
 /// Answers the live split and the "gone" markers look back over.
 const WINDOW: usize = 20;
 
@@ -132,6 +135,8 @@ pub struct Summary {
     pub ok: u64,
     versions: BTreeMap<String, Seen>,
     pods: BTreeMap<String, Seen>,
+    /// Requests without an answer below 500.
+    pub failed: u64,
     failures: Vec<Observation>,
 }
 
@@ -218,7 +223,11 @@ impl Tracker {
         if obs.status.is_some_and(|s| s < 500) {
             self.summary.ok += 1;
         } else {
-            self.summary.failures.push(obs.clone());
+            // The summary lists the first failures; the count stays exact.
+            self.summary.failed += 1;
+            if self.summary.failures.len() < MAX_FAILURES_LISTED {
+                self.summary.failures.push(obs.clone());
+            }
         }
         if let Some(version) = &obs.version {
             if !self.summary.versions.contains_key(version) {
@@ -365,7 +374,12 @@ impl Tracker {
             }
         }
         if !summary.failures.is_empty() {
-            let _ = writeln!(out, "failures:");
+            let _ = writeln!(
+                out,
+                "failures: {} (the first {} listed)",
+                summary.failed,
+                summary.failures.len()
+            );
             for f in &summary.failures {
                 let what = f
                     .error
@@ -378,6 +392,7 @@ impl Tracker {
 }
 
 fn note(table: &mut BTreeMap<String, Seen>, key: &str, clock: &str) {
+    let key = crate::client::tally_key(table, key);
     let seen = table.entry(key.to_owned()).or_insert_with(|| Seen {
         answers: 0,
         first_seen: clock.to_owned(),

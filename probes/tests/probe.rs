@@ -570,6 +570,46 @@ fn page(padding: usize) -> impl Fn(&mut TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// Every answer names a new version, 8 KiB long: what a report keeps must not grow with it.
+fn unique_versions(stream: &mut TcpStream) -> std::io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let version = format!("{n}-{}", "v".repeat(8 * 1024));
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nX-Version: {version}\r\nX-Pod: {version}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn reports_stay_bounded_when_every_answer_names_a_new_version() {
+    let url = serve(unique_versions);
+    let run = probe_measured(&["load", &url, "-t", "2s", "-c", "4", "--qps", "0", "--json"]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", text(&run.out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.out.stdout).unwrap();
+    let versions = report["versions"].as_object().unwrap();
+    assert!(versions.len() <= 65, "{} versions kept", versions.len());
+    assert!(versions.contains_key("(others)"), "{versions:?}");
+    assert!(versions.keys().all(|v| v.chars().count() <= 65));
+    assert!(run.peak_kib < MAX_PEAK_KIB, "peak RSS {} KiB", run.peak_kib);
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+
+    let run = probe_measured(&[
+        "watch",
+        &url,
+        "--interval",
+        "1ms",
+        "--count",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", text(&run.out.stderr));
+    let summary = text(&run.out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(summary.lines().last().unwrap()).unwrap();
+    assert!(summary["summary"]["versions"].as_object().unwrap().len() <= 65);
+    assert!(run.peak_kib < MAX_PEAK_KIB, "peak RSS {} KiB", run.peak_kib);
+}
+
 #[test]
 fn http_probe_against_an_endless_body_reads_only_the_status() {
     let url = serve(endless);
