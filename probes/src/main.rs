@@ -183,6 +183,8 @@ fn run(command: Command) -> pod::Check {
                 .map_err(|e| format!("cannot start: {e}"))?;
             let interrupt = runtime.block_on(async { interrupt() })?;
             runtime.block_on(watch::run(settings, interrupt));
+            // Name lookups still running must not delay the exit.
+            runtime.shutdown_background();
             Ok(())
         }
         Command::Load {
@@ -211,6 +213,8 @@ fn run(command: Command) -> pod::Check {
                 .map_err(|e| format!("cannot start: {e}"))?;
             let interrupt = runtime.block_on(async { interrupt() })?;
             let report = runtime.block_on(load::run(settings, interrupt));
+            // Name lookups still running must not delay the report.
+            runtime.shutdown_background();
             // Not println!, which panics when stdout is closed (`probe load ... | head -3`).
             let mut out = std::io::stdout().lock();
             let written = if json {

@@ -28,9 +28,10 @@ pub fn http(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
-    let answer = runtime
-        .block_on(client::get_once(target, headers, timeout, BodyRead::Skip))
-        .map_err(|e| format!("GET {}: {e}", target.uri))?;
+    let answer = runtime.block_on(client::get_once(target, headers, timeout, BodyRead::Skip));
+    // A name lookup still running (getaddrinfo cannot be cancelled) must not outlast the timeout.
+    runtime.shutdown_background();
+    let answer = answer.map_err(|e| format!("GET {}: {e}", target.uri))?;
     if statuses.contains(&answer.status) {
         Ok(())
     } else {
@@ -48,9 +49,21 @@ pub fn http(
 pub fn tcp(addr: &str, timeout: Duration) -> Check {
     // No deadline for a timeout beyond the clock's range: each attempt then gets all of it.
     let deadline = Instant::now().checked_add(timeout);
-    let candidates = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("tcp {addr}: {e}"))?;
+    // The name lookup counts against the timeout too: it runs on a thread of its own, left
+    // behind (and ended with the process) if it outlasts the deadline.
+    let (sender, lookup) = std::sync::mpsc::channel();
+    let name = addr.to_owned();
+    std::thread::spawn(move || {
+        let _ = sender.send(name.to_socket_addrs().map(Vec::from_iter));
+    });
+    let candidates = match lookup.recv_timeout(timeout) {
+        Ok(found) => found.map_err(|e| format!("tcp {addr}: {e}"))?,
+        Err(_) => {
+            return Err(format!(
+                "tcp {addr}: name lookup timed out after {timeout:?}"
+            ))
+        }
+    };
     let mut last = format!("tcp {addr}: no address");
     for candidate in candidates {
         let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));

@@ -882,3 +882,59 @@ fn a_closed_stdout_or_stderr_is_an_exit_code_not_a_crash() {
     let (status, _) = wait_within(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "{status:?}");
 }
+
+#[test]
+fn name_lookups_count_against_the_timeout() {
+    // In a network and mount namespace of its own, /etc/resolv.conf names a resolver on
+    // 127.0.0.1:53 that never answers (the libc retries for 6 s): every command still ends at
+    // its timeout.
+    let permitted = Command::new("unshare")
+        .args(["--net", "--mount", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !permitted || Command::new("python3").arg("-V").output().is_err() {
+        assert!(
+            std::env::var("REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "unshare --net --mount and python3 are required under REQUIRE_DOCKER=1"
+        );
+        eprintln!("skipped: unshare --net --mount (root) or python3 is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:3 attempts:2\n",
+    )
+    .unwrap();
+    let probe = env!("CARGO_BIN_EXE_probe");
+    let script = format!(
+        r#"ip link set lo up || exit 97
+mount --bind {resolv} /etc/resolv.conf || exit 98
+python3 -c 'import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("127.0.0.1",53)); time.sleep(30)' &
+resolver=$!
+sleep 0.3
+for args in "http --timeout 1s http://hang.test:8080/" "tcp --timeout 1s hang.test:8080" \
+            "watch --count 1 --timeout 1s http://hang.test:8080/" \
+            "load -c 1 -t 1s --timeout 1s http://hang.test:8080/"; do
+  start=$(date +%s%N); {probe} $args >/dev/null 2>&1; end=$(date +%s%N)
+  echo "$args $(( (end - start) / 1000000 ))"
+done
+kill $resolver"#,
+        resolv = resolv.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = text(&out.stdout);
+    assert_eq!(lines.lines().count(), 4, "{lines}");
+    for line in lines.lines() {
+        let (command, ms) = line.rsplit_once(' ').unwrap();
+        let ms: u64 = ms.parse().unwrap();
+        eprintln!("{command}: {ms} ms");
+        assert!(ms < 3000, "{command}: {ms} ms against a 1 s timeout");
+    }
+}
