@@ -108,8 +108,9 @@ pub struct Args {
     #[arg(long, env = "ADMIN", default_value = "true")]
     pub admin: String,
 
-    /// How long a connection may stay open with no request in flight, after its first request.
-    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s")]
+    /// How long a connection may stay open with no request in flight, after its first request;
+    /// longer than the proxies' in front (60 s for ingress-nginx and AWS load balancers).
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "75s")]
     pub idle_timeout: String,
 
     /// Open connections at most; beyond it idle ones are closed and new ones wait.

@@ -8,8 +8,7 @@
 //! | phase | limit |
 //! |---|---|
 //! | from accept to the first request (protocol sniff, HTTP/1 head, HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
-//! | each later HTTP/1 request head, including the wait between keep-alive requests | [`HEADER_READ_TIMEOUT`] (hyper's own timer) |
-//! | a connection with no request in flight after its first one (HTTP/2 idle) | `IDLE_TIMEOUT` (60 s) |
+//! | after the first request, a connection with no request in flight (HTTP/1 keep-alive and each later head, HTTP/2 idle) | `IDLE_TIMEOUT` (75 s) |
 //! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
 //!
 //! At most `MAX_CONNECTIONS` connections are open at once. At the limit, or when the process
@@ -38,8 +37,8 @@ use crate::lifecycle::State;
 use crate::routes::{self, App};
 use crate::Error;
 
-/// How long a new connection may take to send its first request, and any HTTP/1 connection the
-/// next request's head. Slow or silent clients are cut off after this.
+/// How long a new connection may take to send its first request. Silent clients, and clients
+/// that send a head slowly, are cut off after this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// At the connection limit, connections idle for at least this long are closed to make room.
@@ -233,7 +232,10 @@ impl Connections {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            // After the first request, hyper's head timer is the keep-alive limit: it must outlast
+            // the idle timeout of the proxies in front (ingress-nginx and AWS load balancers keep
+            // upstream connections 60 s), or they reuse a connection as it closes and answer 502.
+            .header_read_timeout(timings.idle_timeout)
             .max_buf_size(MAX_HEADER_BYTES);
         builder
             .http2()

@@ -366,3 +366,16 @@ fn slow_requests_cannot_hold_every_connection() {
         drop(hogs);
     }
 }
+
+#[test]
+fn keep_alive_lasts_idle_timeout_not_the_head_timeout() {
+    // Proxies keep upstream connections idle for up to 60 s: the pod must not close first, and
+    // in particular not at the 10 s that a new connection gets for its first request.
+    let server = Server::start(&[("VERSION", "1"), ("IDLE_TIMEOUT", "30s")]);
+    let mut conn = Conn::open(server.addr);
+    assert_eq!(conn.get("/").unwrap().status, 200);
+    let wait = testpage::server::HEADER_READ_TIMEOUT + Duration::from_secs(1);
+    assert!(!conn.closed_within(wait), "closed within {wait:?}");
+    conn.set_read_timeout(Duration::from_secs(5));
+    assert_eq!(conn.get("/").unwrap().status, 200);
+}
