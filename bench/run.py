@@ -356,18 +356,7 @@ def docker_limits(seconds):
     # From the moment the container runs (docker's own set-up is not the app's start-up).
     started = time.monotonic()
     try:
-        ip = subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                cid,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        ip = testlib.container_ip(cid)
         url = f"http://{ip}:8080/"
         while not get_ok(url + "readyz", timeout=2):
             if time.monotonic() - started > 60:

@@ -111,18 +111,7 @@ class DockerPods:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        ip = subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                cid,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        ip = testlib.container_ip(cid)
         return {"id": cid, "ip": ip, "port": IMAGE_PORT, "name": name}
 
     def prestop(self, pod, seconds):

@@ -217,6 +217,22 @@ def ready_addr(ready_file, proc=None, timeout=20.0, interval=0.005):
 # ---------------------------------------------------------------- HTTP and polling
 
 
+def container_ip(cid):
+    """The address of container `cid` on its (first) Docker network; "" if it has none."""
+    return subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            cid,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def http_get(url, timeout=5.0):
     """GET url; returns (status, headers, body). An HTTP error status is an answer; a
     connection error raises OSError (urllib.error.URLError is one)."""
