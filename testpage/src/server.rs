@@ -29,8 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::FailAfter;
 use crate::lifecycle::State;
@@ -117,7 +116,7 @@ pub async fn serve(
         }
     };
     // Whatever ended serving, no connection outlives it.
-    conns.cut.cancel();
+    conns.orders.send_modify(|o| o.cut = true);
     conns.all_closed().await;
     outcome
 }
@@ -194,7 +193,7 @@ async fn sequence(
         connections = lifecycle.connections(),
         "closing"
     );
-    conns.closing.cancel();
+    conns.orders.send_modify(|o| o.closing = true);
     tokio::select! {
         () = conns.all_closed() => Ok(Outcome::Graceful),
         () = tokio::time::sleep(timings.shutdown_timeout) => {
@@ -215,12 +214,9 @@ struct Connections {
     /// means every connection is closed.
     limit: Arc<Semaphore>,
     max_connections: u32,
-    /// Told once, when accepting stops: finish what is in flight, then close.
-    closing: CancellationToken,
-    /// Told once, when serving is over: close now.
-    cut: CancellationToken,
-    /// Told each time there is no room for a new connection: idle connections close.
-    pressure: Arc<Notify>,
+    /// What every connection is told: one channel, so that a connection woken by its traffic
+    /// looks at one shared value, not at several.
+    orders: watch::Sender<Orders>,
     idle_timeout: Duration,
     /// Throttles the accept loop's warnings.
     log: Mutex<Throttle>,
@@ -247,9 +243,7 @@ impl Connections {
             app,
             limit: Arc::new(Semaphore::new(timings.max_connections)),
             max_connections: u32::try_from(timings.max_connections).unwrap_or(u32::MAX),
-            closing: CancellationToken::new(),
-            cut: CancellationToken::new(),
-            pressure: Arc::new(Notify::new()),
+            orders: watch::Sender::new(Orders::default()),
             idle_timeout: timings.idle_timeout,
             log: Mutex::new(Throttle::default()),
         }
@@ -279,7 +273,7 @@ impl Connections {
                         self.app.metrics().limit_reached();
                     }
                     self.warn("connection limit reached; closing idle connections", None);
-                    self.pressure.notify_waiters();
+                    self.orders.send_modify(|o| o.shed += 1);
                     tokio::select! {
                         biased;
                         done = &mut until => return done,
@@ -326,14 +320,12 @@ impl Connections {
             .into_owned();
         let app = Arc::clone(&self.app);
         let signals = Signals {
-            closing: self.closing.clone(),
-            cut: self.cut.clone(),
-            pressure: Arc::clone(&self.pressure),
+            orders: self.orders.subscribe(),
             idle_timeout: self.idle_timeout,
         };
         app.lifecycle().connection_opened();
         tokio::spawn(async move {
-            let (result, end) = drive(conn, &activity, &signals).await;
+            let (result, end) = drive(conn, &activity, signals).await;
             match end {
                 End::Finished => {}
                 End::TimedOut => app.metrics().timed_out(),
@@ -354,7 +346,7 @@ impl Connections {
         self.app.metrics().accept_error();
         self.warn("accept failed", Some(&error));
         // Out of file descriptors: make room the same way as at the connection limit.
-        self.pressure.notify_waiters();
+        self.orders.send_modify(|o| o.shed += 1);
         if !matches!(
             error.kind(),
             io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
@@ -474,11 +466,20 @@ enum End {
     Cut,
 }
 
+/// What the server tells every connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Orders {
+    /// Accepting has stopped: finish what is in flight, then close.
+    closing: bool,
+    /// Serving is over: close now.
+    cut: bool,
+    /// Bumped each time there is no room for a new connection: idle connections close.
+    shed: u64,
+}
+
 /// What tells a connection to close.
 struct Signals {
-    closing: CancellationToken,
-    cut: CancellationToken,
-    pressure: Arc<Notify>,
+    orders: watch::Receiver<Orders>,
     idle_timeout: Duration,
 }
 
@@ -487,9 +488,10 @@ struct Signals {
 async fn drive<C: GracefulConnection>(
     conn: C,
     activity: &Activity,
-    signals: &Signals,
+    mut signals: Signals,
 ) -> (Result<(), C::Error>, End) {
     tokio::pin!(conn);
+    let mut seen_shed = signals.orders.borrow().shed;
     let mut end = End::Finished;
     let mut shutting_down = false;
     // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
@@ -513,11 +515,21 @@ async fn drive<C: GracefulConnection>(
         tokio::select! {
             biased;
             result = conn.as_mut() => return (result, end),
-            () = signals.cut.cancelled() => return (Ok(()), End::Cut),
-            () = signals.closing.cancelled(), if !shutting_down => close!(),
-            () = signals.pressure.notified(), if !shutting_down => {
-                if activity.idle_since().is_some_and(|since| since.elapsed() >= SHED_AFTER) {
+            changed = signals.orders.changed() => {
+                let Ok(()) = changed else {
+                    // The server is gone: so is this connection.
+                    return (Ok(()), End::Cut);
+                };
+                let orders = *signals.orders.borrow_and_update();
+                if orders.cut {
+                    return (Ok(()), End::Cut);
+                }
+                let shed = std::mem::replace(&mut seen_shed, orders.shed) != orders.shed
+                    && activity.idle_since().is_some_and(|since| since.elapsed() >= SHED_AFTER);
+                if shed && !shutting_down {
                     end = End::TimedOut;
+                    close!();
+                } else if orders.closing && !shutting_down {
                     close!();
                 }
             }
