@@ -265,10 +265,17 @@ fn cross_origin(req: &Request<Incoming>) -> Option<String> {
         .authority()
         .map(|a| a.as_str().as_bytes())
         .or_else(|| headers.get(header::HOST).map(HeaderValue::as_bytes));
-    let origin_host = origin
-        .as_bytes()
-        .strip_prefix(b"http://")
-        .or_else(|| origin.as_bytes().strip_prefix(b"https://"));
+    // A browser leaves the scheme's default port out of Origin; a Host header may carry it.
+    let (origin_host, default_port) = match origin.as_bytes() {
+        o if o.starts_with(b"http://") => (Some(&o[7..]), &b":80"[..]),
+        o if o.starts_with(b"https://") => (Some(&o[8..]), &b":443"[..]),
+        _ => (None, &b""[..]),
+    };
+    let host = host.map(|h| {
+        h.strip_suffix(default_port)
+            .filter(|_| !default_port.is_empty())
+            .unwrap_or(h)
+    });
     match (origin_host, host) {
         (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host) => None,
         _ => Some(format!(

@@ -382,6 +382,22 @@ fn admin_routes_refuse_requests_from_other_origins() {
 }
 
 #[test]
+fn origin_without_the_default_port_matches_a_host_with_it() {
+    let server = Server::start(&[]);
+    let post = |host: &str, origin: &str| {
+        server
+            .request(&format!(
+                "POST /healthz/enable HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+            ))
+            .status
+    };
+    assert_eq!(post("pod.example:80", "http://pod.example"), 200);
+    assert_eq!(post("pod.example:443", "https://pod.example"), 200);
+    assert_eq!(post("pod.example:8080", "http://pod.example"), 403);
+    assert_eq!(post("pod.example:443", "http://pod.example"), 403);
+}
+
+#[test]
 fn fault_values_are_bounded_like_the_settings() {
     let server = Server::start(&[]);
     for bad in [
