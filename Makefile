@@ -28,7 +28,7 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 	$(CARGO) run --release --locked -p testpage -- --port $(PORT)
 
 .PHONY: test
-test: lint unit test-images validate lab-short bench-quick ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
+test: lint doc unit test-images validate lab-short bench-quick ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
 lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint, ruff on the Python
