@@ -4,13 +4,15 @@
 Each folder is rendered with `kubectl kustomize`, and every YAML file is also read on its own (the
 alternative files, such as deployment-0.9.yaml, are applied by hand). Every object is validated
 strictly against the Kubernetes schemas of several minor versions, or, for Gateway API, Istio and
-Traefik kinds, against their CRD schemas in ../shared/crds (made strict: unknown fields fail).
+Traefik kinds, against the structural reduction of their upstream CRD schemas kept in
+k8s/schemas/ (made strict: unknown fields fail).
 Then the project's rules: see RULES below.
 
     python k8s/validate.py [ROOT]      # exit 1 with one line per problem
 """
 
 import functools
+import json
 import pathlib
 import re
 import subprocess
@@ -22,7 +24,7 @@ import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 PROJECT = HERE.parent
-CRDS = PROJECT.parent / "shared" / "crds"
+SCHEMAS = HERE / "schemas"
 K8S_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 CRD_GROUPS = {"gateway.networking.k8s.io", "networking.istio.io", "traefik.io"}
 REMOVED_API_VERSIONS = {
@@ -100,19 +102,15 @@ def strict(schema):
 
 @functools.cache
 def crd_schemas():
-    """(apiVersion, kind) -> strict schema, from every CRD file in ../shared/crds."""
-    if not CRDS.is_dir():
-        raise SystemExit(f"validate: CRD schemas not found at {CRDS}")
+    """(apiVersion, kind) -> strict schema, from the reduced CRD schemas in k8s/schemas/
+    (written by k8s/schemas/reduce.py from the upstream versions named in each file)."""
     schemas = {}
-    for path in sorted(CRDS.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc.get("kind") != "CustomResourceDefinition":
-                continue
-            group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
-            for version in doc["spec"]["versions"]:
-                schema = version.get("schema", {}).get("openAPIV3Schema")
-                if schema:
-                    schemas[(f"{group}/{version['name']}", kind)] = strict(schema)
+    for path in sorted(SCHEMAS.glob("*.json")):
+        for key, schema in json.loads(path.read_text())["schemas"].items():
+            api, kind = key.split(" ")
+            schemas[(api, kind)] = strict(schema)
+    if not schemas:
+        raise SystemExit(f"validate: no CRD schemas in {SCHEMAS}")
     return schemas
 
 
