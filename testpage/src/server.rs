@@ -396,9 +396,10 @@ struct Activity {
     opened: Instant,
     /// Requests being answered on this connection.
     in_flight: AtomicUsize,
-    /// A request has been seen.
+    /// A request has been answered.
     served: AtomicBool,
-    /// Milliseconds from `opened` to the last request's start or end.
+    /// Milliseconds from `opened` to the end of the last request (read only while none is in
+    /// flight, so the start of a request need not be noted).
     last_ms: AtomicU64,
 }
 
@@ -422,8 +423,6 @@ impl Activity {
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.served.store(true, Ordering::Relaxed);
-        self.touch();
         RequestGuard(Arc::clone(self))
     }
 
@@ -451,6 +450,7 @@ impl Activity {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        self.0.served.store(true, Ordering::Relaxed);
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
