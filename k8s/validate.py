@@ -53,17 +53,46 @@ RULES = """
 - the container port is the port the image listens on (PORT, else the variant's default)
 - every named port a Service or probe refers to exists on the container
 - every env var set is one testpage reads
+- an alternative file (applied on its own) lands in its folder's namespace
+- across experiment folders (every kustomization that is not another's base): no object
+  (kind, namespace, name) created twice, no nodePort used twice, no objects in a namespace that
+  another experiment creates, no selector that picks another experiment's pods
 """
 
 
+# humantime's units (testpage/src/duration.rs parses with humantime), in seconds.
+UNITS = {
+    **dict.fromkeys(("nanos", "nsec", "ns"), 1e-9),
+    **dict.fromkeys(("usec", "us", "µs"), 1e-6),
+    **dict.fromkeys(("millis", "msec", "ms"), 1e-3),
+    **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), 1),
+    **dict.fromkeys(("minutes", "minute", "mins", "min", "m"), 60),
+    **dict.fromkeys(("hours", "hour", "hrs", "hr", "h"), 3600),
+    **dict.fromkeys(("days", "day", "d"), 86400),
+    **dict.fromkeys(("weeks", "week", "w"), 604800),
+    **dict.fromkeys(("months", "month", "M"), 2630016),
+    **dict.fromkeys(("years", "year", "y"), 31557600),
+}
+BARE_SECONDS = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+PART = re.compile(r"\s*(\d+)\s*([a-zA-Zµ]+)")
+
+
 def duration(text):
-    """testpage's duration syntax: 500ms, 10s, 1m, or bare seconds."""
+    """Seconds, as testpage reads a duration: a bare non-negative number of seconds (`5`, `0.5`),
+    or humantime's integer-and-unit parts (`500ms`, `10s`, `1m30s`, `1h 5m`)."""
     text = str(text).strip()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text)
-    if not match:
-        raise ValueError(f"bad duration {text!r}")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    if BARE_SECONDS.fullmatch(text):
+        return float(text)
+    total, pos = 0.0, 0
+    while pos < len(text):
+        match = PART.match(text, pos)
+        if not match or match.group(2) not in UNITS:
+            raise ValueError(f"bad duration {text!r}")
+        total += int(match.group(1)) * UNITS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError("empty duration")
+    return total
 
 
 @functools.cache
@@ -300,6 +329,135 @@ def load(text, origin):
     return [(doc, origin) for doc in yaml.safe_load_all(text) if doc]
 
 
+# Kinds without a namespace; every other kind lands in `default` when none is given.
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "GatewayClass",
+    "IngressClass",
+    "PersistentVolume",
+    "PriorityClass",
+    "StorageClass",
+}
+
+
+def kustomization(folder):
+    return (
+        yaml.safe_load((pathlib.Path(folder) / "kustomization.yaml").read_text()) or {}
+    )
+
+
+def base_folders(folder):
+    """The folders a kustomization uses as bases (resources that are directories)."""
+    for entry in kustomization(folder).get("resources") or []:
+        path = (pathlib.Path(folder) / entry).resolve()
+        if path.is_dir():
+            yield path
+
+
+def identity(obj):
+    """(kind, namespace, name) as the API server keys the object once applied."""
+    meta = obj.get("metadata") or {}
+    kind = obj.get("kind")
+    namespace = None if kind in CLUSTER_SCOPED else meta.get("namespace") or "default"
+    return kind, namespace, meta.get("name")
+
+
+def alternative_problems(own, rendered):
+    """An alternative file replaces one of the folder's objects: applied with `kubectl apply -f`,
+    it must land in the same namespace, or it creates a stray copy beside the original."""
+    problems = []
+    placed = {
+        (k, n): ns for k, ns, n in (identity(d) for d, _ in rendered) if ns is not None
+    }
+    for doc, origin in own:
+        kind, namespace, name = identity(doc)
+        if namespace is not None and placed.get((kind, name), namespace) != namespace:
+            problems.append(
+                f"{origin}: {kind} {name}: in namespace {namespace}, the folder's copy is in "
+                f"{placed[(kind, name)]} (set metadata.namespace)"
+            )
+    return problems
+
+
+WORKLOADS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet")
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def selectors(obj):
+    """The label selectors an object applies to pods in its namespace."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Service":
+        yield spec.get("selector") or {}
+    elif obj.get("kind") in WORKLOADS + ("PodDisruptionBudget",):
+        yield (spec.get("selector") or {}).get("matchLabels") or {}
+
+
+def collision_problems(experiments):
+    """Experiments run one after another, or side by side, on one cluster: none may create an
+    object another one creates, use another's nodePort, put objects in a namespace another one
+    owns (deleting that experiment deletes them), or select another's pods."""
+    problems = []
+    names = sorted(experiments)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            problems += pair_problems(a, experiments[a], b, experiments[b])
+    return problems
+
+
+def pair_problems(a, objs_a, b, objs_b):
+    problems = []
+    ids_a = {identity(d) for d in objs_a}
+    ids_b = {identity(d) for d in objs_b}
+    for kind, namespace, name in sorted(ids_a & ids_b, key=str):
+        where = f"{namespace}/{name}" if namespace else name
+        problems.append(f"collision: {a} and {b} both create {kind} {where}")
+    ports_a, ports_b = node_ports(objs_a), node_ports(objs_b)
+    for port in sorted(set(ports_a) & set(ports_b)):
+        problems.append(
+            f"collision: {a} and {b} both use nodePort {port} "
+            f"({ports_a[port]}, {ports_b[port]})"
+        )
+    for x, objs_x, y, objs_y in ((a, objs_a, b, objs_b), (b, objs_b, a, objs_a)):
+        owned = {n for k, _, n in map(identity, objs_x) if k == "Namespace"}
+        used = {ns for _, ns, _ in map(identity, objs_y) if ns}
+        for namespace in sorted(owned & used):
+            problems.append(
+                f"collision: {y} puts objects in namespace {namespace}, which {x} creates "
+                f"(and deletes with its clean-up)"
+            )
+        for obj in objs_x:
+            _, namespace, name = identity(obj)
+            for selector in selectors(obj):
+                for other in objs_y:
+                    for template in pod_templates(other):
+                        labels = (template.get("metadata") or {}).get("labels") or {}
+                        if identity(other)[1] == namespace and selects(
+                            selector, labels
+                        ):
+                            problems.append(
+                                f"collision: {x}'s {obj['kind']} {namespace}/{name} selects "
+                                f"the pods of {y}'s {other['kind']} {identity(other)[2]}"
+                            )
+    return problems
+
+
+def node_ports(objects):
+    """nodePort -> the Service that holds it (nodePorts are cluster-wide)."""
+    ports = {}
+    for obj in objects:
+        if obj.get("kind") == "Service":
+            for port in obj.get("spec", {}).get("ports", []):
+                if port.get("nodePort") is not None:
+                    ports[port["nodePort"]] = "/".join(map(str, identity(obj)[1:]))
+    return ports
+
+
 def validate_tree(root):
     """Returns one line per problem found under root."""
     root = pathlib.Path(root)
@@ -308,6 +466,7 @@ def validate_tree(root):
     if not folders:
         return [f"{root}: no kustomization.yaml found"]
     problems = []
+    per_folder = {}
     for folder in folders:
         render = subprocess.run(
             ["kubectl", "kustomize", str(folder)],
@@ -322,11 +481,19 @@ def validate_tree(root):
             continue
         rendered = load(render.stdout, f"{folder.relative_to(root)} (kustomize)")
         sources.append(rendered)
+        resources = set(kustomization(folder).get("resources") or [])
+        alternatives = []
         for path in sorted(folder.glob("*.yaml")):
             if path.name != "kustomization.yaml":
                 # Alternative files are applied on their own, next to the folder's objects.
                 own = load(path.read_text(), str(path.relative_to(root)))
                 sources.append(own + [(d, o) for d, o in rendered])
+                if path.name not in resources:
+                    alternatives += own
+                    problems += alternative_problems(own, rendered)
+        per_folder[folder.resolve().relative_to(root.resolve())] = [
+            d for d, _ in rendered + alternatives
+        ]
     seen = set()
     for group in sources:
         objects = [doc for doc, _ in group]
@@ -340,6 +507,14 @@ def validate_tree(root):
             )
             for problem in schema_problems(doc) + rule_problems(doc, objects):
                 problems.append(f"{where}: {problem}")
+    bases = {
+        b.relative_to(root.resolve())
+        for f in folders
+        for b in base_folders(f)
+        if b.is_relative_to(root.resolve())
+    }
+    experiments = {f: objs for f, objs in per_folder.items() if f not in bases}
+    problems += collision_problems(experiments)
     return sorted(set(problems))
 
 

@@ -1,0 +1,125 @@
+"""Experiments share one cluster: the cross-folder checks pass on the shipped folders and catch
+each kind of collision in a broken copy of the whole tree."""
+
+import pathlib
+import shutil
+import sys
+
+import pytest
+
+K8S = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(K8S))
+
+import validate
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kubectl():
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is required to render the kustomizations")
+
+
+def tree_with(tmp_path, relative, old, new):
+    """Problems of a copy of k8s/ with one replacement in one file, validated as a whole."""
+    root = tmp_path / "k8s"
+    shutil.copytree(K8S, root, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    path = root / relative
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {relative}"
+    path.write_text(text.replace(old, new, 1))
+    return [p for p in validate.validate_tree(root) if "collision" in p]
+
+
+def test_shipped_folders_do_not_collide():
+    assert [p for p in validate.validate_tree(K8S) if "collision" in p] == []
+
+
+def test_bases_are_not_experiments():
+    bases = {
+        b.relative_to(K8S)
+        for k in K8S.rglob("kustomization.yaml")
+        for b in validate.base_folders(k.parent)
+    }
+    assert pathlib.Path("004-strategies/base") in bases
+
+
+CASES = [
+    (
+        "same Deployment name and namespace",
+        "rolling-update/kustomization.yaml",
+        "namespace: rolling-update\n",
+        "",
+        "000-rolling-update and rolling-update both create Deployment default/testpage",
+    ),
+    (
+        "two strategies in one namespace",
+        "004-strategies/canary/kustomization.yaml",
+        "namespace: strategy-canary",
+        "namespace: strategy-ramped",
+        "both create Namespace strategy-ramped",
+    ),
+    (
+        "nodePort used twice",
+        "rolling-update/service.yaml",
+        "nodePort: 30080",
+        "nodePort: 30021",
+        "both use nodePort 30021",
+    ),
+    (
+        "a Service selecting another experiment's pods",
+        "000-rolling-update/service.yaml",
+        "selector:\n    type: testpage",
+        "selector:\n    app: myapp",
+        "Service default/testpage selects the pods of 003-zero-downtime's Deployment myapp",
+    ),
+    (
+        "objects in another experiment's namespace",
+        "002-deploy-demo/deploy-demo.yaml",
+        "namespace: test",
+        "namespace: blue-green",
+        "which 002-blue-green creates",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "case,relative,old,new,expected", CASES, ids=[c[0] for c in CASES]
+)
+def test_collision_is_caught(tmp_path, case, relative, old, new, expected):
+    problems = tree_with(tmp_path, relative, old, new)
+    assert any(expected in p for p in problems), f"{case}: {problems}"
+
+
+def test_alternative_file_in_another_namespace_is_caught(tmp_path):
+    root = tmp_path / "k8s"
+    shutil.copytree(K8S, root, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    path = root / "004-strategies/recreate/app-v2.yaml"
+    path.write_text(path.read_text().replace("  namespace: strategy-recreate\n", "", 1))
+    problems = validate.validate_tree(root / "004-strategies/recreate")
+    assert any(
+        "in namespace default, the folder's copy is in strategy-recreate" in p
+        for p in problems
+    ), problems
+
+
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("500ms", 0.5),
+        ("10s", 10),
+        ("1m30s", 90),
+        ("1h 5m", 3900),
+        ("2m", 120),
+        ("5", 5),
+        ("0.5", 0.5),
+        ("250 ms", 0.25),
+    ],
+)
+def test_duration_reads_what_testpage_reads(text, seconds):
+    assert validate.duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "1.5s", "-1", "5x", "s", "1m30", "10 parsecs"])
+def test_duration_refuses_what_testpage_refuses(text):
+    with pytest.raises(ValueError):
+        validate.duration(text)
