@@ -14,6 +14,9 @@ VENV           := .venv
 PY             := $(VENV)/bin/python
 KIND_CLUSTER   ?= kind
 K3D_CLUSTER    ?= k3s-default
+CLUSTER_TOOL   ?= kind
+# Where `make install` puts probe and testpage: PREFIX/bin (cargo's default: ~/.cargo/bin).
+PREFIX         ?= $(or $(CARGO_INSTALL_ROOT),$(CARGO_HOME),$(HOME)/.cargo)
 
 export REQUIRE_DOCKER REGISTRY
 
@@ -22,6 +25,17 @@ export REQUIRE_DOCKER REGISTRY
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: ## Put probe and testpage on the PATH: PREFIX/bin (PREFIX=~/.cargo; PREFIX=/usr/local)
+	$(CARGO) install --locked --force --root "$(PREFIX)" --target-dir "$${CARGO_TARGET_DIR:-$(CURDIR)/target}" --path probes
+	$(CARGO) install --locked --force --root "$(PREFIX)" --target-dir "$${CARGO_TARGET_DIR:-$(CURDIR)/target}" --path testpage
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "install: add $(PREFIX)/bin to your PATH";; esac
+
+.PHONY: uninstall
+uninstall: ## Remove what `make install` put in PREFIX/bin
+	$(CARGO) uninstall --root "$(PREFIX)" probes
+	$(CARGO) uninstall --root "$(PREFIX)" testpage
 
 .PHONY: run
 run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and exits)
@@ -171,6 +185,33 @@ watch: ## probe watch the experiment's NodePort (URL= to override)
 .PHONY: undeploy
 undeploy: ## Delete an experiment's objects
 	kubectl delete -k k8s/$(EXP) --ignore-not-found
+
+.PHONY: cluster
+cluster: ## A local cluster with every NodePort on localhost (CLUSTER_TOOL=kind|k3d|minikube)
+	scripts/k8s.sh cluster $(CLUSTER_TOOL) $(if $(filter k3d,$(CLUSTER_TOOL)),$(K3D_CLUSTER),$(KIND_CLUSTER))
+
+.PHONY: cluster-delete
+cluster-delete: ## Delete the cluster `make cluster` made (same CLUSTER_TOOL)
+	scripts/k8s.sh cluster-delete $(CLUSTER_TOOL) $(if $(filter k3d,$(CLUSTER_TOOL)),$(K3D_CLUSTER),$(KIND_CLUSTER))
+
+LOAD ?= -c 8 --qps 500 -t 60s
+
+.PHONY: client
+client: ## Start the in-cluster client (k8s/tools, namespace testpage-tools)
+	kubectl apply -k k8s/tools
+	kubectl -n testpage-tools rollout status deployment/client --timeout=120s
+
+.PHONY: client-watch
+client-watch: ## probe watch from inside the cluster: make client-watch URL=http://SERVICE.NAMESPACE:PORT/
+	scripts/k8s.sh client-watch "$(URL)"
+
+.PHONY: client-load
+client-load: ## probe load from inside the cluster: make client-load URL=... LOAD="-c 8 --qps 500 -t 60s"
+	scripts/k8s.sh client-load "$(URL)" $(LOAD)
+
+.PHONY: client-delete
+client-delete: ## Remove the in-cluster client
+	kubectl delete -k k8s/tools --ignore-not-found
 
 ##@ Housekeeping
 
