@@ -15,7 +15,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, HOST};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
-use testpage::routes::{X_POD, X_POD_IP, X_VERSION};
+use testpage::pod_info::{X_POD, X_POD_IP, X_VERSION};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -94,6 +94,11 @@ pub enum UrlError {
         /// `PORT` as found in the environment.
         value: String,
     },
+}
+
+/// Parses a URL argument into a [`Target`] (clap's `value_parser`).
+pub fn parse_target(url: &str) -> Result<Target, UrlError> {
+    Target::parse(url)
 }
 
 impl Target {

@@ -6,8 +6,10 @@
 //! - [`pod`] — in-pod commands: exec probes (`http`, `tcp`, `file`) and preStop (`drain`).
 //! - [`watch`] — `probe watch`, the readable rollout watcher.
 //! - [`load`] — `probe load`, the fortio-style load client.
+//! - [`histogram`] — the load client's bounded latency record.
 
 pub mod client;
+pub mod histogram;
 pub mod load;
 pub mod pod;
 pub mod watch;

@@ -21,11 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::builder::TypedValueParser as _;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use testpage::duration;
+
 use crate::client::{BodyRead, Conn, RequestError, Target};
+use crate::histogram::Histogram;
 
 /// How long requests in flight at `-t` may still take to be answered.
 pub const END_GRACE: Duration = Duration::from_secs(1);
@@ -36,24 +40,65 @@ pub const QPS_RANGE: RangeInclusive<f64> = 0.01..=1e6;
 /// Error events kept per worker; counts stay exact beyond it.
 const MAX_ERROR_EVENTS: usize = 10_000;
 
-/// Settings of a load run.
-#[derive(Debug, Clone)]
+/// The accepted `-t`: more than zero.
+pub const DURATION_RANGE: RangeInclusive<Duration> = Duration::from_nanos(1)..=Duration::MAX;
+
+/// How long a run lasts when neither `-t` nor `-n` is given (fortio's default).
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+
+/// Settings of a load run, as `probe load` reads them.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// Where to send requests.
+    /// URL to load.
+    #[arg(value_name = "URL", value_parser = crate::client::parse_target)]
     pub target: Target,
     /// Concurrent connections (workers).
+    #[arg(short = 'c', long = "connections", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
     pub connections: usize,
-    /// Target requests per second over all workers; 0 means as fast as possible (the CLI
-    /// accepts 0 or [`QPS_RANGE`]).
+    /// Target requests per second over all connections, 0.01 to 1000000; 0 = as fast as
+    /// possible (`-qps` as fortio spells it works too).
+    #[arg(long, default_value_t = 500.0, value_parser = parse_qps)]
     pub qps: f64,
-    /// Stop sending after this long.
+    /// Duration, more than 0 (default 60s unless -n is given); ends the run on time, cutting
+    /// off the requests still unanswered.
+    #[arg(short = 't', long = "duration", value_parser = duration::within(DURATION_RANGE))]
     pub duration: Option<Duration>,
-    /// Stop after this many requests.
+    /// Total requests.
+    #[arg(short = 'n', long = "requests")]
     pub requests: Option<u64>,
     /// Reuse connections.
+    #[arg(long = "keepalive", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set)]
     pub keep_alive: bool,
-    /// Per-request timeout.
+    /// Per-request timeout (more than 0).
+    #[arg(long, default_value = "10s", value_parser = duration::within(DURATION_RANGE))]
     pub timeout: Duration,
+}
+
+impl Settings {
+    /// How long the run lasts: `-t`, else [`DEFAULT_DURATION`] unless `-n` counts requests.
+    fn run_for(&self) -> Option<Duration> {
+        self.duration
+            .or(self.requests.is_none().then_some(DEFAULT_DURATION))
+    }
+}
+
+/// Parses `--qps`: 0 (as fast as possible) or a rate within [`QPS_RANGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not 0 (as fast as possible) or a rate from {} to {}", QPS_RANGE.start(), QPS_RANGE.end())]
+pub struct QpsError {
+    text: String,
+}
+
+fn parse_qps(text: &str) -> Result<f64, QpsError> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|q| *q == 0.0 || QPS_RANGE.contains(q))
+        .ok_or_else(|| QpsError {
+            text: text.to_owned(),
+        })
 }
 
 /// Latency percentiles in milliseconds.
@@ -142,7 +187,7 @@ struct WorkerStats {
     codes: BTreeMap<i32, u64>,
     unanswered: u64,
     sockets: u64,
-    latencies_us: Vec<u32>,
+    latencies: Histogram,
     versions: BTreeMap<String, u64>,
     timeline: Vec<Second>,
     error_events: Vec<ErrorEvent>,
@@ -163,8 +208,7 @@ impl WorkerStats {
 
     fn answer(&mut self, at: Duration, status: u16, version: Option<&str>, latency: Duration) {
         *self.codes.entry(i32::from(status)).or_default() += 1;
-        self.latencies_us
-            .push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        self.latencies.record(latency);
         let second = self.second(at);
         if status >= 500 {
             second.errors += 1;
@@ -244,7 +288,7 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Rep
         .map_or(0, |d| d.as_millis());
     let start = Instant::now();
     // `None`: no duration, or one beyond the clock's range.
-    let end = settings.duration.and_then(|d| start.checked_add(d));
+    let end = settings.run_for().and_then(|d| start.checked_add(d));
     let mut workers = JoinSet::new();
     for id in 0..settings.connections.max(1) {
         workers.spawn(worker(
@@ -438,14 +482,14 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
         duration_s: elapsed.as_secs_f64(),
         ..Report::default()
     };
-    let mut latencies = Vec::new();
+    let mut latencies = Histogram::default();
     for s in stats {
         for (code, n) in s.codes {
             *report.codes.entry(code).or_default() += n;
         }
         report.sockets += s.sockets;
         report.unanswered += s.unanswered;
-        latencies.extend(s.latencies_us);
+        latencies.merge(&s.latencies);
         for (version, n) in s.versions {
             add(&mut report.versions, version, n);
         }
@@ -480,29 +524,68 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
         .map(|(_, n)| n)
         .sum();
     report.achieved_qps = report.requests as f64 / elapsed.as_secs_f64().max(1e-9);
-    report.latency_ms = percentiles(&mut latencies);
+    report.latency_ms = Latency::of(&latencies);
     report
 }
 
-fn percentiles(latencies_us: &mut [u32]) -> Latency {
-    if latencies_us.is_empty() {
-        return Latency::default();
-    }
-    latencies_us.sort_unstable();
-    let ms = |us: u32| f64::from(us) / 1e3;
-    let at = |q: f64| ms(latencies_us[((latencies_us.len() - 1) as f64 * q).round() as usize]);
-    let sum: u64 = latencies_us.iter().map(|&us| u64::from(us)).sum();
-    Latency {
-        min: ms(latencies_us[0]),
-        avg: sum as f64 / latencies_us.len() as f64 / 1e3,
-        p50: at(0.50),
-        p90: at(0.90),
-        p99: at(0.99),
-        max: ms(latencies_us[latencies_us.len() - 1]),
+impl Latency {
+    fn of(histogram: &Histogram) -> Latency {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Latency {
+            min: ms(histogram.min()),
+            avg: ms(histogram.mean()),
+            p50: ms(histogram.quantile(0.50)),
+            p90: ms(histogram.quantile(0.90)),
+            p99: ms(histogram.quantile(0.99)),
+            max: ms(histogram.max()),
+        }
     }
 }
 
 impl Report {
+    /// The report as pretty JSON, ending in a newline.
+    pub fn to_json(&self) -> String {
+        let mut json = serde_json::to_string_pretty(self).unwrap_or_default();
+        json.push('\n');
+        json
+    }
+
+    /// Where `-a` saves it: `probe-load-HOST-PORT-YYYYMMDD-HHMMSS.json` (UTC start time), like
+    /// fortio's automatic file names.
+    pub fn file_name(&self) -> String {
+        let target: String = self
+            .url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.url)
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let start = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::try_from(self.started_unix_ms).unwrap_or(0) * 1_000_000,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        format!(
+            "probe-load-{}-{:04}{:02}{:02}-{:02}{:02}{:02}.json",
+            target.trim_matches('-'),
+            start.year(),
+            u8::from(start.month()),
+            start.day(),
+            start.hour(),
+            start.minute(),
+            start.second()
+        )
+    }
+
     /// The report as text, laid out like fortio's so the tutorial's output reads the same.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -566,18 +649,5 @@ impl Report {
             );
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_of_known_values() {
-        let mut values: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
-        let l = percentiles(&mut values);
-        assert_eq!((l.min, l.p50, l.p99, l.max), (1.0, 51.0, 99.0, 100.0));
-        assert_eq!(percentiles(&mut []).max, 0.0);
     }
 }

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use clap::builder::{BoolValueParser, TypedValueParser as _};
 use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::time::Instant;
@@ -37,6 +38,20 @@ pub enum Output {
     Plain,
     /// One JSON object per answer, then a summary object.
     Json,
+}
+
+impl Output {
+    /// `--json`, or else whether stdout is a terminal.
+    fn from_json_flag(json: bool) -> Output {
+        use std::io::IsTerminal;
+        if json {
+            Output::Json
+        } else if std::io::stdout().is_terminal() {
+            Output::Terminal
+        } else {
+            Output::Plain
+        }
+    }
 }
 
 /// Local wall-clock time. The zone's offset is read once, before any other thread exists
@@ -85,20 +100,30 @@ fn stamp(t: OffsetDateTime) -> String {
     )
 }
 
-/// Settings of a watch.
-#[derive(Debug, Clone)]
+/// Settings of a watch, as `probe watch` reads them.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// Where to send requests.
+    /// URL of the Service, NodePort or Ingress.
+    #[arg(value_name = "URL", value_parser = client::parse_target)]
     pub target: Target,
-    /// Time between requests (the CLI accepts [`INTERVAL_RANGE`]; zero means back to back).
+    /// Time between requests, 1ms to 1h.
+    // Zero, possible from code only, means back to back.
+    #[arg(long, default_value = "1s", value_parser = testpage::duration::within(INTERVAL_RANGE))]
     pub interval: Duration,
-    /// Stop after this many requests.
+    /// Stop after this many requests (default: until Ctrl-C).
+    #[arg(long)]
     pub count: Option<u64>,
-    /// Per-request timeout.
+    /// Per-request timeout (more than 0).
+    #[arg(long, default_value = "2s",
+          value_parser = testpage::duration::within(crate::pod::TIMEOUT_RANGE))]
     pub timeout: Duration,
-    /// Output mode.
+    /// JSON lines instead of text.
+    // Without --json: colours and a live split on a terminal, plain lines elsewhere.
+    #[arg(long = "json", value_parser = BoolValueParser::new().map(Output::from_json_flag),
+          action = clap::ArgAction::SetTrue, default_value = "false")]
     pub output: Output,
     /// Local time for the lines.
+    #[arg(skip = Clock::local())]
     pub clock: Clock,
 }
 

@@ -337,6 +337,52 @@ fn load_counts_every_answer() {
 }
 
 #[test]
+fn load_takes_the_tutorials_fortio_command_literally() {
+    // `fortio load -a -c 8 -qps 500 -t 60s URL`, shortened to 2 s: -a saves the JSON report in
+    // the working directory, like fortio.
+    let server = Testpage::start("3", "0");
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_probe"))
+        .args([
+            "load",
+            "-a",
+            "-c",
+            "8",
+            "-qps",
+            "500",
+            "-t",
+            "2s",
+            &server.url("/"),
+        ])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("8 connections, target 500 qps"), "{stdout}");
+    assert!(stdout.contains("Code 200 :"), "{stdout}");
+    let saved: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let name = saved[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("probe-load-127.0.0.1-") && name.ends_with(".json"),
+        "{name}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved[0]).unwrap()).unwrap();
+    let answered = report["codes"]["200"].as_u64().unwrap();
+    // 500 qps for 2 s, on a loaded machine: most of the 1000.
+    assert!((500..=1000).contains(&answered), "{answered}");
+    assert_eq!(report["errors"], 0);
+    // `-qps=500` is Go's other spelling.
+    let out = probe(&["load", "-n", "3", "-qps=100", &server.url("/")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
 fn load_reports_connection_errors_as_minus_one() {
     let server = Testpage::start("2", "0");
     let url = server.url("/");

@@ -3,35 +3,111 @@
 //!
 //! Shared with the `probe` CLI so that both binaries read `--timeout 1s` the same way.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
-/// Parses a duration: a bare non-negative number of seconds, or humantime syntax (`250ms`, `1m`).
-///
-/// The error is a short phrase meant to follow the setting's name in a one-line message.
-pub fn parse(text: &str) -> Result<Duration, String> {
+/// Why a duration was refused. Each message is a short phrase meant to follow the setting's name
+/// in a one-line error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing was written.
+    #[error("empty duration")]
+    Empty,
+    /// A bare number that is negative, not finite or too large.
+    #[error("{0:?} is not a duration (negative or out of range)")]
+    OutOfRange(String),
+    /// Neither a bare number nor a duration with units.
+    #[error("{text:?} is not a duration like 500ms, 10s or 1m ({reason})")]
+    Syntax {
+        /// What was written.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Longer than the setting allows (a typo, not a plan).
+    #[error("{text:?} is longer than the {} maximum", format(*.max))]
+    TooLong {
+        /// What was written.
+        text: String,
+        /// The longest accepted.
+        max: Duration,
+    },
+    /// Outside the setting's accepted range.
+    #[error("{text:?} is not from {} to {}", format(*.range.start()), format(*.range.end()))]
+    NotWithin {
+        /// What was written.
+        text: String,
+        /// The accepted range.
+        range: RangeInclusive<Duration>,
+    },
+    /// `a..b` with `a` after `b`.
+    #[error("{0:?}: the range ends before it starts")]
+    Backwards(String),
+}
+
+/// Parses a duration: a bare non-negative number of seconds, or humantime syntax (`250ms`, `1m`,
+/// `1m30s`).
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if let Ok(secs) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("{text:?} is not a duration (negative or out of range)"));
+            .map_err(|_| DurationError::OutOfRange(text.to_owned()));
     }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration like 500ms, 10s or 1m ({e})"))
+    humantime::parse_duration(text).map_err(|e| DurationError::Syntax {
+        text: text.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Parses a duration of at most `max`: settings whose huge values would only ever be typos.
-pub fn parse_at_most(text: &str, max: Duration) -> Result<Duration, String> {
+pub fn parse_at_most(text: &str, max: Duration) -> Result<Duration, DurationError> {
     let d = parse(text)?;
     if d > max {
-        return Err(format!(
-            "{:?} is longer than the {} maximum",
-            text.trim(),
-            format(max)
-        ));
+        return Err(DurationError::TooLong {
+            text: text.trim().to_owned(),
+            max,
+        });
     }
     Ok(d)
+}
+
+/// Parses a duration within `range`.
+pub fn parse_within(
+    text: &str,
+    range: RangeInclusive<Duration>,
+) -> Result<Duration, DurationError> {
+    let d = parse(text)?;
+    if !range.contains(&d) {
+        return Err(DurationError::NotWithin {
+            text: text.trim().to_owned(),
+            range,
+        });
+    }
+    Ok(d)
+}
+
+/// A parser for a flag: durations within `range` (clap's `value_parser`).
+pub fn within(
+    range: RangeInclusive<Duration>,
+) -> impl Fn(&str) -> Result<Duration, DurationError> + Clone + Send + Sync + 'static {
+    move |text| parse_within(text, range.clone())
+}
+
+/// A parser for a flag: durations of at most `max` (clap's `value_parser`).
+pub fn at_most(
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, DurationError> + Clone + Send + Sync + 'static {
+    move |text| parse_at_most(text, max)
+}
+
+/// A parser for a flag: [`Spread`]s of at most `max` (clap's `value_parser`).
+pub fn spread_at_most(
+    max: Duration,
+) -> impl Fn(&str) -> Result<Spread, DurationError> + Clone + Send + Sync + 'static {
+    move |text| parse_spread_at_most(text, max)
 }
 
 /// A fixed duration or a uniform random one: `50ms`, or `10ms..200ms`.
@@ -47,11 +123,6 @@ impl Spread {
     /// A fixed duration.
     pub fn fixed(d: Duration) -> Self {
         Spread { min: d, max: d }
-    }
-
-    /// Whether this is always zero.
-    pub fn is_zero(&self) -> bool {
-        self.max.is_zero()
     }
 
     /// Draws a value, uniformly between `min` and `max`.
@@ -75,13 +146,13 @@ impl std::fmt::Display for Spread {
 }
 
 /// Parses `50ms` or `10ms..200ms` (min no larger than max).
-pub fn parse_spread(text: &str) -> Result<Spread, String> {
+pub fn parse_spread(text: &str) -> Result<Spread, DurationError> {
     match text.split_once("..") {
         None => parse(text).map(Spread::fixed),
         Some((min, max)) => {
             let (min, max) = (parse(min)?, parse(max)?);
             if min > max {
-                return Err(format!("{text:?}: the range ends before it starts"));
+                return Err(DurationError::Backwards(text.trim().to_owned()));
             }
             Ok(Spread { min, max })
         }
@@ -89,14 +160,13 @@ pub fn parse_spread(text: &str) -> Result<Spread, String> {
 }
 
 /// Parses a [`Spread`] whose longest value is at most `max`.
-pub fn parse_spread_at_most(text: &str, max: Duration) -> Result<Spread, String> {
+pub fn parse_spread_at_most(text: &str, max: Duration) -> Result<Spread, DurationError> {
     let spread = parse_spread(text)?;
     if spread.max > max {
-        return Err(format!(
-            "{:?} is longer than the {} maximum",
-            text.trim(),
-            format(max)
-        ));
+        return Err(DurationError::TooLong {
+            text: text.trim().to_owned(),
+            max,
+        });
     }
     Ok(spread)
 }

@@ -1,7 +1,7 @@
 //! Rollout-test knobs on the page: a share of failing answers and added latency, adjustable at
 //! run time (`POST /fault`), and a crash (`FAIL_AFTER`) after a time or a number of requests.
 //!
-//! The crash does not end the process here: [`Faults::failure`] completes, the server stops
+//! The crash does not end the process here: `Faults::failure` completes, the server stops
 //! at once without a drain, and `main` exits 1.
 //!
 //! Only `/` is affected: probes and `/metrics` never are, so a fault shows up in the traffic a
@@ -14,8 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::FailAfter;
-use crate::duration::Spread;
+use crate::duration::{DurationError, Spread};
 
 const PPM: f64 = 1_000_000.0;
 
@@ -24,13 +23,103 @@ pub const MAX_LATENCY: Duration = Duration::from_secs(60);
 
 /// Parses a latency (`50ms`, `10ms..200ms`) of at most [`MAX_LATENCY`], for `LATENCY` and
 /// `POST /fault?latency=`.
-pub fn parse_latency(text: &str) -> Result<Spread, String> {
+pub fn parse_latency(text: &str) -> Result<Spread, DurationError> {
     crate::duration::parse_spread_at_most(text, MAX_LATENCY)
+}
+
+/// When `FAIL_AFTER` strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailAfter {
+    /// After this long from the start of serving.
+    Time(Duration),
+    /// After this many requests to `/`.
+    Requests(u64),
+}
+
+/// A `FAIL_AFTER` that is neither a request count nor a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailAfterError {
+    /// `0`: there is no zeroth request.
+    #[error("a request count must be at least 1")]
+    ZeroRequests,
+    /// Not a duration either.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+}
+
+/// Parses `FAIL_AFTER`: a bare whole number (or `5 requests`) is a request count; anything with
+/// a unit is a duration.
+pub fn parse_fail_after(text: &str) -> Result<FailAfter, FailAfterError> {
+    let text = text.trim();
+    let count = text
+        .strip_suffix("requests")
+        .or_else(|| text.strip_suffix("req"))
+        .unwrap_or(text)
+        .trim();
+    match count.parse::<u64>() {
+        Ok(0) => Err(FailAfterError::ZeroRequests),
+        Ok(n) => Ok(FailAfter::Requests(n)),
+        Err(_) => Ok(FailAfter::Time(crate::duration::parse(text)?)),
+    }
+}
+
+/// A change asked by `POST /fault?error_rate=0.2&latency=10ms..50ms`; either may be left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct FaultChange {
+    /// The new fraction of failing answers.
+    pub error_rate: Option<f64>,
+    /// The new added latency.
+    pub latency: Option<Spread>,
+}
+
+/// A `/fault` query that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FaultChangeError {
+    /// `error_rate=` is not a fraction.
+    #[error("error_rate: {0}")]
+    Rate(#[from] RateError),
+    /// `latency=` is not a latency.
+    #[error("latency: {0}")]
+    Latency(#[from] DurationError),
+    /// Another key.
+    #[error("unknown fault setting {0:?} (error_rate, latency)")]
+    Unknown(String),
+}
+
+impl std::str::FromStr for FaultChange {
+    type Err = FaultChangeError;
+
+    fn from_str(query: &str) -> Result<Self, FaultChangeError> {
+        let mut change = FaultChange::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "error_rate" => change.error_rate = Some(parse_rate(value)?),
+                "latency" => change.latency = Some(parse_latency(value)?),
+                other => return Err(FaultChangeError::Unknown(other.to_owned())),
+            }
+        }
+        Ok(change)
+    }
+}
+
+/// A value that is not a fraction from 0.0 to 1.0.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a fraction from 0.0 to 1.0")]
+pub struct RateError(String);
+
+/// Parses a fraction 0.0-1.0 (`ERROR_RATE`, `POST /fault?error_rate=`).
+pub(crate) fn parse_rate(text: &str) -> Result<f64, RateError> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| RateError(text.to_owned()))
 }
 
 /// What an answer of `/` should suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fault {
+pub(crate) struct Fault {
     /// Wait this long first.
     pub delay: Duration,
     /// Answer with this status instead of the page.
@@ -39,7 +128,7 @@ pub struct Fault {
 
 /// Current fault settings, shared by every request.
 #[derive(Debug)]
-pub struct Faults {
+pub(crate) struct Faults {
     error_rate_ppm: AtomicU32,
     error_code: u16,
     latency_min_us: AtomicU64,
@@ -51,7 +140,7 @@ pub struct Faults {
 
 /// The settings as `/fault` reports them.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FaultSettings {
+pub(crate) struct FaultSettings {
     /// Fraction of `/` answers that fail.
     pub error_rate: f64,
     /// Their status.
@@ -62,7 +151,7 @@ pub struct FaultSettings {
 
 impl Faults {
     /// Faults as configured at start.
-    pub fn new(
+    pub(crate) fn new(
         error_rate: f64,
         error_code: u16,
         latency: Spread,
@@ -77,17 +166,20 @@ impl Faults {
             page_requests: AtomicU64::new(0),
             failed: CancellationToken::new(),
         };
-        faults.set(Some(error_rate), Some(latency));
+        faults.set(FaultChange {
+            error_rate: Some(error_rate),
+            latency: Some(latency),
+        });
         faults
     }
 
     /// Changes the error rate and/or the latency.
-    pub fn set(&self, error_rate: Option<f64>, latency: Option<Spread>) {
-        if let Some(rate) = error_rate {
+    pub(crate) fn set(&self, change: FaultChange) {
+        if let Some(rate) = change.error_rate {
             let ppm = (rate.clamp(0.0, 1.0) * PPM).round() as u32;
             self.error_rate_ppm.store(ppm, Ordering::Relaxed);
         }
-        if let Some(latency) = latency {
+        if let Some(latency) = change.latency {
             self.latency_min_us
                 .store(latency.min.as_micros() as u64, Ordering::Relaxed);
             self.latency_max_us
@@ -96,7 +188,7 @@ impl Faults {
     }
 
     /// The current settings.
-    pub fn settings(&self) -> FaultSettings {
+    pub(crate) fn settings(&self) -> FaultSettings {
         FaultSettings {
             error_rate: f64::from(self.error_rate_ppm.load(Ordering::Relaxed)) / PPM,
             error_code: self.error_code,
@@ -112,7 +204,7 @@ impl Faults {
     }
 
     /// Draws the fault for one answer of `/`.
-    pub fn draw(&self) -> Fault {
+    pub(crate) fn draw(&self) -> Fault {
         let ppm = self.error_rate_ppm.load(Ordering::Relaxed);
         let fail = ppm > 0 && fastrand::u32(0..1_000_000) < ppm;
         let latency = if self.latency_max_us.load(Ordering::Relaxed) == 0 {
@@ -127,8 +219,8 @@ impl Faults {
     }
 
     /// Counts a request to `/`; true for the one that reaches `FAIL_AFTER` requests, which
-    /// also completes [`Faults::failure`].
-    pub fn count_page_request(&self) -> bool {
+    /// also completes `Faults::failure`.
+    pub(crate) fn count_page_request(&self) -> bool {
         let Some(FailAfter::Requests(limit)) = self.fail_after else {
             return false;
         };
@@ -141,7 +233,7 @@ impl Faults {
 
     /// Completes when `FAIL_AFTER` strikes: that long after this is first awaited (the start of
     /// serving), or at the request that reaches the count. Never completes without `FAIL_AFTER`.
-    pub async fn failure(&self) -> FailAfter {
+    pub(crate) async fn failure(&self) -> FailAfter {
         match self.fail_after {
             Some(FailAfter::Time(after)) => {
                 tokio::select! {
@@ -162,6 +254,17 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fail_after_is_a_count_or_a_duration() {
+        assert_eq!(parse_fail_after("100"), Ok(FailAfter::Requests(100)));
+        assert_eq!(parse_fail_after("5 requests"), Ok(FailAfter::Requests(5)));
+        assert_eq!(
+            parse_fail_after("30s"),
+            Ok(FailAfter::Time(Duration::from_secs(30)))
+        );
+        assert!(parse_fail_after("0").is_err());
+    }
 
     #[test]
     fn defaults_do_nothing() {
@@ -188,7 +291,7 @@ mod tests {
         );
         assert_eq!(faults.draw().fail_with, Some(503));
         assert_eq!(faults.draw().delay, Duration::from_millis(5));
-        faults.set(Some(0.0), None);
+        faults.set("error_rate=0".parse().unwrap());
         assert_eq!(faults.draw().fail_with, None);
         assert_eq!(faults.settings().latency, "5ms");
         assert!(!faults.count_page_request());

@@ -5,41 +5,49 @@
 //!
 //! # Layout
 //!
-//! - [`config`] — flags and environment, validated into a [`config::Config`].
-//! - [`pod_info`] — the pod's IP, names and version; the `/info` document.
+//! Read [`server`] first: it tells the whole life of the process, the shutdown step by step.
+//!
+//! - [`config`] — flags and environment, each value parsed by clap into [`config::Args`].
+//! - [`signals`] — SIGTERM and SIGINT, and [`signals::Shutdown`], what [`run`] waits on.
+//! - [`server`] — the lifecycle in order: ready, serve, the shutdown sequence and its policy.
+//! - [`connections`] — the accept loop, the connection cap and every connection's deadlines.
+//! - `lifecycle` — the state, readiness and in-flight counts the handlers and server share.
+//! - [`readiness`] — the ready file, written and removed only by its owner.
+//! - `app` — what the handlers share: identity, page, lifecycle, faults, metrics.
+//! - `routes` — the HTTP handlers.
+//! - [`pod_info`] — the pod's IP, names and version; the `/info` document; the `X-*` headers.
 //! - [`page`] — the `MESSAGE` template.
-//! - [`readiness`] — the ready file.
-//! - [`lifecycle`] — states, signals, in-flight accounting.
-//! - [`routes`] — the HTTP handlers.
-//! - [`server`] — the accept loop and the shutdown sequence.
-//! - [`faults`] — error rate, latency and crash knobs for rollout tests.
-//! - [`metrics`] — Prometheus metrics and shutdown telemetry.
+//! - [`faults`] — error rate, latency and `FAIL_AFTER` for rollout tests.
+//! - `metrics` — Prometheus metrics and shutdown telemetry.
 //! - [`telemetry`] — logging.
-//! - [`duration`] — `500ms` / `10s` / bare-seconds parsing, shared with `probe`.
+//! - [`duration`] — `500ms` / `1m30s` / bare-seconds parsing, shared with `probe`.
 
+pub(crate) mod app;
 pub mod config;
+pub mod connections;
 pub mod duration;
 pub mod faults;
-pub mod lifecycle;
-pub mod metrics;
+pub(crate) mod lifecycle;
+pub(crate) mod metrics;
 pub mod page;
 pub mod pod_info;
 pub mod readiness;
-pub mod routes;
+pub(crate) mod routes;
 pub mod server;
+pub mod signals;
 pub mod telemetry;
 
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
+use app::App;
 use config::Config;
 use faults::Faults;
 use lifecycle::Lifecycle;
 use pod_info::PodInfo;
 use readiness::{ReadyFile, ReadyFileError};
-use routes::App;
 use server::{Outcome, ShutdownTimings, Startup};
+use signals::Shutdown;
 
 /// A runtime failure; `main` exits 1 with it.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +69,8 @@ pub enum Error {
     CrashOnStart,
 }
 
-/// Runs testpage with `config` until `shutdown` completes and the shutdown sequence ends.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Outcome, Error> {
+/// Runs testpage with `config` until `shutdown` asks it to stop and the shutdown sequence ends.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
     // A ready file left by a previous run of this container must not make the kubelet route
     // traffic here before the port is bound.
     let ready_file = ReadyFile::new(config.ready_file.clone());

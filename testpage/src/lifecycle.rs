@@ -1,26 +1,17 @@
-//! The process's lifecycle: its state, the signals that end it, and the readiness it reports.
-//!
-//! ```text
-//! starting ──bind + ready file──▶ serving ──SIGTERM──▶ draining ──DRAIN──▶ closing ──▶ exit
-//!                                            (ready file gone,   (accept stops,
-//!                                             /readyz 503,        in-flight requests finish
-//!                                             still serving)      within SHUTDOWN_TIMEOUT)
-//! ```
+//! The process's lifecycle state, the readiness it reports, and what is in flight: shared by
+//! the request handlers and the shutdown sequence ([`crate::server`], which drives the states).
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::readiness::{ReadyFile, ReadyFileError};
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum State {
+pub(crate) enum State {
     /// Bound or binding, not yet ready.
     Starting = 0,
     /// Ready and serving.
@@ -33,7 +24,7 @@ pub enum State {
 
 impl State {
     /// The name `/info` reports.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Starting => "starting",
             State::Serving => "serving",
@@ -52,9 +43,19 @@ impl State {
     }
 }
 
+/// How readiness stood when the drain began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Withdrawn {
+    /// The pod was ready and serving: endpoints may still route to it.
+    pub routed: bool,
+    /// How long ago readiness was withdrawn (zero when the signal withdrew it), to the
+    /// millisecond.
+    pub ago: Duration,
+}
+
 /// Why `POST /readyz/enable` could not make the pod ready again.
 #[derive(Debug, thiserror::Error)]
-pub enum EnableError {
+pub(crate) enum EnableError {
     /// Only a serving pod can be made ready; a draining one stays out of the endpoints.
     #[error("not while {}", .0.as_str())]
     NotServing(State),
@@ -76,7 +77,7 @@ struct Withdrawal {
 
 /// State shared between the accept loop, the request handlers and the shutdown sequence.
 #[derive(Debug)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     state: AtomicU8,
     in_flight: AtomicUsize,
     connections: AtomicUsize,
@@ -90,7 +91,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// A lifecycle in the `starting` state.
-    pub fn new(ready_file: ReadyFile) -> Self {
+    pub(crate) fn new(ready_file: ReadyFile) -> Self {
         Lifecycle {
             state: AtomicU8::new(State::Starting as u8),
             in_flight: AtomicUsize::new(0),
@@ -110,22 +111,22 @@ impl Lifecycle {
     }
 
     /// The current state.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// Moves to `state`.
-    pub fn set_state(&self, state: State) {
+    pub(crate) fn set_state(&self, state: State) {
         self.state.store(state as u8, Ordering::Release);
     }
 
     /// The readiness file.
-    pub fn ready_file(&self) -> &ReadyFile {
+    pub(crate) fn ready_file(&self) -> &ReadyFile {
         &self.ready_file
     }
 
     /// Writes the ready file for `addr` and moves to `serving`.
-    pub fn become_ready(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
+    pub(crate) fn become_ready(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
         let _ = self.addr.set(addr);
         let mut withdrawal = self.withdrawal();
         self.ready_file.create(addr)?;
@@ -139,7 +140,7 @@ impl Lifecycle {
 
     /// `POST /readyz/disable`: removes the ready file (or, with `READY_FILE` off, marks the pod
     /// unready) and remembers when, for the drain.
-    pub fn withdraw_readiness(&self) -> Result<(), ReadyFileError> {
+    pub(crate) fn withdraw_readiness(&self) -> Result<(), ReadyFileError> {
         let mut withdrawal = self.withdrawal();
         withdrawal.by_admin = true;
         withdrawal.since.get_or_insert_with(Instant::now);
@@ -147,7 +148,7 @@ impl Lifecycle {
     }
 
     /// `POST /readyz/enable`: writes the ready file again, while serving.
-    pub fn restore_readiness(&self) -> Result<(), EnableError> {
+    pub(crate) fn restore_readiness(&self) -> Result<(), EnableError> {
         let mut withdrawal = self.withdrawal();
         match (self.state(), self.addr.get()) {
             (State::Serving, Some(addr)) => {
@@ -163,49 +164,47 @@ impl Lifecycle {
     /// Notes the moment the ready file disappeared (a preStop hook or `kubectl exec rm`), so
     /// that the drain can be counted from it. Called a few times a second while serving; the
     /// moment noted is at most that late, which only lengthens the drain.
-    pub fn observe_ready_file(&self) {
+    pub(crate) fn observe_ready_file(&self) {
         if self.state() == State::Serving && !self.ready_file.exists() {
             self.withdrawal().since.get_or_insert_with(Instant::now);
         }
     }
 
     /// Liveness: false after `POST /healthz/disable`.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.live.load(Ordering::Relaxed)
     }
 
     /// Sets liveness.
-    pub fn set_live(&self, live: bool) {
+    pub(crate) fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::Relaxed);
     }
 
     /// Open client connections.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
     }
 
     /// Counts a connection as open...
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::AcqRel);
     }
 
     /// ...until it closes.
-    pub fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Ready means serving, not withdrawn by the admin route, and the ready file this process
     /// wrote still exists: deleting the file from outside (a preStop hook, `kubectl exec`)
     /// takes the pod out of the endpoints.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.state() == State::Serving && !self.withdrawal().by_admin && self.ready_file.exists()
     }
 
-    /// Withdraws readiness at once and says how long to keep serving: `drain` counted from the
-    /// moment readiness was withdrawn, whoever withdrew it. A pod that was never ready, or whose
-    /// readiness was withdrawn more than `drain` ago (a preStop hook that already drained),
-    /// stops at once: no endpoint routes to it any more.
-    pub fn begin_draining(&self, drain: Duration) -> Duration {
+    /// Withdraws readiness at once (step 2 of the shutdown) and says how it stood: whether
+    /// endpoints may still route here, and since when readiness has been withdrawn.
+    pub(crate) fn begin_draining(&self) -> Withdrawn {
         let withdrawal = self.withdrawal();
         let was_serving = self.state() == State::Serving;
         self.set_state(State::Draining);
@@ -213,27 +212,20 @@ impl Lifecycle {
             tracing::warn!(%error, "could not remove the ready file; draining anyway");
         }
         // A file found missing now but not yet noticed was removed a moment ago.
-        let withdrawn_ago = (withdrawal.ever_ready && was_serving)
-            .then(|| withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed()))
-            .map(|ago| Duration::from_millis(ago.as_millis() as u64));
-        let remaining = withdrawn_ago.map_or(Duration::ZERO, |ago| drain.saturating_sub(ago));
-        tracing::info!(
-            drain = %crate::duration::format(remaining),
-            withdrawn_ago = %crate::duration::format(withdrawn_ago.unwrap_or_default()),
-            never_ready = withdrawn_ago.is_none(),
-            skipped = remaining.is_zero(),
-            "draining"
-        );
-        remaining
+        let ago = withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed());
+        Withdrawn {
+            routed: withdrawal.ever_ready && was_serving,
+            ago: Duration::from_millis(ago.as_millis() as u64),
+        }
     }
 
     /// Requests being handled right now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// Counts a request as in flight until the guard is dropped.
-    pub fn track_request(&self) -> InFlight<'_> {
+    pub(crate) fn track_request(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(&self.in_flight)
     }
@@ -241,50 +233,10 @@ impl Lifecycle {
 
 /// Counts one request in flight while alive.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicUsize);
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// SIGTERM and SIGINT, installed before anything else: as PID 1 in a container a process gets
-/// no default handler, so without these `docker stop` and the kubelet would wait for SIGKILL.
-#[derive(Debug)]
-pub struct Signals {
-    term: Signal,
-    int: Signal,
-}
-
-/// SIGINT's number, for exit code 128 + N.
-pub const SIGINT: i32 = 2;
-/// SIGTERM's number, for exit code 128 + N.
-pub const SIGTERM: i32 = 15;
-
-impl Signals {
-    /// Installs the handlers. Must be called inside a Tokio runtime.
-    pub fn install() -> io::Result<Self> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Waits for the next SIGTERM or SIGINT and returns its number.
-    pub async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.term.recv() => SIGTERM,
-            _ = self.int.recv() => SIGINT,
-        }
-    }
-}
-
-/// A signal's name for logs.
-pub fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        SIGTERM => "SIGTERM",
-        SIGINT => "SIGINT",
-        _ => "signal",
     }
 }

@@ -1,14 +1,14 @@
 //! The `testpage` binary: parse settings, start logging, run, map the outcome to an exit code.
 //!
 //! Exit codes: 0 graceful, 1 runtime failure, 2 invalid setting, 3 shutdown timeout expired,
-//! 128+N after a second signal N.
+//! 128+N after a second signal N. The shutdown itself is told in `testpage::server`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use testpage::config::{Args, Config};
-use testpage::lifecycle::{signal_name, Signals};
 use testpage::server::Outcome;
+use testpage::signals::{Shutdown, Signals};
 
 fn main() -> ExitCode {
     // One CPU or less (the tutorial's `cpu: 10m`) gets a single-threaded runtime: worker threads
@@ -46,10 +46,15 @@ fn main() -> ExitCode {
         eprintln!("testpage: {line}");
         return ExitCode::from(2);
     }
-    let config = match Config::try_from(Args::parse()) {
-        Ok(config) => config,
+    let config = match Args::try_parse() {
+        Ok(args) => Config::from(args),
+        // --help and --version.
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
-            eprintln!("testpage: {error}");
+            eprintln!("testpage: {}", testpage::config::one_line(&error));
             return ExitCode::from(2);
         }
     };
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let code = match runtime.block_on(testpage::run(config, first_signal(signals))) {
+    let code = match runtime.block_on(testpage::run(config, Shutdown::on(signals))) {
         Ok(Outcome::Graceful) => 0,
         Ok(Outcome::TimedOut { in_flight }) => {
             tracing::warn!(
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
             );
             3
         }
+        Ok(Outcome::Interrupted(signal)) => u8::try_from(128 + signal).unwrap_or(u8::MAX),
         Ok(Outcome::FailAfter(after)) => {
             tracing::warn!(?after, "FAIL_AFTER reached; exiting");
             1
@@ -78,21 +84,4 @@ fn main() -> ExitCode {
     };
     tracing::info!(code, "exited");
     ExitCode::from(code)
-}
-
-/// Completes on the first SIGTERM or SIGINT, and arms the second one to exit at once: an
-/// operator pressing Ctrl-C twice, or a kubelet out of patience, must not wait for the drain.
-async fn first_signal(mut signals: Signals) {
-    let signal = signals.recv().await;
-    tracing::info!(signal = signal_name(signal), "signal");
-    tokio::spawn(async move {
-        let signal = signals.recv().await;
-        let code = 128 + signal;
-        tracing::warn!(
-            signal = signal_name(signal),
-            code,
-            "second signal; exiting now"
-        );
-        std::process::exit(code);
-    });
 }

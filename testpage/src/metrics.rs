@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 /// Labels of `http_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// Status code.
     pub code: u16,
     /// The route, e.g. `/`, `/readyz`, `/delay`.
@@ -37,7 +37,7 @@ struct BuildLabels {
 /// Values read from the lifecycle when `/metrics` is scraped, rather than counted on every
 /// request.
 #[derive(Debug, Clone, Copy)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// `/readyz` would answer 200.
     pub ready: bool,
     /// Requests being answered.
@@ -48,7 +48,7 @@ pub struct Snapshot {
 
 /// Every metric testpage exports.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     page_ok: Counter,
@@ -75,7 +75,7 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     /// Registers every metric; `version` and `color` label `testpage_build_info`.
-    pub fn new(version: &str, color: &str) -> Self {
+    pub(crate) fn new(version: &str, color: &str) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
@@ -190,7 +190,7 @@ impl Metrics {
     }
 
     /// Counts an answer.
-    pub fn record(&self, route: &'static str, code: u16, took: Duration, draining: bool) {
+    pub(crate) fn record(&self, route: &'static str, code: u16, took: Duration, draining: bool) {
         if route == "/" && code == 200 {
             self.page_ok.inc();
             self.page_duration.observe(took.as_secs_f64());
@@ -208,44 +208,44 @@ impl Metrics {
     }
 
     /// Notes the connection limit.
-    pub fn max_connections(&self, limit: usize) {
+    pub(crate) fn max_connections(&self, limit: usize) {
         self.max_connections.set(limit as i64);
     }
 
     /// Counts a pause of the accept loop at the connection limit.
-    pub fn limit_reached(&self) {
+    pub(crate) fn limit_reached(&self) {
         self.limit_reached.inc();
     }
 
     /// Counts a connection closed for saying nothing in time.
-    pub fn timed_out(&self) {
+    pub(crate) fn timed_out(&self) {
         self.timed_out.inc();
     }
 
     /// Counts a failed accept.
-    pub fn accept_error(&self) {
+    pub(crate) fn accept_error(&self) {
         self.accept_errors.inc();
     }
 
     /// Notes the first SIGTERM.
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         self.draining.set(1);
         self.sigterm_at.get_or_init(Instant::now);
     }
 
     /// Notes the connections still open when accepting stops.
-    pub fn closing(&self, connections: usize) {
+    pub(crate) fn closing(&self, connections: usize) {
         self.closed_at_shutdown.set(connections as i64);
     }
 
     /// Seconds since the first SIGTERM, if there was one.
-    pub fn seconds_since_sigterm(&self) -> Option<f64> {
+    pub(crate) fn seconds_since_sigterm(&self) -> Option<f64> {
         self.sigterm_at.get().map(|at| at.elapsed().as_secs_f64())
     }
 
     /// The shutdown numbers for the final log line: seconds since SIGTERM, requests answered
     /// after it, connections open when accepting stopped.
-    pub fn shutdown_summary(&self) -> (f64, u64, i64) {
+    pub(crate) fn shutdown_summary(&self) -> (f64, u64, i64) {
         (
             self.seconds_since_sigterm().unwrap_or(0.0),
             self.drain_requests.get(),
@@ -254,7 +254,7 @@ impl Metrics {
     }
 
     /// The exposition, with the point-in-time gauges brought up to date.
-    pub fn encode(&self, now: Snapshot) -> String {
+    pub(crate) fn encode(&self, now: Snapshot) -> String {
         self.ready.set(i64::from(now.ready));
         self.in_flight.set(now.in_flight as i64);
         self.connections.set(now.connections as i64);

@@ -13,7 +13,7 @@ pub const DEFAULT_TEMPLATE: &str = "I am: {ip}, the version is: {version}";
 
 /// A value the template can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     /// The reported pod IP.
     Ip,
     /// `VERSION`.
@@ -43,7 +43,7 @@ impl Field {
     ];
 
     /// The name written between braces.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Field::Ip => "ip",
             Field::Version => "version",
@@ -71,7 +71,7 @@ pub struct Template {
 /// Why a template was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    /// `{something}` where `something` is not a [`Field`].
+    /// `{something}` where `something` is not a template field.
     #[error("unknown field {{{0}}} (known: {{ip}} {{version}} {{hostname}} {{pod}} {{namespace}} {{node}} {{color}})")]
     UnknownField(String),
     /// A `{` without its `}`, or a lone `}`.
@@ -120,7 +120,7 @@ impl std::str::FromStr for Template {
 
 impl Template {
     /// The page for this pod, with the newline the tutorials' page ends with.
-    pub fn render(&self, pod: &PodInfo) -> String {
+    pub(crate) fn render(&self, pod: &PodInfo) -> String {
         let mut page = String::new();
         for segment in &self.segments {
             match segment {

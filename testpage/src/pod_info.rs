@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::page::Field;
 
+use hyper::header::HeaderName;
+
+/// The response header carrying `VERSION`.
+pub const X_VERSION: HeaderName = HeaderName::from_static("x-version");
+/// The response header carrying the pod name (or hostname).
+pub const X_POD: HeaderName = HeaderName::from_static("x-pod");
+/// The response header carrying the pod IP.
+pub const X_POD_IP: HeaderName = HeaderName::from_static("x-pod-ip");
+
 /// The fixed facts about this process that the page, the headers and `/info` report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodInfo {
@@ -33,12 +42,12 @@ pub struct PodInfo {
 
 impl PodInfo {
     /// The pod's name for the `X-Pod` header and `{pod}`: `POD_NAME`, else the hostname.
-    pub fn pod_name(&self) -> &str {
+    pub(crate) fn pod_name(&self) -> &str {
         self.pod.as_deref().unwrap_or(&self.hostname)
     }
 
     /// The text a template field renders to; unset optional values render empty.
-    pub fn field(&self, field: Field) -> Cow<'_, str> {
+    pub(crate) fn field(&self, field: Field) -> Cow<'_, str> {
         match field {
             Field::Ip => Cow::Owned(self.ip.to_string()),
             Field::Version => Cow::Borrowed(&self.version),
@@ -68,7 +77,7 @@ pub struct Info {
 
 /// Where the reported IP came from, for the start-up log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpSource {
+pub(crate) enum IpSource {
     /// `POD_IP` was set.
     PodIp,
     /// The named interface had an IPv4 address.
@@ -82,7 +91,7 @@ pub enum IpSource {
 }
 
 /// Finds the IP to report when `POD_IP` is not set; see the module docs for the order.
-pub fn discover_ip(interface: &str) -> (IpAddr, IpSource) {
+pub(crate) fn discover_ip(interface: &str) -> (IpAddr, IpSource) {
     let addrs = local_ip_address::list_afinet_netifas().unwrap_or_default();
     if let Some((_, ip)) = addrs
         .iter()
@@ -107,7 +116,7 @@ pub fn discover_ip(interface: &str) -> (IpAddr, IpSource) {
 
 /// The kernel's hostname, read from procfs so it works in a FROM scratch image without libc
 /// calls; falls back to `HOSTNAME` (set by Docker and the kubelet), then `localhost`.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_owned())

@@ -22,6 +22,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Where the ready file is written unless `READY_FILE` says otherwise; `probe drain` removes it
+/// from the same place.
+pub const DEFAULT_PATH: &str = "/tmp/ready";
+
 /// Why the readiness file could not be written, removed or taken over.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadyFileError {
@@ -68,14 +72,14 @@ struct Written {
 
 /// The readiness file, or nothing when `READY_FILE` is empty.
 #[derive(Debug)]
-pub struct ReadyFile {
+pub(crate) struct ReadyFile {
     path: Option<PathBuf>,
     written: Mutex<Option<Written>>,
 }
 
 impl ReadyFile {
     /// A handle on `path`; `None` disables the file (readiness then follows the state alone).
-    pub fn new(path: Option<PathBuf>) -> Self {
+    pub(crate) fn new(path: Option<PathBuf>) -> Self {
         ReadyFile {
             path,
             written: Mutex::new(None),
@@ -83,7 +87,7 @@ impl ReadyFile {
     }
 
     /// The file's path, when enabled.
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
@@ -97,7 +101,7 @@ impl ReadyFile {
     /// Removes a file left by an earlier run of a restarted container, so that the pod is not
     /// reported ready before this process has bound its port. Refuses, without touching it,
     /// anything this program did not write and the file of another running testpage.
-    pub fn remove_stale(&self) -> Result<(), ReadyFileError> {
+    pub(crate) fn remove_stale(&self) -> Result<(), ReadyFileError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -142,7 +146,7 @@ impl ReadyFile {
     /// Writes the file atomically (a new temporary file renamed over it), so that a probe never
     /// reads a half-written one. It holds the pid and the bound address. No fsync: the file only
     /// matters while this process runs, and a stale one is removed at the next start.
-    pub fn create(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
+    pub(crate) fn create(&self, addr: SocketAddr) -> Result<(), ReadyFileError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -186,7 +190,7 @@ impl ReadyFile {
     }
 
     /// Deletes the file if it is the one this process wrote. Returns whether it was there.
-    pub fn remove(&self) -> Result<bool, ReadyFileError> {
+    pub(crate) fn remove(&self) -> Result<bool, ReadyFileError> {
         let Some(path) = &self.path else {
             return Ok(false);
         };
@@ -206,7 +210,7 @@ impl ReadyFile {
 
     /// Whether the file this process wrote is still there; a disabled file always counts as
     /// present. A file that someone else put at the path does not count.
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         match &self.path {
             None => true,
             Some(path) => is_ours(path, self.lock().as_ref()),

@@ -1,33 +1,25 @@
 //! The HTTP routes. Everything a response shows is computed once in [`App::new`], so serving the
 //! page costs a clone of shared bytes, three header copies and two atomic loads for the faults.
+//!
+//! [`App::new`]: crate::app::App::new
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
+use crate::app::App;
 use crate::duration;
-use crate::faults::Faults;
-use crate::lifecycle::{EnableError, Lifecycle, State};
-use crate::metrics::{Metrics, Snapshot};
-use crate::pod_info::{Info, PodInfo};
+use crate::faults::FaultChange;
+use crate::lifecycle::{EnableError, State};
 
 /// Longest wait `/delay/{duration}` grants.
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
-
-/// The response header carrying `VERSION`.
-pub const X_VERSION: HeaderName = HeaderName::from_static("x-version");
-/// The response header carrying the pod name (or hostname).
-pub const X_POD: HeaderName = HeaderName::from_static("x-pod");
-/// The response header carrying the pod IP.
-pub const X_POD_IP: HeaderName = HeaderName::from_static("x-pod-ip");
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -35,119 +27,26 @@ const OPENMETRICS: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
 /// The response body type.
-pub type Body = Full<Bytes>;
-
-/// What every request handler shares.
-#[derive(Debug)]
-pub struct App {
-    pod: PodInfo,
-    page: Bytes,
-    identity: [(HeaderName, HeaderValue); 3],
-    started_at: String,
-    lifecycle: Lifecycle,
-    faults: Faults,
-    metrics: Metrics,
-    admin: bool,
-    /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
-    /// slow requests can never hold every connection and lock probes out.
-    slow: Semaphore,
-}
-
-/// How many requests may sleep (`/delay`, `LATENCY`) at once with `max_connections`: all but an
-/// eighth (at least one) kept for probes and other quick requests.
-pub fn slow_slots(max_connections: usize) -> usize {
-    max_connections
-        .saturating_sub((max_connections / 8).max(1))
-        .max(1)
-}
-
-impl App {
-    /// Prepares the page and headers for `pod`. `Config` has already rejected values that a
-    /// header cannot carry (control characters); UTF-8 is sent as is.
-    pub fn new(
-        pod: PodInfo,
-        page: String,
-        lifecycle: Lifecycle,
-        faults: Faults,
-        admin: bool,
-        max_connections: usize,
-    ) -> Self {
-        let header = |value: &str| {
-            HeaderValue::from_bytes(value.as_bytes())
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-        };
-        let identity = [
-            (X_VERSION, header(&pod.version)),
-            (X_POD, header(pod.pod_name())),
-            (X_POD_IP, header(&pod.ip.to_string())),
-        ];
-        let metrics = Metrics::new(&pod.version, pod.color.as_deref().unwrap_or(""));
-        App {
-            page: Bytes::from(page),
-            identity,
-            started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            pod,
-            lifecycle,
-            faults,
-            metrics,
-            admin,
-            slow: Semaphore::new(slow_slots(max_connections)),
-        }
-    }
-
-    /// The lifecycle state shared with the server.
-    pub fn lifecycle(&self) -> &Lifecycle {
-        &self.lifecycle
-    }
-
-    /// The fault knobs.
-    pub fn faults(&self) -> &Faults {
-        &self.faults
-    }
-
-    /// The metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// The pod facts this app reports.
-    pub fn pod(&self) -> &PodInfo {
-        &self.pod
-    }
-
-    /// The `/info` document as it stands now.
-    pub fn info(&self) -> Info {
-        Info {
-            pod_info: self.pod.clone(),
-            started_at: self.started_at.clone(),
-            state: self.lifecycle.state().as_str().to_owned(),
-        }
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            ready: self.lifecycle.is_ready(),
-            in_flight: self.lifecycle.in_flight(),
-            connections: self.lifecycle.connections(),
-        }
-    }
-}
+pub(crate) type Body = Full<Bytes>;
 
 /// Answers one request. Never fails: every problem is an HTTP status.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let _in_flight = app.lifecycle.track_request();
+pub(crate) async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let _in_flight = app.lifecycle().track_request();
     let started = Instant::now();
     let (route, mut response) = route(&app, &req).await;
     let draining =
-        app.lifecycle.state() != State::Serving && app.lifecycle.state() != State::Starting;
-    app.metrics.record(
+        app.lifecycle().state() != State::Serving && app.lifecycle().state() != State::Starting;
+    app.metrics().record(
         route,
         response.status().as_u16(),
         started.elapsed(),
         draining,
     );
     let headers = response.headers_mut();
-    for (name, value) in &app.identity {
+    for (name, value) in app.identity() {
         headers.insert(name.clone(), value.clone());
     }
     // While draining, ask HTTP/1 clients to reconnect, so that keep-alive connections move to
@@ -164,7 +63,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Bo
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return get(app, req, path).await;
     }
-    if req.method() == Method::POST && app.admin {
+    if req.method() == Method::POST && app.admin() {
         if let Some(answer) = admin(app, req, path) {
             return ("/admin", answer);
         }
@@ -185,14 +84,14 @@ async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Bo
 async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, Response<Body>) {
     match path {
         "/" => ("/", page(app, req).await),
-        "/healthz" | "/livez" if app.lifecycle.is_live() => {
+        "/healthz" | "/livez" if app.lifecycle().is_live() => {
             ("/healthz", text(StatusCode::OK, "ok\n"))
         }
         "/healthz" | "/livez" => (
             "/healthz",
             text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
         ),
-        "/readyz" | "/healthy.html" if app.lifecycle.is_ready() => {
+        "/readyz" | "/healthy.html" if app.lifecycle().is_ready() => {
             ("/readyz", text(StatusCode::OK, "ready\n"))
         }
         "/readyz" | "/healthy.html" => (
@@ -205,11 +104,11 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
             body(
                 StatusCode::OK,
                 OPENMETRICS,
-                app.metrics.encode(app.snapshot()).into(),
+                app.metrics().encode(app.snapshot()).into(),
             ),
         ),
         "/headers" => ("/headers", json(&headers_json(req))),
-        "/fault" if app.admin => ("/admin", json(&app.faults.settings())),
+        "/fault" if app.admin() => ("/admin", json(&app.faults().settings())),
         _ => {
             if let Some(wait) = path.strip_prefix("/delay/") {
                 ("/delay", delay(app, wait).await)
@@ -225,12 +124,12 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
 /// The page, with the configured faults: added latency, a share of errors, a crash after
 /// `FAIL_AFTER` requests.
 async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
-    let fault = app.faults.draw();
-    if !sleep_in_slot(app, fault.delay).await {
+    let fault = app.faults().draw();
+    if !app.sleep_in_slot(fault.delay).await {
         return too_many_slow();
     }
     // The request that reaches FAIL_AFTER is answered; the server then stops (see `server`).
-    app.faults.count_page_request();
+    app.faults().count_page_request();
     if let Some(code) = fault.fail_with {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return text(code, "injected error (ERROR_RATE)\n");
@@ -238,7 +137,7 @@ async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     if wants_json(req) {
         json(&app.info())
     } else {
-        body(StatusCode::OK, TEXT, app.page.clone())
+        body(StatusCode::OK, TEXT, app.page())
     }
 }
 
@@ -299,7 +198,7 @@ fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body
             format!("admin routes answer same-origin requests only ({from})\n"),
         ));
     }
-    let lifecycle = &app.lifecycle;
+    let lifecycle = app.lifecycle();
     let answer = match path {
         "/readyz/disable" => match lifecycle.withdraw_readiness() {
             Ok(()) => text(StatusCode::OK, "readiness disabled\n"),
@@ -320,11 +219,11 @@ fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body
             lifecycle.set_live(true);
             text(StatusCode::OK, "liveness enabled\n")
         }
-        "/fault" => match parse_fault(req.uri().query().unwrap_or("")) {
-            Ok((rate, latency)) => {
-                app.faults.set(rate, latency);
-                tracing::info!(?rate, latency = ?latency.map(|l| l.to_string()), "faults changed");
-                json(&app.faults.settings())
+        "/fault" => match req.uri().query().unwrap_or("").parse::<FaultChange>() {
+            Ok(change) => {
+                app.faults().set(change);
+                tracing::info!(?change, "faults changed");
+                json(&app.faults().settings())
             }
             Err(problem) => text(StatusCode::BAD_REQUEST, format!("{problem}\n")),
         },
@@ -333,46 +232,14 @@ fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body
     Some(answer)
 }
 
-type FaultChange = (Option<f64>, Option<duration::Spread>);
-
-/// `error_rate=0.2&latency=10ms..50ms`; either may be left out.
-fn parse_fault(query: &str) -> Result<FaultChange, String> {
-    let (mut rate, mut latency) = (None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "error_rate" => rate = Some(crate::config::parse_rate(value)?),
-            "latency" => latency = Some(crate::faults::parse_latency(value)?),
-            other => {
-                return Err(format!(
-                    "unknown fault setting {other:?} (error_rate, latency)"
-                ))
-            }
-        }
-    }
-    Ok((rate, latency))
-}
-
 async fn delay(app: &App, wait: &str) -> Response<Body> {
     match duration::parse(wait) {
-        Ok(wait) if sleep_in_slot(app, wait.min(MAX_DELAY)).await => {
-            body(StatusCode::OK, TEXT, app.page.clone())
+        Ok(wait) if app.sleep_in_slot(wait.min(MAX_DELAY)).await => {
+            body(StatusCode::OK, TEXT, app.page())
         }
         Ok(_) => too_many_slow(),
         Err(problem) => text(StatusCode::BAD_REQUEST, format!("bad delay: {problem}\n")),
     }
-}
-
-/// Waits `wait` in one of the slow slots; `false`, at once, when every slot is taken.
-async fn sleep_in_slot(app: &App, wait: Duration) -> bool {
-    if wait.is_zero() {
-        return true;
-    }
-    let Ok(_slot) = app.slow.try_acquire() else {
-        return false;
-    };
-    tokio::time::sleep(wait).await;
-    true
 }
 
 fn too_many_slow() -> Response<Body> {

@@ -1,64 +1,49 @@
-//! The accept loop, the connections' deadlines and the shutdown sequence.
+//! The lifecycle in order: start, serve, and the shutdown sequence, every step and every policy
+//! decision of it in `serve` and `sequence`.
 //!
-//! [`serve`] takes a bound listener and a `shutdown` future (the first signal in `main`, any
-//! future in tests), and runs the whole lifecycle: ready, serve, drain, close. Every phase of a
-//! connection has a deadline, so no client can hold a connection (and a file descriptor) by
-//! saying nothing:
+//! ```text
+//! starting ──bind, STARTUP_DELAY──▶ serving ──signal──▶ draining ──DRAIN──▶ closing ──▶ exit
+//!            ready file written               ready file gone     accept stops,
+//!                                             /readyz 503,        idle connections close,
+//!                                             still serving       in-flight requests finish
+//!                                                                 within SHUTDOWN_TIMEOUT
+//! ```
 //!
-//! | phase | limit |
-//! |---|---|
-//! | from accept to the first request (protocol sniff, HTTP/1 head, HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
-//! | after the first request, a connection with no request in flight (HTTP/1 keep-alive and each later head, HTTP/2 idle) | `IDLE_TIMEOUT` (75 s) |
-//! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
+//! The shutdown, step by step (each numbered in `sequence`):
 //!
-//! At most `MAX_CONNECTIONS` connections are open at once. At the limit, or when the process
-//! runs out of file descriptors, connections that have had no request in flight for
-//! [`SHED_AFTER`] are closed to make room (as nginx reuses idle keep-alive connections), and new
-//! connections wait in the kernel's listen backlog until a slot frees. A flood of silent
-//! connections therefore delays a real client by about a second, not by the full timeout.
+//! 1. **Signal.** The first SIGTERM or SIGINT ends serving. From then on a second one ends
+//!    the process at once ([`Outcome::Interrupted`], exit 128 + N).
+//! 2. **Readiness withdrawn.** The ready file is removed and `/readyz` answers 503, so the
+//!    kubelet takes the pod out of the endpoints.
+//! 3. **Drain decision** (`drain_time`): keep serving for `DRAIN`, counted from the moment
+//!    readiness was withdrawn, by whoever withdrew it. A preStop hook that removed the file and
+//!    already waited shortens it or skips it; a pod that was never ready has nothing to drain.
+//! 4. **Drain.** Accept and serve as usual: endpoints, kube-proxy rules and load balancers
+//!    take a moment to notice, and connections that arrive meanwhile must be answered.
+//! 5. **Stop accepting.** The listener is closed; the kernel refuses new connections.
+//! 6. **Close idle connections, finish in-flight requests**, for up to `SHUTDOWN_TIMEOUT`.
+//! 7. **Outcome**: [`Outcome::Graceful`] (exit 0), or [`Outcome::TimedOut`] with the requests
+//!    still running (exit 3).
+//!
+//! Apart from the sequence, `FAIL_AFTER` ends serving at once without a drain
+//! ([`Outcome::FailAfter`], exit 1).
 
-use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
 
-use crate::config::FailAfter;
-use crate::lifecycle::State;
-use crate::routes::{self, App};
+use crate::app::App;
+use crate::connections::Connections;
+use crate::faults::FailAfter;
+use crate::lifecycle::{State, Withdrawn};
+use crate::signals::{self, Shutdown};
 use crate::Error;
-
-/// How long a new connection may take to send its first request. Silent clients, and clients
-/// that send a head slowly, are cut off after this.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// At the connection limit, connections idle for at least this long are closed to make room.
-pub const SHED_AFTER: Duration = Duration::from_secs(1);
-
-/// Once shutdown has begun, how long a connection with no request in flight has to take its
-/// GOAWAY or its close before it is dropped.
-pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
-
-/// The largest request head accepted; larger ones get `431` (HTTP/1) or a stream reset (HTTP/2).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-
-/// The most header lines in an HTTP/1 request (hyper's default); more get `431`.
-pub const MAX_HEADERS: usize = 100;
-
-/// At most one "accept failed" or "connection limit reached" line per this period.
-const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// When the pod turns ready after binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Startup {
+pub(crate) enum Startup {
     /// After this long (`STARTUP_DELAY`, zero by default).
     After(std::time::Duration),
     /// Never (`HANG_ON_START`): serves, but `/readyz` stays 503.
@@ -67,7 +52,7 @@ pub enum Startup {
 
 /// Timings and limits of the start-up, serving and shutdown sequences.
 #[derive(Debug, Clone, Copy)]
-pub struct ShutdownTimings {
+pub(crate) struct ShutdownTimings {
     /// When to write the ready file.
     pub startup: Startup,
     /// How long to keep serving after the signal.
@@ -92,22 +77,29 @@ pub enum Outcome {
     },
     /// `FAIL_AFTER` struck: serving stopped at once, without a drain.
     FailAfter(FailAfter),
+    /// A second signal (its number) ended the drain or the close at once; requests still in
+    /// flight were cut.
+    Interrupted(i32),
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains and closes; or stops at
+/// Serves `app` on `listener` until `shutdown` asks to stop, then drains and closes; or stops at
 /// once when `FAIL_AFTER` strikes.
 ///
 /// The ready file is written only here, after the listener is bound, so a pod is never reported
 /// ready before it can accept a connection.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     timings: ShutdownTimings,
-    shutdown: impl Future<Output = ()>,
+    mut shutdown: Shutdown,
 ) -> Result<Outcome, Error> {
-    let conns = Connections::new(Arc::clone(&app), timings);
+    let conns = Connections::new(
+        Arc::clone(&app),
+        timings.max_connections,
+        timings.idle_timeout,
+    );
     let outcome = tokio::select! {
-        outcome = sequence(listener, &conns, timings, shutdown) => outcome,
+        outcome = sequence(listener, &app, &conns, timings, &mut shutdown) => outcome,
         failure = app.faults().failure() => {
             // A crash, but the library leaves no ready file claiming a pod that is gone.
             app.lifecycle().set_state(State::Closing);
@@ -116,25 +108,24 @@ pub async fn serve(
         }
     };
     // Whatever ended serving, no connection outlives it.
-    conns.orders.send_modify(|o| o.cut = true);
+    conns.cut();
     conns.all_closed().await;
     outcome
 }
 
-/// The lifecycle proper: ready, serve, drain, close.
+/// Start, serve, then the shutdown in seven steps.
 async fn sequence(
     listener: TcpListener,
+    app: &App,
     conns: &Connections,
     timings: ShutdownTimings,
-    shutdown: impl Future<Output = ()>,
+    shutdown: &mut Shutdown,
 ) -> Result<Outcome, Error> {
     let local_addr = listener.local_addr().map_err(|source| Error::Bind {
         listen: "the listener".into(),
         source,
     })?;
-    let app = &conns.app;
     let lifecycle = app.lifecycle();
-    tokio::pin!(shutdown);
 
     // Serve until the first signal, turning ready once the start-up delay is over. A slow
     // start (STARTUP_DELAY) or a hang (HANG_ON_START) still answers liveness probes.
@@ -147,7 +138,7 @@ async fn sequence(
         };
         tokio::select! {
             biased;
-            () = &mut shutdown => return Ok(()),
+            signal = shutdown.first() => return Ok(signal),
             () = startup => {}
         }
         lifecycle.become_ready(local_addr)?;
@@ -166,400 +157,83 @@ async fn sequence(
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok::<(), Error>(()),
+                signal = shutdown.first() => return Ok::<_, Error>(signal),
                 _ = look.tick() => lifecycle.observe_ready_file(),
             }
         }
     };
-    conns.accept_until(&listener, serving).await?;
+
+    // 1. Signal. From here on, a second one ends the process at once: an operator pressing
+    //    Ctrl-C twice, or a kubelet out of patience, must not wait for the drain.
+    let signal = conns.accept_until(&listener, serving).await?;
+    let signal_name = signal.map_or("shutdown", signals::name);
+    tracing::info!(signal = signal_name, "signal");
     app.metrics().sigterm();
+    let stopping = async {
+        // 2. Readiness withdrawn.
+        let withdrawn = lifecycle.begin_draining();
+        // 3. Drain decision.
+        let drain = drain_time(withdrawn, timings.drain);
+        tracing::info!(
+            drain = %crate::duration::format(drain),
+            withdrawn_ago = %crate::duration::format(withdrawn.ago),
+            never_ready = !withdrawn.routed,
+            skipped = drain.is_zero(),
+            "draining"
+        );
+        // 4. Drain.
+        conns
+            .accept_until(&listener, tokio::time::sleep(drain))
+            .await;
 
-    // Drain: readiness is withdrawn at once, but endpoints, kube-proxy rules and load balancers
-    // take a moment to notice. Until they do, new connections still arrive here and must be
-    // answered, or they fail (the race the zero-downtime tutorial measures).
-    let drain = lifecycle.begin_draining(timings.drain);
-    conns
-        .accept_until(&listener, tokio::time::sleep(drain))
-        .await;
+        // 5. Stop accepting.
+        drop(listener);
+        lifecycle.set_state(State::Closing);
+        app.metrics().closing(lifecycle.connections());
+        tracing::info!(
+            in_flight = lifecycle.in_flight(),
+            connections = lifecycle.connections(),
+            "closing"
+        );
 
-    // Close: stop accepting (the kernel refuses new connections once the socket is closed), tell
-    // every connection to finish (idle ones close now, HTTP/2 gets GOAWAY, silent ones are
-    // dropped after CLOSE_LINGER), and wait for the requests still running, up to the timeout.
-    drop(listener);
-    lifecycle.set_state(State::Closing);
-    app.metrics().closing(lifecycle.connections());
-    tracing::info!(
-        in_flight = lifecycle.in_flight(),
-        connections = lifecycle.connections(),
-        "closing"
-    );
-    conns.orders.send_modify(|o| o.closing = true);
-    tokio::select! {
-        () = conns.all_closed() => Ok(Outcome::Graceful),
-        () = tokio::time::sleep(timings.shutdown_timeout) => {
-            // Only requests count: a connection with none in flight has nothing to lose.
-            match lifecycle.in_flight() {
-                0 => Ok(Outcome::Graceful),
-                in_flight => Ok(Outcome::TimedOut { in_flight }),
-            }
-        }
-    }
-}
-
-/// Everything a new connection needs, and the signals that end connections.
-struct Connections {
-    builder: auto::Builder<TokioExecutor>,
-    app: Arc<App>,
-    /// Open connections at most: each holds a permit until it closes, so all permits back
-    /// means every connection is closed.
-    limit: Arc<Semaphore>,
-    max_connections: u32,
-    /// What every connection is told: one channel, so that a connection woken by its traffic
-    /// looks at one shared value, not at several.
-    orders: watch::Sender<Orders>,
-    idle_timeout: Duration,
-    /// Throttles the accept loop's warnings.
-    log: Mutex<Throttle>,
-}
-
-impl Connections {
-    fn new(app: Arc<App>, timings: ShutdownTimings) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // After the first request, hyper's head timer is the keep-alive limit: it must outlast
-            // the idle timeout of the proxies in front (ingress-nginx and AWS load balancers keep
-            // upstream connections 60 s), or they reuse a connection as it closes and answer 502.
-            .header_read_timeout(timings.idle_timeout)
-            .max_buf_size(MAX_HEADER_BYTES);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
-        app.metrics().max_connections(timings.max_connections);
-        Connections {
-            builder,
-            app,
-            limit: Arc::new(Semaphore::new(timings.max_connections)),
-            max_connections: u32::try_from(timings.max_connections).unwrap_or(u32::MAX),
-            orders: watch::Sender::new(Orders::default()),
-            idle_timeout: timings.idle_timeout,
-            log: Mutex::new(Throttle::default()),
-        }
-    }
-
-    /// Completes once every connection has closed (and, past accepting, no new one can open).
-    async fn all_closed(&self) {
-        // Only an error if the semaphore were closed, which it never is.
-        let _ = self.limit.acquire_many(self.max_connections).await;
-    }
-
-    /// Accepts and serves connections until `until` completes, and returns its output.
-    async fn accept_until<T>(&self, listener: &TcpListener, until: impl Future<Output = T>) -> T {
-        tokio::pin!(until);
-        // Counts each time the limit is reached, not each look while it holds.
-        let mut at_limit = false;
-        loop {
-            // A free slot first: at the limit, new connections wait in the listen backlog
-            // instead of taking file descriptors and memory.
-            let permit = match Arc::clone(&self.limit).try_acquire_owned() {
-                Ok(permit) => {
-                    at_limit = false;
-                    permit
-                }
-                Err(_) => {
-                    if !std::mem::replace(&mut at_limit, true) {
-                        self.app.metrics().limit_reached();
-                    }
-                    self.warn("connection limit reached; closing idle connections", None);
-                    self.orders.send_modify(|o| o.shed += 1);
-                    tokio::select! {
-                        biased;
-                        done = &mut until => return done,
-                        permit = Arc::clone(&self.limit).acquire_owned() => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => continue,
-                        },
-                        // Connections too fresh to shed may be idle by now.
-                        () = tokio::time::sleep(SHED_AFTER / 4) => continue,
-                    }
-                }
-            };
-            tokio::select! {
-                biased;
-                done = &mut until => return done,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.serve_connection(stream, peer, permit),
-                    Err(error) => self.accept_error(error).await,
-                },
-            }
-        }
-    }
-
-    fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
-        // Small responses must not wait for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let service = {
-            let app = Arc::clone(&self.app);
-            let activity = Arc::clone(&activity);
-            service_fn(move |req| {
-                let app = Arc::clone(&app);
-                let request = activity.begin();
-                async move {
-                    let response = routes::handle(app, req).await;
-                    drop(request);
-                    response
-                }
-            })
-        };
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let app = Arc::clone(&self.app);
-        let signals = Signals {
-            orders: self.orders.subscribe(),
-            idle_timeout: self.idle_timeout,
-        };
-        app.lifecycle().connection_opened();
-        tokio::spawn(async move {
-            let (result, end) = drive(conn, &activity, signals).await;
-            match end {
-                End::Finished => {}
-                End::TimedOut => app.metrics().timed_out(),
-                End::Cut => tracing::debug!(%peer, "connection cut at shutdown"),
-            }
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-            app.lifecycle().connection_closed();
-            drop(permit);
-        });
-    }
-
-    /// Accept fails on a full file-descriptor table or a connection reset before accept;
-    /// neither is a reason to stop serving. Pause briefly on resource exhaustion so the loop
-    /// does not spin, and log at most one line per [`LOG_EVERY`].
-    async fn accept_error(&self, error: io::Error) {
-        self.app.metrics().accept_error();
-        self.warn("accept failed", Some(&error));
-        // Out of file descriptors: make room the same way as at the connection limit.
-        self.orders.send_modify(|o| o.shed += 1);
-        if !matches!(
-            error.kind(),
-            io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-        ) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn warn(&self, message: &'static str, error: Option<&io::Error>) {
-        let mut throttle = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(suppressed) = throttle.allow(message) {
-            match error {
-                Some(error) => tracing::warn!(%error, suppressed, "{message}"),
-                None => tracing::warn!(suppressed, "{message}"),
-            }
-        }
-    }
-}
-
-/// Lets a repeated warning through at most once per [`LOG_EVERY`], counting the rest.
-#[derive(Debug, Default)]
-struct Throttle {
-    last: Option<(&'static str, Instant)>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    /// `Some(lines suppressed since the last one)` when this line may be logged.
-    fn allow(&mut self, message: &'static str) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some((last, at)) if last == message && now.duration_since(at) < LOG_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some((message, now));
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-/// What one connection is doing, as its requests start and end.
-#[derive(Debug)]
-struct Activity {
-    opened: Instant,
-    /// Requests being answered on this connection.
-    in_flight: AtomicUsize,
-    /// A request has been answered.
-    served: AtomicBool,
-    /// Milliseconds from `opened` to the end of the last request (read only while none is in
-    /// flight, so the start of a request need not be noted).
-    last_ms: AtomicU64,
-}
-
-/// Ends one request on a connection.
-struct RequestGuard(Arc<Activity>);
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        RequestGuard(Arc::clone(self))
-    }
-
-    /// When this connection is due to be closed for saying nothing; `None` while a request
-    /// is in flight (requests have their own bounds: `/delay` and `LATENCY` stop at 60 s).
-    fn deadline(&self, shutting_down: bool, idle_timeout: Duration) -> Option<Instant> {
-        let limit = if shutting_down {
-            CLOSE_LINGER
-        } else if self.served.load(Ordering::Relaxed) {
-            idle_timeout
-        } else {
-            HEADER_READ_TIMEOUT
-        };
-        self.idle_since().map(|since| since + limit)
-    }
-
-    /// Since when no request has been in flight; `None` while one is.
-    fn idle_since(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.served.store(true, Ordering::Relaxed);
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// How a connection ended.
-enum End {
-    /// The client or the protocol closed it.
-    Finished,
-    /// It said nothing for too long, or was idle when room was needed.
-    TimedOut,
-    /// Serving ended while it was still open.
-    Cut,
-}
-
-/// What the server tells every connection.
-#[derive(Debug, Clone, Copy, Default)]
-struct Orders {
-    /// Accepting has stopped: finish what is in flight, then close.
-    closing: bool,
-    /// Serving is over: close now.
-    cut: bool,
-    /// Bumped each time there is no room for a new connection: idle connections close.
-    shed: u64,
-}
-
-/// What tells a connection to close.
-struct Signals {
-    orders: watch::Receiver<Orders>,
-    idle_timeout: Duration,
-}
-
-/// Runs one connection to its end, closing it when it has no request in flight for longer
-/// than its phase allows, when room is needed, and at shutdown.
-async fn drive<C: GracefulConnection>(
-    conn: C,
-    activity: &Activity,
-    mut signals: Signals,
-) -> (Result<(), C::Error>, End) {
-    tokio::pin!(conn);
-    let mut seen_shed = signals.orders.borrow().shed;
-    let mut end = End::Finished;
-    let mut shutting_down = false;
-    // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
-    // requests reset the count without touching the timer.
-    let check = HEADER_READ_TIMEOUT.min(signals.idle_timeout);
-    let timer = tokio::time::sleep(check);
-    tokio::pin!(timer);
-    // Asks the connection to finish (HTTP/1 closes once the response in flight is written,
-    // HTTP/2 sends GOAWAY) and gives it CLOSE_LINGER once idle before the socket is dropped.
-    macro_rules! close {
-        () => {{
-            conn.as_mut().graceful_shutdown();
-            shutting_down = true;
-            activity.touch();
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + CLOSE_LINGER);
-        }};
-    }
-    loop {
+        // 6. Close idle connections, finish in-flight requests, up to the timeout.
+        conns.close();
         tokio::select! {
-            biased;
-            result = conn.as_mut() => return (result, end),
-            changed = signals.orders.changed() => {
-                let Ok(()) = changed else {
-                    // The server is gone: so is this connection.
-                    return (Ok(()), End::Cut);
-                };
-                let orders = *signals.orders.borrow_and_update();
-                if orders.cut {
-                    return (Ok(()), End::Cut);
-                }
-                let shed = std::mem::replace(&mut seen_shed, orders.shed) != orders.shed
-                    && activity.idle_since().is_some_and(|since| since.elapsed() >= SHED_AFTER);
-                if shed && !shutting_down {
-                    end = End::TimedOut;
-                    close!();
-                } else if orders.closing && !shutting_down {
-                    close!();
-                }
-            }
-            () = &mut timer => {
-                let now = Instant::now();
-                match activity.deadline(shutting_down, signals.idle_timeout) {
-                    // The peer ignored the close: drop the socket.
-                    Some(due) if due <= now && shutting_down => {
-                        let end = if matches!(end, End::TimedOut) { end } else { End::Cut };
-                        return (Ok(()), end);
-                    }
-                    Some(due) if due <= now => {
-                        end = End::TimedOut;
-                        close!();
-                    }
-                    Some(due) => timer.as_mut().reset(due.into()),
-                    // A request in flight: look again later (its end restarts the count).
-                    None => {
-                        let again = if shutting_down { CLOSE_LINGER } else { check };
-                        timer.as_mut().reset((now + again).into());
-                    }
+            () = conns.all_closed() => Outcome::Graceful,
+            () = tokio::time::sleep(timings.shutdown_timeout) => {
+                // Only requests count: a connection with none in flight has nothing to lose.
+                match lifecycle.in_flight() {
+                    0 => Outcome::Graceful,
+                    in_flight => Outcome::TimedOut { in_flight },
                 }
             }
         }
+    };
+    // 7. Outcome.
+    tokio::select! {
+        outcome = stopping => Ok(outcome),
+        second = shutdown.second() => {
+            tracing::warn!(signal = signals::name(second), "second signal; stopping now");
+            Ok(Outcome::Interrupted(second))
+        }
+    }
+}
+
+/// Step 3, the drain decision: how long to keep serving after the signal. `DRAIN` is counted
+/// from the moment readiness was withdrawn, whoever withdrew it; a pod that was never ready, or
+/// whose readiness was withdrawn more than `DRAIN` ago (a preStop hook that already waited),
+/// stops at once: no endpoint routes to it any more.
+pub(crate) fn drain_time(withdrawn: Withdrawn, drain: Duration) -> Duration {
+    if withdrawn.routed {
+        drain.saturating_sub(withdrawn.ago)
+    } else {
+        Duration::ZERO
     }
 }
 
 /// Binds `addr`, or for [`crate::config::Listen::AllAddresses`] the IPv6 wildcard (which also
 /// accepts IPv4 on Linux), falling back to `0.0.0.0` where the host has no IPv6.
-pub async fn bind(listen: &crate::config::Listen) -> io::Result<TcpListener> {
+pub(crate) async fn bind(listen: &crate::config::Listen) -> io::Result<TcpListener> {
     use crate::config::Listen;
     use std::net::{Ipv4Addr, Ipv6Addr};
     match *listen {

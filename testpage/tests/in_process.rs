@@ -7,8 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
-use testpage::config::{Args, Config, FailAfter};
+use testpage::config::{Args, Config};
+use testpage::faults::FailAfter;
 use testpage::server::Outcome;
+use testpage::signals::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(ready_file: &Path, extra: &[&str]) -> Config {
@@ -20,7 +22,7 @@ fn config(ready_file: &Path, extra: &[&str]) -> Config {
         ready_file.to_str().unwrap(),
     ];
     argv.extend_from_slice(extra);
-    Config::try_from(Args::try_parse_from(argv).unwrap()).unwrap()
+    Config::from(Args::try_parse_from(argv).unwrap())
 }
 
 async fn wait_ready(ready_file: &Path) -> SocketAddr {
@@ -47,9 +49,12 @@ async fn shutdown_waits_for_the_request_in_flight() {
     let ready_file = dir.path().join("ready");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let cfg = config(&ready_file, &["--drain", "0", "--shutdown-timeout", "10s"]);
-    let server = tokio::spawn(testpage::run(cfg, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(testpage::run(
+        cfg,
+        Shutdown::when(async {
+            let _ = stopped.await;
+        }),
+    ));
     let addr = wait_ready(&ready_file).await;
 
     // A request that is still running when shutdown begins.
@@ -94,7 +99,7 @@ async fn fail_after_ends_run_with_an_outcome_not_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let ready_file = dir.path().join("ready");
     let cfg = config(&ready_file, &["--fail-after", "2"]);
-    let server = tokio::spawn(testpage::run(cfg, std::future::pending()));
+    let server = tokio::spawn(testpage::run(cfg, Shutdown::when(std::future::pending())));
     let addr = wait_ready(&ready_file).await;
     assert_eq!(get(addr, "/").await, 200);
     assert_eq!(

@@ -51,7 +51,7 @@ fn slow_client_is_cut_off_and_does_not_block_others() {
         assert_eq!(server.get("/").status, 200);
     }
     // The slow client never finishes its headers: the header-read timeout closes it.
-    let limit = testpage::server::HEADER_READ_TIMEOUT + Duration::from_secs(5);
+    let limit = testpage::connections::HEADER_READ_TIMEOUT + Duration::from_secs(5);
     slow.set_read_timeout(limit);
     match slow.read_response(false) {
         Ok(r) => assert_eq!(r.status, 408),
@@ -166,7 +166,7 @@ fn silent_connections_are_closed_within_the_header_timeout() {
     // Nothing at all (the protocol sniff), half an HTTP/1 head, and an HTTP/2 preface with no
     // request: each is closed once HEADER_READ_TIMEOUT has passed, never held open.
     let server = Server::start(&[("VERSION", "1")]);
-    let limit = testpage::server::HEADER_READ_TIMEOUT + Duration::from_secs(4);
+    let limit = testpage::connections::HEADER_READ_TIMEOUT + Duration::from_secs(4);
     let addr = server.addr;
     let silent = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -312,12 +312,14 @@ fn a_hundred_header_lines_are_accepted_and_more_get_431() {
         raw + "\r\n"
     };
     assert_eq!(
-        server.request(&head(testpage::server::MAX_HEADERS)).status,
+        server
+            .request(&head(testpage::connections::MAX_HEADERS))
+            .status,
         200
     );
     assert_eq!(
         server
-            .request(&head(testpage::server::MAX_HEADERS + 1))
+            .request(&head(testpage::connections::MAX_HEADERS + 1))
             .status,
         431
     );
@@ -369,7 +371,7 @@ fn keep_alive_lasts_idle_timeout_not_the_head_timeout() {
     let server = Server::start(&[("VERSION", "1"), ("IDLE_TIMEOUT", "30s")]);
     let mut conn = Conn::open(server.addr);
     assert_eq!(conn.get("/").unwrap().status, 200);
-    let wait = testpage::server::HEADER_READ_TIMEOUT + Duration::from_secs(1);
+    let wait = testpage::connections::HEADER_READ_TIMEOUT + Duration::from_secs(1);
     assert!(!conn.closed_within(wait), "closed within {wait:?}");
     conn.set_read_timeout(Duration::from_secs(5));
     assert_eq!(conn.get("/").unwrap().status, 200);

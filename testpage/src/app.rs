@@ -1,0 +1,132 @@
+//! What every request handler and the server share: the pod's identity and page, the lifecycle,
+//! the faults, the metrics, and the slots for requests that wait.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+
+use crate::faults::Faults;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{Metrics, Snapshot};
+use crate::pod_info::{Info, PodInfo, X_POD, X_POD_IP, X_VERSION};
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct App {
+    pod: PodInfo,
+    page: Bytes,
+    identity: [(HeaderName, HeaderValue); 3],
+    started_at: String,
+    lifecycle: Lifecycle,
+    faults: Faults,
+    metrics: Metrics,
+    admin: bool,
+    /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
+    /// slow requests can never hold every connection and lock probes out.
+    slow: Semaphore,
+}
+
+/// How many requests may sleep (`/delay`, `LATENCY`) at once with `max_connections`: all but an
+/// eighth (at least one) kept for probes and other quick requests.
+pub(crate) fn slow_slots(max_connections: usize) -> usize {
+    max_connections
+        .saturating_sub((max_connections / 8).max(1))
+        .max(1)
+}
+
+impl App {
+    /// Prepares the page and headers for `pod`. `Config` has already rejected values that a
+    /// header cannot carry (control characters); UTF-8 is sent as is.
+    pub(crate) fn new(
+        pod: PodInfo,
+        page: String,
+        lifecycle: Lifecycle,
+        faults: Faults,
+        admin: bool,
+        max_connections: usize,
+    ) -> Self {
+        let header = |value: &str| {
+            HeaderValue::from_bytes(value.as_bytes())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        };
+        let identity = [
+            (X_VERSION, header(&pod.version)),
+            (X_POD, header(pod.pod_name())),
+            (X_POD_IP, header(&pod.ip.to_string())),
+        ];
+        let metrics = Metrics::new(&pod.version, pod.color.as_deref().unwrap_or(""));
+        App {
+            page: Bytes::from(page),
+            identity,
+            started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            pod,
+            lifecycle,
+            faults,
+            metrics,
+            admin,
+            slow: Semaphore::new(slow_slots(max_connections)),
+        }
+    }
+
+    /// The lifecycle state shared with the server.
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// The fault knobs.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The rendered page.
+    pub(crate) fn page(&self) -> Bytes {
+        self.page.clone()
+    }
+
+    /// `X-Version`, `X-Pod` and `X-Pod-IP`, sent with every answer.
+    pub(crate) fn identity(&self) -> &[(HeaderName, HeaderValue); 3] {
+        &self.identity
+    }
+
+    /// Whether the admin routes are on (`ADMIN`).
+    pub(crate) fn admin(&self) -> bool {
+        self.admin
+    }
+
+    /// The `/info` document as it stands now.
+    pub(crate) fn info(&self) -> Info {
+        Info {
+            pod_info: self.pod.clone(),
+            started_at: self.started_at.clone(),
+            state: self.lifecycle.state().as_str().to_owned(),
+        }
+    }
+
+    /// The gauges `/metrics` reports besides the counters.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            ready: self.lifecycle.is_ready(),
+            in_flight: self.lifecycle.in_flight(),
+            connections: self.lifecycle.connections(),
+        }
+    }
+
+    /// Waits `wait` in one of the slow slots; `false`, at once, when every slot is taken.
+    pub(crate) async fn sleep_in_slot(&self, wait: Duration) -> bool {
+        if wait.is_zero() {
+            return true;
+        }
+        let Ok(_slot) = self.slow.try_acquire() else {
+            return false;
+        };
+        tokio::time::sleep(wait).await;
+        true
+    }
+}

@@ -1,0 +1,426 @@
+//! Connections: the accept loop, the connection cap and every connection's deadlines.
+//!
+//! Every phase of a connection has a deadline, so no client can hold a connection (and a file
+//! descriptor) by saying nothing:
+//!
+//! | phase | limit |
+//! |---|---|
+//! | from accept to the first request (protocol sniff, HTTP/1 head, HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
+//! | after the first request, a connection with no request in flight (HTTP/1 keep-alive and each later head, HTTP/2 idle) | `IDLE_TIMEOUT` (75 s) |
+//! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
+//!
+//! At most `MAX_CONNECTIONS` connections are open at once. At the limit, or when the process
+//! runs out of file descriptors, connections that have had no request in flight for
+//! [`SHED_AFTER`] are closed to make room (as nginx reuses idle keep-alive connections), and new
+//! connections wait in the kernel's listen backlog until a slot frees. A flood of silent
+//! connections therefore delays a real client by about a second, not by the full timeout.
+//!
+//! `Connections` is what [`crate::server`] drives: `Connections::accept_until` serves until
+//! a future completes (it runs once while serving and once while draining), then
+//! `Connections::close` and `Connections::cut` end them.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::app::App;
+use crate::routes;
+
+/// How long a new connection may take to send its first request. Silent clients, and clients
+/// that send a head slowly, are cut off after this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At the connection limit, connections idle for at least this long are closed to make room.
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
+
+/// Once shutdown has begun, how long a connection with no request in flight has to take its
+/// GOAWAY or its close before it is dropped.
+pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// The largest request head accepted; larger ones get `431` (HTTP/1) or a stream reset (HTTP/2).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The most header lines in an HTTP/1 request (hyper's default); more get `431`.
+pub const MAX_HEADERS: usize = 100;
+
+/// At most one "accept failed" or "connection limit reached" line per this period.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything a new connection needs, and the signals that end connections.
+pub(crate) struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    app: Arc<App>,
+    /// Open connections at most: each holds a permit until it closes, so all permits back
+    /// means every connection is closed.
+    limit: Arc<Semaphore>,
+    max_connections: u32,
+    /// What every connection is rules: one channel, so that a connection woken by its traffic
+    /// looks at one shared value, not at several.
+    orders: watch::Sender<Orders>,
+    idle_timeout: Duration,
+    /// Throttles the accept loop's warnings.
+    log: Mutex<Throttle>,
+}
+
+impl Connections {
+    /// Ready to accept for `app`, at most `max_connections` at once, each closed after
+    /// `idle_timeout` without a request once it has sent one.
+    pub(crate) fn new(app: Arc<App>, max_connections: usize, idle_timeout: Duration) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // After the first request, hyper's head timer is the keep-alive limit: it must outlast
+            // the idle timeout of the proxies in front (ingress-nginx and AWS load balancers keep
+            // upstream connections 60 s), or they reuse a connection as it closes and answer 502.
+            .header_read_timeout(idle_timeout)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        app.metrics().max_connections(max_connections);
+        Connections {
+            builder,
+            app,
+            limit: Arc::new(Semaphore::new(max_connections)),
+            max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
+            orders: watch::Sender::new(Orders::default()),
+            idle_timeout,
+            log: Mutex::new(Throttle::default()),
+        }
+    }
+
+    /// Tells every connection to finish: idle ones close now, HTTP/1 ones close after the
+    /// response in flight, HTTP/2 ones get GOAWAY, and silent ones are dropped after
+    /// [`CLOSE_LINGER`]. Call once accepting has stopped.
+    pub(crate) fn close(&self) {
+        self.orders.send_modify(|o| o.closing = true);
+    }
+
+    /// Ends every connection now, requests in flight included.
+    pub(crate) fn cut(&self) {
+        self.orders.send_modify(|o| o.cut = true);
+    }
+
+    /// Completes once every connection has closed (and, past accepting, no new one can open).
+    pub(crate) async fn all_closed(&self) {
+        // Only an error if the semaphore were closed, which it never is.
+        let _ = self.limit.acquire_many(self.max_connections).await;
+    }
+
+    /// Accepts and serves connections until `until` completes, and returns its output.
+    pub(crate) async fn accept_until<T>(
+        &self,
+        listener: &TcpListener,
+        until: impl Future<Output = T>,
+    ) -> T {
+        tokio::pin!(until);
+        // Counts each time the limit is reached, not each look while it holds.
+        let mut at_limit = false;
+        loop {
+            // A free slot first: at the limit, new connections wait in the listen backlog
+            // instead of taking file descriptors and memory.
+            let permit = match Arc::clone(&self.limit).try_acquire_owned() {
+                Ok(permit) => {
+                    at_limit = false;
+                    permit
+                }
+                Err(_) => {
+                    if !std::mem::replace(&mut at_limit, true) {
+                        self.app.metrics().limit_reached();
+                    }
+                    self.warn("connection limit reached; closing idle connections", None);
+                    self.orders.send_modify(|o| o.shed += 1);
+                    tokio::select! {
+                        biased;
+                        done = &mut until => return done,
+                        permit = Arc::clone(&self.limit).acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => continue,
+                        },
+                        // Connections too fresh to shed may be idle by now.
+                        () = tokio::time::sleep(SHED_AFTER / 4) => continue,
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                done = &mut until => return done,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.serve_connection(stream, peer, permit),
+                    Err(error) => self.accept_error(error).await,
+                },
+            }
+        }
+    }
+
+    fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        // Small responses must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let app = Arc::clone(&self.app);
+            let activity = Arc::clone(&activity);
+            service_fn(move |req| {
+                let app = Arc::clone(&app);
+                let request = activity.begin();
+                async move {
+                    let response = routes::handle(app, req).await;
+                    drop(request);
+                    response
+                }
+            })
+        };
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let app = Arc::clone(&self.app);
+        let rules = Rules {
+            orders: self.orders.subscribe(),
+            idle_timeout: self.idle_timeout,
+        };
+        app.lifecycle().connection_opened();
+        tokio::spawn(async move {
+            let (result, end) = drive(conn, &activity, rules).await;
+            match end {
+                End::Finished => {}
+                End::TimedOut => app.metrics().timed_out(),
+                End::Cut => tracing::debug!(%peer, "connection cut at shutdown"),
+            }
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            app.lifecycle().connection_closed();
+            drop(permit);
+        });
+    }
+
+    /// Accept fails on a full file-descriptor table or a connection reset before accept;
+    /// neither is a reason to stop serving. Pause briefly on resource exhaustion so the loop
+    /// does not spin, and log at most one line per [`LOG_EVERY`].
+    async fn accept_error(&self, error: io::Error) {
+        self.app.metrics().accept_error();
+        self.warn("accept failed", Some(&error));
+        // Out of file descriptors: make room the same way as at the connection limit.
+        self.orders.send_modify(|o| o.shed += 1);
+        if !matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+        ) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn warn(&self, message: &'static str, error: Option<&io::Error>) {
+        let mut throttle = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(suppressed) = throttle.allow(message) {
+            match error {
+                Some(error) => tracing::warn!(%error, suppressed, "{message}"),
+                None => tracing::warn!(suppressed, "{message}"),
+            }
+        }
+    }
+}
+
+/// Lets a repeated warning through at most once per [`LOG_EVERY`], counting the rest.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<(&'static str, Instant)>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(lines suppressed since the last one)` when this line may be logged.
+    fn allow(&mut self, message: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some((last, at)) if last == message && now.duration_since(at) < LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some((message, now));
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What one connection is doing, as its requests start and end.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Requests being answered on this connection.
+    in_flight: AtomicUsize,
+    /// A request has been answered.
+    served: AtomicBool,
+    /// Milliseconds from `opened` to the end of the last request (read only while none is in
+    /// flight, so the start of a request need not be noted).
+    last_ms: AtomicU64,
+}
+
+/// Ends one request on a connection.
+struct RequestGuard(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// When this connection is due to be closed for saying nothing; `None` while a request
+    /// is in flight (requests have their own bounds: `/delay` and `LATENCY` stop at 60 s).
+    fn deadline(&self, shutting_down: bool, idle_timeout: Duration) -> Option<Instant> {
+        let limit = if shutting_down {
+            CLOSE_LINGER
+        } else if self.served.load(Ordering::Relaxed) {
+            idle_timeout
+        } else {
+            HEADER_READ_TIMEOUT
+        };
+        self.idle_since().map(|since| since + limit)
+    }
+
+    /// Since when no request has been in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.served.store(true, Ordering::Relaxed);
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How a connection ended.
+enum End {
+    /// The client or the protocol closed it.
+    Finished,
+    /// It said nothing for too long, or was idle when room was needed.
+    TimedOut,
+    /// Serving ended while it was still open.
+    Cut,
+}
+
+/// What the server tells every connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Orders {
+    /// Accepting has stopped: finish what is in flight, then close.
+    closing: bool,
+    /// Serving is over: close now.
+    cut: bool,
+    /// Bumped each time there is no room for a new connection: idle connections close.
+    shed: u64,
+}
+
+/// What tells a connection to close.
+struct Rules {
+    orders: watch::Receiver<Orders>,
+    idle_timeout: Duration,
+}
+
+/// Runs one connection to its end, closing it when it has no request in flight for longer
+/// than its phase allows, when room is needed, and at shutdown.
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    activity: &Activity,
+    mut rules: Rules,
+) -> (Result<(), C::Error>, End) {
+    tokio::pin!(conn);
+    let mut seen_shed = rules.orders.borrow().shed;
+    let mut end = End::Finished;
+    let mut shutting_down = false;
+    // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
+    // requests reset the count without touching the timer.
+    let check = HEADER_READ_TIMEOUT.min(rules.idle_timeout);
+    let timer = tokio::time::sleep(check);
+    tokio::pin!(timer);
+    // Asks the connection to finish (HTTP/1 closes once the response in flight is written,
+    // HTTP/2 sends GOAWAY) and gives it CLOSE_LINGER once idle before the socket is dropped.
+    macro_rules! close {
+        () => {{
+            conn.as_mut().graceful_shutdown();
+            shutting_down = true;
+            activity.touch();
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + CLOSE_LINGER);
+        }};
+    }
+    loop {
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => return (result, end),
+            changed = rules.orders.changed() => {
+                let Ok(()) = changed else {
+                    // The server is gone: so is this connection.
+                    return (Ok(()), End::Cut);
+                };
+                let orders = *rules.orders.borrow_and_update();
+                if orders.cut {
+                    return (Ok(()), End::Cut);
+                }
+                let shed = std::mem::replace(&mut seen_shed, orders.shed) != orders.shed
+                    && activity.idle_since().is_some_and(|since| since.elapsed() >= SHED_AFTER);
+                if shed && !shutting_down {
+                    end = End::TimedOut;
+                    close!();
+                } else if orders.closing && !shutting_down {
+                    close!();
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                match activity.deadline(shutting_down, rules.idle_timeout) {
+                    // The peer ignored the close: drop the socket.
+                    Some(due) if due <= now && shutting_down => {
+                        let end = if matches!(end, End::TimedOut) { end } else { End::Cut };
+                        return (Ok(()), end);
+                    }
+                    Some(due) if due <= now => {
+                        end = End::TimedOut;
+                        close!();
+                    }
+                    Some(due) => timer.as_mut().reset(due.into()),
+                    // A request in flight: look again later (its end restarts the count).
+                    None => {
+                        let again = if shutting_down { CLOSE_LINGER } else { check };
+                        timer.as_mut().reset((now + again).into());
+                    }
+                }
+            }
+        }
+    }
+}
