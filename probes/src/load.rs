@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use testpage::duration;
 
-use crate::client::{BodyRead, Conn, RequestError, Target};
+use crate::client::{Answer, BodyRead, Conn, RequestError, Target};
 use crate::histogram::Histogram;
 
 /// How long requests in flight at `-t` may still take to be answered.
@@ -406,51 +406,17 @@ async fn worker(
     stop: Stop,
     tickets: Option<Arc<AtomicU64>>,
 ) -> WorkerStats {
-    let stop_sending = &stop.sending;
     let grace = settings.timeout.min(END_GRACE);
     let mut stats = WorkerStats::default();
     let mut schedule = Schedule::new(&settings, id, start, end);
     let mut conn: Option<Conn> = None;
-    while !stop_sending.is_cancelled() {
-        if let Some(tickets) = &tickets {
-            if tickets
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_err()
-            {
-                break;
-            }
-        }
-        if let Some(schedule) = &mut schedule {
-            tokio::select! {
-                biased;
-                () = stop_sending.cancelled() => break,
-                () = schedule.wait() => {}
-            }
-        }
+    while take_ticket(tickets.as_deref()) && next_slot(schedule.as_mut(), &stop.sending).await {
         let sent = Instant::now();
-        let mut opened = false;
-        let exchange = async {
-            let c = match conn.take() {
-                Some(c) if c.is_open() => conn.insert(c),
-                _ => {
-                    let c = Conn::open(&settings.target).await?;
-                    opened = true;
-                    conn.insert(c)
-                }
-            };
-            c.get(&settings.target, &[], settings.keep_alive, BodyRead::PAGE)
-                .await
-        };
         let result = tokio::select! {
             biased;
             () = stop.cut.cancelled() => None,
-            result = tokio::time::timeout(settings.timeout, exchange) => {
-                Some(result.unwrap_or(Err(RequestError::Timeout(settings.timeout))))
-            }
+            result = exchange(&mut conn, &settings, &mut stats.sockets) => Some(result),
         };
-        if opened {
-            stats.sockets += 1;
-        }
         let at = sent.duration_since(start);
         match result {
             None => {
@@ -470,6 +436,53 @@ async fn worker(
         }
     }
     stats
+}
+
+/// With `-n`, takes one of the requests left; false when none is.
+fn take_ticket(tickets: Option<&AtomicU64>) -> bool {
+    tickets.is_none_or(|left| {
+        left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    })
+}
+
+/// Waits for the worker's next slot (at once without a schedule); false once sending stopped.
+async fn next_slot(schedule: Option<&mut Schedule>, stop_sending: &CancellationToken) -> bool {
+    if stop_sending.is_cancelled() {
+        return false;
+    }
+    match schedule {
+        Some(schedule) => tokio::select! {
+            biased;
+            () = stop_sending.cancelled() => false,
+            () = schedule.wait() => true,
+        },
+        None => true,
+    }
+}
+
+/// One request on the worker's connection, opening one (and counting it in `sockets`) when
+/// there is none or the last one closed; the request timeout covers both.
+async fn exchange(
+    conn: &mut Option<Conn>,
+    settings: &Settings,
+    sockets: &mut u64,
+) -> Result<Answer, RequestError> {
+    let attempt = async {
+        let c = match conn.take() {
+            Some(c) if c.is_open() => conn.insert(c),
+            _ => {
+                let c = Conn::open(&settings.target).await?;
+                *sockets += 1;
+                conn.insert(c)
+            }
+        };
+        c.get(&settings.target, &[], settings.keep_alive, BodyRead::PAGE)
+            .await
+    };
+    tokio::time::timeout(settings.timeout, attempt)
+        .await
+        .unwrap_or(Err(RequestError::Timeout(settings.timeout)))
 }
 
 fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: u128) -> Report {

@@ -45,8 +45,8 @@ enum Command {
         /// The ready file (removed only if testpage wrote it); empty: none, only the sleep.
         #[arg(long, env = "READY_FILE", default_value = testpage::readiness::DEFAULT_PATH)]
         ready_file: OsString,
-        /// How long to wait after removing it.
-        #[arg(long, default_value = "5s", value_parser = duration::parse)]
+        /// How long to wait after removing it (testpage's default DRAIN).
+        #[arg(long, default_value = testpage::config::DEFAULT_DRAIN, value_parser = duration::parse)]
         sleep: Duration,
     },
     /// Sleep (a preStop hook for clusters without the native sleep action).

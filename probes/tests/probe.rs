@@ -3,8 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -22,83 +21,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The testpage binary, built next to probe by `cargo test --workspace`.
-fn testpage_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_probe")).with_file_name("testpage");
-    assert!(
-        bin.exists(),
-        "{} missing: run the workspace's tests",
-        bin.display()
-    );
-    bin
-}
+#[path = "../../testpage/tests/common/mod.rs"]
+mod common;
 
-struct Testpage {
-    child: Child,
-    addr: SocketAddr,
-    ready: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Testpage {
-    fn start(version: &str, drain: &str) -> Testpage {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("ready");
-        let mut child = Command::new(testpage_bin())
-            .env_clear()
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--app-version",
-                version,
-                "--drain",
-                drain,
-            ])
-            .env("READY_FILE", &ready)
-            .env("POD_IP", "10.9.8.7")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            if let Some(addr) = std::fs::read_to_string(&ready).ok().and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("addr=")?.parse().ok())
-            }) {
-                break addr;
-            }
-            assert!(child.try_wait().unwrap().is_none(), "testpage exited");
-            assert!(Instant::now() < deadline, "testpage not ready");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        Testpage {
-            child,
-            addr,
-            ready,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-}
-
-impl Drop for Testpage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A ready testpage reporting `version`, with `DRAIN` set to `drain`.
+fn testpage(version: &str, drain: &str) -> common::Server {
+    common::Server::start(&[
+        ("VERSION", version),
+        ("DRAIN", drain),
+        ("POD_IP", "10.9.8.7"),
+    ])
 }
 
 #[test]
 fn http_probe_ok_fail_and_bare_path() {
-    let server = Testpage::start("1", "0");
+    let server = testpage("1", "0");
     assert_eq!(
         probe(&["http", &server.url("/readyz")]).status.code(),
         Some(0)
@@ -241,11 +178,11 @@ fn drain_removes_only_what_testpage_wrote_and_always_sleeps() {
 
 #[test]
 fn drain_makes_testpage_unready() {
-    let server = Testpage::start("1", "0");
+    let server = testpage("1", "0");
     let out = probe(&[
         "drain",
         "--ready-file",
-        server.ready.to_str().unwrap(),
+        server.ready_file.to_str().unwrap(),
         "--sleep",
         "0",
     ]);
@@ -257,7 +194,7 @@ fn drain_makes_testpage_unready() {
 
 #[test]
 fn watch_json_reports_each_answer() {
-    let server = Testpage::start("0.9", "0");
+    let server = testpage("0.9", "0");
     let out = probe(&[
         "watch",
         &server.url("/"),
@@ -326,7 +263,7 @@ fn load_json(args: &[&str]) -> (Option<i32>, serde_json::Value) {
 
 #[test]
 fn load_counts_every_answer() {
-    let server = Testpage::start("2", "0");
+    let server = testpage("2", "0");
     let (code, report) = load_json(&[&server.url("/"), "-n", "2000", "-c", "8", "--qps", "0"]);
     assert_eq!(code, Some(0));
     assert_eq!(report["requests"], 2000);
@@ -340,7 +277,7 @@ fn load_counts_every_answer() {
 fn load_takes_the_tutorials_fortio_command_literally() {
     // `fortio load -a -c 8 -qps 500 -t 60s URL`, shortened to 2 s: -a saves the JSON report in
     // the working directory, like fortio.
-    let server = Testpage::start("3", "0");
+    let server = testpage("3", "0");
     let cwd = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_probe"))
         .args([
@@ -384,7 +321,7 @@ fn load_takes_the_tutorials_fortio_command_literally() {
 
 #[test]
 fn load_reports_connection_errors_as_minus_one() {
-    let server = Testpage::start("2", "0");
+    let server = testpage("2", "0");
     let url = server.url("/");
     let load = std::thread::spawn(move || {
         load_json(&[
@@ -412,12 +349,12 @@ fn load_reports_connection_errors_as_minus_one() {
 
 #[test]
 fn load_through_a_drain_reconnects_without_errors() {
-    let server = Testpage::start("3", "5s");
+    let server = testpage("3", "5s");
     let url = server.url("/");
     let load =
         std::thread::spawn(move || load_json(&[&url, "-t", "1500ms", "-c", "8", "--qps", "400"]));
     std::thread::sleep(Duration::from_millis(300));
-    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.signal(common::Signal::SIGTERM);
     let (code, report) = load.join().unwrap();
     assert_eq!(code, Some(0));
     assert_eq!(report["errors"], 0, "{report}");

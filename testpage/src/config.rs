@@ -24,6 +24,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// The largest `MAX_CONNECTIONS` accepted.
 pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 
+/// How long testpage keeps serving after SIGTERM unless `DRAIN` says otherwise; also how long
+/// `probe drain` waits by default, so that a preStop hook and testpage agree.
+pub const DEFAULT_DRAIN: &str = "5s";
+
+/// How long requests in flight may take once accepting stops, unless `SHUTDOWN_TIMEOUT` says
+/// otherwise. With [`DEFAULT_DRAIN`], 15 s: inside the kubelet's default grace period of 30 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "10s";
+
 /// The longest `DRAIN`, `SHUTDOWN_TIMEOUT` and `STARTUP_DELAY`: longer values are typos (a
 /// kubelet's grace period is counted in seconds to minutes).
 pub const MAX_PHASE: Duration = Duration::from_secs(3600);
@@ -69,11 +77,11 @@ pub struct Args {
     pub ready_file: PathBuf,
 
     /// How long to keep serving after SIGTERM, with readiness withdrawn (at most 1h).
-    #[arg(long, env = "DRAIN", default_value = "5s", value_parser = duration::at_most(MAX_PHASE))]
+    #[arg(long, env = "DRAIN", default_value = DEFAULT_DRAIN, value_parser = duration::at_most(MAX_PHASE))]
     pub drain: Duration,
 
     /// How long in-flight requests may take after the drain (at most 1h).
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s",
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = DEFAULT_SHUTDOWN_TIMEOUT,
           value_parser = duration::at_most(MAX_PHASE))]
     pub shutdown_timeout: Duration,
 

@@ -1,5 +1,7 @@
 //! Test harness: spawns the real `testpage` binary on 127.0.0.1:0, waits on its ready file, and
 //! talks plain HTTP/1.1 to it over std sockets so that every byte on the wire is visible.
+//!
+//! probe's tests use it too (`#[path]`), to run probe against a real testpage.
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,9 +20,30 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
+/// The testpage binary. Cargo names it for testpage's own tests; other packages' tests find it
+/// beside their own binaries (`target/<profile>/`), where `cargo test --workspace` builds it.
+pub fn testpage_bin() -> PathBuf {
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_testpage") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test binary> -> target/<profile>/testpage
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("testpage");
+    assert!(
+        bin.exists(),
+        "{} missing: run the workspace's tests",
+        bin.display()
+    );
+    bin
+}
+
 /// Builds the command with a clean environment, so nothing from the caller's shell leaks in.
 pub fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testpage"));
+    let mut cmd = Command::new(testpage_bin());
     if !args.contains(&"--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
@@ -53,6 +76,11 @@ impl Server {
             ready_file,
             dir,
         }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     pub fn get(&self, path: &str) -> Response {
