@@ -184,7 +184,7 @@ def testpage_server(name, binary):
 
 
 def python_server():
-    def start(tmp):
+    def start(_tmp):
         return (
             [sys.executable, BENCH / "python" / "server.py"],
             {"PORT": "0", "VERSION": "0.5", "POD_IP": "10.0.0.1"},
@@ -208,7 +208,7 @@ def go_server():
         )
         return None
 
-    def start(tmp):
+    def start(_tmp):
         return [binary], {"ADDR": "127.0.0.1:0"}, first_line_url
 
     server = Server("go net/http", build, start)
@@ -235,7 +235,7 @@ def nginx_server():
         return (
             [nginx, "-c", tmp / "nginx.conf", "-e", tmp / "error.log"],
             {},
-            lambda proc: f"http://127.0.0.1:{port}/",
+            lambda _proc: f"http://127.0.0.1:{port}/",
         )
 
     server = Server(
@@ -494,7 +494,7 @@ def ratio(value, base):
     return f" ({value / base:.2f}×)"
 
 
-def targets(rows, extra, numbers):
+def targets(rows, numbers):
     """The issue's targets, each met or missed by how much."""
     t, nginx = rows[0], next((r for r in rows if r["server"] == "nginx"), None)
     checks = []
@@ -611,7 +611,7 @@ def markdown(rows, extra, machine, quick, numbers):
     lines += ["", "## More figures", ""]
     for key, value in extra.items():
         lines.append(f"- **{key}**: {value}")
-    lines += targets(rows, extra, numbers)
+    lines += targets(rows, numbers)
     notes = BENCH / "NOTES.md"
     if notes.exists() and not quick:
         lines += ["", notes.read_text().strip()]

@@ -155,7 +155,7 @@ class ProcessPods:
 
     kind = "testpage processes on 127.0.0.x (no Docker)"
 
-    def __init__(self, run_id, registry=""):
+    def __init__(self):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-"))
         self.procs = []
         self.next = 10
@@ -221,7 +221,7 @@ class Haproxy:
 
     SLOTS = 16
 
-    def __init__(self, run_id):
+    def __init__(self):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-haproxy-"))
         self.socket = self.dir / "admin.sock"
         self.slots = {}
@@ -417,13 +417,11 @@ def run_scenario(scenario, args, run_id):
     """One rollout under load. Whatever fails, the load, the old pods' terminations, the
     Service and the pods are all ended and reaped before this returns or raises."""
     pods = (
-        DockerPods(run_id, args.registry)
-        if args.backend == "docker"
-        else ProcessPods(run_id)
+        DockerPods(run_id, args.registry) if args.backend == "docker" else ProcessPods()
     )
     service = rollout = None
     try:
-        service = Haproxy(run_id)
+        service = Haproxy()
         rollout = Rollout(pods, service, scenario, args)
         old = [rollout.start_pod("blue") for _ in range(args.replicas)]
         for pod in old:

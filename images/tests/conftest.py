@@ -105,7 +105,7 @@ class Container:
 
 
 @pytest.fixture
-def containers(engine):
+def containers(engine):  # noqa: ARG001 (the images are built before any container runs)
     name = f"testpage-test-{RUN_ID}-{uuid.uuid4().hex[:4]}"
     docker("network", "create", "--label", LABEL, name)
     pool = Containers(name)

@@ -177,7 +177,8 @@ def test_myapp_serves_port_80_as_non_root(containers):
     assert get(c.url(80))[2].decode().endswith("the version is: v2\n")
 
 
-def test_image_metadata_and_size(engine):
+@pytest.mark.usefixtures("engine")
+def test_image_metadata_and_size():
     ref = image("testpage", "0.9")
     config = json.loads(docker("image", "inspect", "-f", "{{json .Config}}", ref))
     size = int(docker("image", "inspect", "-f", "{{.Size}}", ref))

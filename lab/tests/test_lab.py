@@ -72,7 +72,8 @@ def test_quitting_on_sigterm_loses_requests_in_the_race_window(results):
     assert r["errors_outside_termination_windows"] == 0, r["load"]["error_events"][:5]
 
 
-def test_nothing_is_left_behind(results):
+@pytest.mark.usefixtures("results")
+def test_nothing_is_left_behind():
     assert leftovers() == ([], [], [])
 
 
@@ -105,7 +106,7 @@ def test_the_load_is_ended_when_the_rollout_fails(tmp_path, monkeypatch):
         loads.append(start_load(url, args))
         return loads[-1]
 
-    def failing_rollout(rollout, old):
+    def failing_rollout(rollout, _old):
         # The Service routes to the old pods through the port haproxy inherited.
         answers.append(testlib.http_status(rollout.service.url))
         raise RuntimeError("the rollout failed")

@@ -212,7 +212,7 @@ def test_client_runs_the_probe_in_the_client_pod(tools):
     assert call[-4:] == ["--", "/probe", "watch", url]
 
 
-def test_client_namespace_is_the_manifests(tools):
+def test_client_namespace_is_the_manifests():
     rendered = subprocess.run(
         [KUBECTL, "kustomize", str(ROOT / "k8s/tools")],
         capture_output=True,

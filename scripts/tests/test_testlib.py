@@ -23,7 +23,8 @@ def no_tools(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
 
 
-def test_a_missing_tool_is_a_skip_that_says_why(no_tools, monkeypatch):
+@pytest.mark.usefixtures("no_tools")
+def test_a_missing_tool_is_a_skip_that_says_why(monkeypatch):
     monkeypatch.delenv("REQUIRE_DOCKER", raising=False)
     with pytest.raises(
         pytest.skip.Exception, match=r"wrk not found \(Debian: apt-get install wrk\)"
@@ -31,7 +32,8 @@ def test_a_missing_tool_is_a_skip_that_says_why(no_tools, monkeypatch):
         testlib.skip_or_fail(testlib.tool_problem("wrk"))
 
 
-def test_a_missing_tool_fails_under_require_docker(no_tools, monkeypatch):
+@pytest.mark.usefixtures("no_tools")
+def test_a_missing_tool_fails_under_require_docker(monkeypatch):
     monkeypatch.setenv("REQUIRE_DOCKER", "1")
     with pytest.raises(
         pytest.fail.Exception, match="haproxy not found.*REQUIRE_DOCKER=1"
@@ -39,7 +41,8 @@ def test_a_missing_tool_fails_under_require_docker(no_tools, monkeypatch):
         testlib.skip_or_fail(testlib.tool_problem("haproxy"))
 
 
-def test_every_problem_is_named(no_tools, monkeypatch):
+@pytest.mark.usefixtures("no_tools")
+def test_every_problem_is_named(monkeypatch):
     monkeypatch.delenv("REQUIRE_DOCKER", raising=False)
     with pytest.raises(
         pytest.skip.Exception, match="haproxy not found.*; docker not found"
@@ -49,7 +52,8 @@ def test_every_problem_is_named(no_tools, monkeypatch):
         )
 
 
-def test_no_docker_binary_is_a_problem(no_tools):
+@pytest.mark.usefixtures("no_tools")
+def test_no_docker_binary_is_a_problem():
     assert testlib.docker_problem() == "docker not found"
 
 
@@ -62,7 +66,7 @@ def test_nothing_missing_is_no_problem(tmp_path, monkeypatch):
     testlib.skip_or_fail(None)  # neither skips nor fails
 
 
-def test_missing_binaries_name_the_build(tmp_path):
+def test_missing_binaries_name_the_build():
     problem = testlib.binaries_problem("no-such-binary", arch="aarch64")
     assert "no-such-binary missing" in problem and "make build ARCH=aarch64" in problem
 
