@@ -74,16 +74,22 @@ $(VENV)/.done: requirements-dev.txt
 
 .PHONY: build
 build: ## Static release binaries in target/dist/ARCH/ (ARCH=x86_64 or aarch64)
-	@[ "$(ARCH)" = "$$(uname -m)" ] || scripts/deps.sh aarch64-linux-gnu-gcc
+	@[ "$(ARCH)" = "$$(uname -m | sed 's/arm64/aarch64/')" ] || scripts/deps.sh aarch64-linux-gnu-gcc
 	images/build-binaries.sh $(ARCH)
 
+# On Linux with Rust: binaries here, then images/Dockerfile. Elsewhere (an arm64 Mac): compiled
+# inside images/Dockerfile.build with docker buildx (images/build-plan.sh decides and says why not).
 .PHONY: images
-images: build ## Build every image variant (images/variants.tsv) for ARCH
-	images/build-images.sh --arch $(ARCH)
+images: ## Build every image variant (images/variants.tsv) for ARCH
+	@plan=$$(images/build-plan.sh $(ARCH)); \
+	if [ "$$plan" = host ]; then $(MAKE) build && images/build-images.sh --arch $(ARCH); \
+	else images/build-images.sh --buildx --arch $(ARCH); fi
 
 .PHONY: image
-image: build ## Build one image: make image NAME=testpage VERSION=0.9
-	images/build-images.sh --arch $(ARCH) $(NAME) $(VERSION)
+image: ## Build one image: make image NAME=testpage VERSION=0.9
+	@plan=$$(images/build-plan.sh $(ARCH)); \
+	if [ "$$plan" = host ]; then $(MAKE) build && images/build-images.sh --arch $(ARCH) $(NAME) $(VERSION); \
+	else images/build-images.sh --buildx --arch $(ARCH) $(NAME) $(VERSION); fi
 
 .PHONY: images-arm64
 images-arm64: ## Build every variant for linux/arm64 (tags end in -arm64)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds image variants from the static binaries in target/dist/<arch>/ (see `make build`).
 #
-#   images/build-images.sh [--arch x86_64|aarch64] [NAME [VERSION]]
+#   images/build-images.sh [--list] [--buildx] [--arch x86_64|aarch64] [NAME [VERSION]]
+#
+# --buildx compiles inside images/Dockerfile.build (docker buildx --load) instead of using
+# target/dist/ (see images/build-plan.sh: macOS, or Linux without Rust).
 #
 # Without NAME, every row of images/variants.tsv. With NAME and VERSION, that name's defaults
 # (port, message, colour) with that version, tagged NAME:VERSION, whether or not the table lists
@@ -11,9 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-arch=$(uname -m)
+host=$(uname -m)
+host=${host/arm64/aarch64} # macOS says arm64, Linux aarch64: one name for both
+arch=$host
 list=0
+buildx=0
 if [ "${1:-}" = --list ]; then list=1; shift; fi
+if [ "${1:-}" = --buildx ]; then buildx=1; shift; fi
 if [ "${1:-}" = --arch ]; then arch=$2; shift 2; fi
 arch=${arch/arm64/aarch64}
 want_name=${1:-}
@@ -24,10 +31,33 @@ case "$arch" in
   aarch64) platform=linux/arm64; suffix=-arm64 ;;
   *) echo "images: unsupported arch $arch" >&2; exit 2 ;;
 esac
-[ "$arch" = "$(uname -m)" ] && suffix=
+[ "$arch" = "$host" ] && suffix=
 
 if [ "$list" = 1 ]; then # print the references `make images` builds, one per line
   grep -v '^#' images/variants.tsv | awk -F '\t' -v r="$registry" -v s="$suffix" 'NF { print r $1 ":" $2 s }'
+  exit 0
+fi
+
+if [ "$buildx" = 1 ]; then # compile inside images/Dockerfile.build; no toolchain on the host
+  revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  built=0
+  while IFS=$'\t' read -r name tag version port message color _; do
+    case "$name" in ''|'#'*) continue ;; esac
+    [ -n "$want_name" ] && [ "$name" != "$want_name" ] && continue
+    if [ -n "$want_version" ]; then
+      [ "$built" -gt 0 ] && break
+      tag=$want_version version=$want_version
+    fi
+    [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
+    [ "$color" = - ] && color=
+    # The build stage takes no variant argument: buildx compiles once and reuses it for each tag.
+    docker buildx build --load --platform "$platform" -f images/Dockerfile.build \
+      --build-arg "VERSION=$version" --build-arg "PORT=$port" --build-arg "MESSAGE=$message" \
+      --build-arg "COLOR=$color" --build-arg "TITLE=$name" --build-arg "REVISION=$revision" \
+      -t "$registry$name:$tag$suffix" .
+    built=$((built + 1))
+  done < images/variants.tsv
+  [ "$built" -gt 0 ] || { echo "images: no variant named '$want_name' in images/variants.tsv" >&2; exit 2; }
   exit 0
 fi
 
