@@ -40,9 +40,6 @@ pub const QPS_RANGE: RangeInclusive<f64> = 0.01..=1e6;
 /// Error events kept per worker; counts stay exact beyond it.
 const MAX_ERROR_EVENTS: usize = 10_000;
 
-/// The accepted `-t`: more than zero.
-pub const DURATION_RANGE: RangeInclusive<Duration> = Duration::from_nanos(1)..=Duration::MAX;
-
 /// How long a run lasts when neither `-t` nor `-n` is given (fortio's default).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 
@@ -62,7 +59,7 @@ pub struct Settings {
     pub qps: f64,
     /// Duration, more than 0 (default 60s unless -n is given); ends the run on time, cutting
     /// off the requests still unanswered.
-    #[arg(short = 't', long = "duration", value_parser = duration::within(DURATION_RANGE))]
+    #[arg(short = 't', long = "duration", value_parser = duration::positive)]
     pub duration: Option<Duration>,
     /// Total requests.
     #[arg(short = 'n', long = "requests")]
@@ -72,7 +69,7 @@ pub struct Settings {
           action = clap::ArgAction::Set)]
     pub keep_alive: bool,
     /// Per-request timeout (more than 0).
-    #[arg(long, default_value = "10s", value_parser = duration::within(DURATION_RANGE))]
+    #[arg(long, default_value = "10s", value_parser = duration::positive)]
     pub timeout: Duration,
 }
 

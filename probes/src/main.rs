@@ -32,7 +32,7 @@ enum Command {
         /// HOST:PORT.
         addr: String,
         /// Give up after this long (more than 0).
-        #[arg(long, default_value = "1s", value_parser = duration::within(pod::TIMEOUT_RANGE))]
+        #[arg(long, default_value = "1s", value_parser = duration::positive)]
         timeout: Duration,
     },
     /// Succeed when the file exists.
@@ -62,6 +62,7 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct LoadCommand {
     #[command(flatten)]
     settings: load::Settings,

@@ -115,7 +115,7 @@ pub struct Settings {
     pub count: Option<u64>,
     /// Per-request timeout (more than 0).
     #[arg(long, default_value = "2s",
-          value_parser = testpage::duration::within(crate::pod::TIMEOUT_RANGE))]
+          value_parser = testpage::duration::positive)]
     pub timeout: Duration,
     /// JSON lines instead of text.
     // Without --json: colours and a live split on a terminal, plain lines elsewhere.

@@ -40,6 +40,9 @@ pub enum DurationError {
         /// The accepted range.
         range: RangeInclusive<Duration>,
     },
+    /// Zero where only a positive duration makes sense (a timeout).
+    #[error("{0:?}: must be more than 0")]
+    Zero(String),
     /// `a..b` with `a` after `b`.
     #[error("{0:?}: the range ends before it starts")]
     Backwards(String),
@@ -94,6 +97,14 @@ pub fn within(
     range: RangeInclusive<Duration>,
 ) -> impl Fn(&str) -> Result<Duration, DurationError> + Clone + Send + Sync + 'static {
     move |text| parse_within(text, range.clone())
+}
+
+/// Parses a duration of more than zero (timeouts).
+pub fn positive(text: &str) -> Result<Duration, DurationError> {
+    match parse(text)? {
+        Duration::ZERO => Err(DurationError::Zero(text.trim().to_owned())),
+        d => Ok(d),
+    }
 }
 
 /// A parser for a flag: durations of at most `max` (clap's `value_parser`).
