@@ -24,7 +24,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// The largest `MAX_CONNECTIONS` accepted.
 pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 
-/// How long testpage keeps serving after SIGTERM unless `DRAIN` says otherwise; also how long
+/// How long testpage keeps serving once readiness is withdrawn (by SIGTERM at the latest),
+/// unless `DRAIN` says otherwise; also how long
 /// `probe drain` waits by default, so that a preStop hook and testpage agree.
 pub const DEFAULT_DRAIN: &str = "5s";
 
@@ -76,7 +77,8 @@ pub struct Args {
           value_parser = ready_file_path)]
     pub ready_file: PathBuf,
 
-    /// How long to keep serving after SIGTERM, with readiness withdrawn (at most 1h).
+    /// How long to keep serving once readiness is withdrawn (by SIGTERM, or earlier by a preStop
+    /// hook), at most 1h.
     #[arg(long, env = "DRAIN", default_value = DEFAULT_DRAIN, value_parser = duration::at_most(MAX_PHASE))]
     pub drain: Duration,
 
@@ -201,7 +203,7 @@ pub struct Config {
     pub interface: String,
     /// The readiness file, or `None` when disabled.
     pub ready_file: Option<PathBuf>,
-    /// Serving time after SIGTERM with readiness withdrawn.
+    /// Serving time once readiness is withdrawn.
     pub drain: Duration,
     /// Time allowed for in-flight requests after the drain.
     pub shutdown_timeout: Duration,

@@ -64,7 +64,7 @@ pub(crate) struct Connections {
     /// means every connection is closed.
     limit: Arc<Semaphore>,
     max_connections: u32,
-    /// What every connection is rules: one channel, so that a connection woken by its traffic
+    /// What every connection is told: one channel, so that a connection woken by its traffic
     /// looks at one shared value, not at several.
     orders: watch::Sender<Orders>,
     idle_timeout: Duration,

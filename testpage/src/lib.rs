@@ -46,7 +46,7 @@ use faults::Faults;
 use lifecycle::Lifecycle;
 use pod_info::PodInfo;
 use readiness::{ReadyFile, ReadyFileError};
-use server::{Outcome, ShutdownTimings, Startup};
+use server::{Outcome, ServeSettings, Startup};
 use signals::Shutdown;
 
 /// A runtime failure; `main` exits 1 with it.
@@ -134,7 +134,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
     } else {
         Startup::After(config.startup_delay.sample())
     };
-    let timings = ShutdownTimings {
+    let timings = ServeSettings {
         startup,
         drain: config.drain,
         shutdown_timeout: config.shutdown_timeout,

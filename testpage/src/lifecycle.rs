@@ -46,8 +46,8 @@ impl State {
 /// How readiness stood when the drain began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Withdrawn {
-    /// The pod was ready and serving: endpoints may still route to it.
-    pub routed: bool,
+    /// The pod was serving (it had been ready): endpoints may still route to it.
+    pub was_serving: bool,
     /// How long ago readiness was withdrawn (zero when the signal withdrew it), to the
     /// millisecond.
     pub ago: Duration,
@@ -64,11 +64,9 @@ pub(crate) enum EnableError {
     File(#[from] ReadyFileError),
 }
 
-/// When readiness was withdrawn while serving, and whether the pod was ever ready.
+/// When readiness was withdrawn while serving, and by whom.
 #[derive(Debug, Default)]
 struct Withdrawal {
-    /// The pod was ready at least once: something may be routing to it.
-    ever_ready: bool,
     /// `POST /readyz/disable` (the only way to withdraw readiness when `READY_FILE` is off).
     by_admin: bool,
     /// When readiness was first seen withdrawn, by whoever did it.
@@ -131,10 +129,7 @@ impl Lifecycle {
         let mut withdrawal = self.withdrawal();
         self.ready_file.create(addr)?;
         self.set_state(State::Serving);
-        *withdrawal = Withdrawal {
-            ever_ready: true,
-            ..Withdrawal::default()
-        };
+        *withdrawal = Withdrawal::default();
         Ok(())
     }
 
@@ -211,10 +206,10 @@ impl Lifecycle {
         if let Err(error) = self.ready_file.remove() {
             tracing::warn!(%error, "could not remove the ready file; draining anyway");
         }
-        // A file found missing now but not yet noticed was removed a moment ago.
+        // No withdrawal noted before the signal: the signal withdraws readiness now.
         let ago = withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed());
         Withdrawn {
-            routed: withdrawal.ever_ready && was_serving,
+            was_serving,
             ago: Duration::from_millis(ago.as_millis() as u64),
         }
     }

@@ -227,8 +227,9 @@ impl Metrics {
         self.accept_errors.inc();
     }
 
-    /// Notes the first SIGTERM.
-    pub(crate) fn sigterm(&self) {
+    /// Notes the start of the shutdown (the first SIGTERM or SIGINT; the metric names say
+    /// SIGTERM, the signal a pod gets).
+    pub(crate) fn shutdown_began(&self) {
         self.draining.set(1);
         self.sigterm_at.get_or_init(Instant::now);
     }

@@ -11,8 +11,8 @@
 //!
 //! The shutdown, step by step (each numbered in `sequence`):
 //!
-//! 1. **Signal.** The first SIGTERM or SIGINT ends serving. From then on a second one ends
-//!    the process at once ([`Outcome::Interrupted`], exit 128 + N).
+//! 1. **Signal.** The first SIGTERM or SIGINT ends serving. From then on a second one cuts the
+//!    requests still running and ends serving ([`Outcome::Interrupted`], exit 128 + N).
 //! 2. **Readiness withdrawn.** The ready file is removed and `/readyz` answers 503, so the
 //!    kubelet takes the pod out of the endpoints.
 //! 3. **Drain decision** (`drain_time`): keep serving for `DRAIN`, counted from the moment
@@ -21,12 +21,17 @@
 //! 4. **Drain.** Accept and serve as usual: endpoints, kube-proxy rules and load balancers
 //!    take a moment to notice, and connections that arrive meanwhile must be answered.
 //! 5. **Stop accepting.** The listener is closed; the kernel refuses new connections.
-//! 6. **Close idle connections, finish in-flight requests**, for up to `SHUTDOWN_TIMEOUT`.
+//! 6. **Close idle connections, finish in-flight requests**, for up to `SHUTDOWN_TIMEOUT`: HTTP/1
+//!    connections close after their response, HTTP/2 ones get GOAWAY, and a connection with no
+//!    request in flight is dropped after `CLOSE_LINGER` (see `connections`). Answers given while
+//!    draining carry `Connection: close` (see `routes::handle`), so keep-alive clients move to
+//!    ready pods before this step.
 //! 7. **Outcome**: [`Outcome::Graceful`] (exit 0), or [`Outcome::TimedOut`] with the requests
 //!    still running (exit 3).
 //!
 //! Apart from the sequence, `FAIL_AFTER` ends serving at once without a drain
-//! ([`Outcome::FailAfter`], exit 1).
+//! ([`Outcome::FailAfter`], exit 1), whenever it strikes: while serving, or in the middle of a
+//! drain, as a crash would.
 
 use std::io;
 use std::sync::Arc;
@@ -52,10 +57,10 @@ pub(crate) enum Startup {
 
 /// Timings and limits of the start-up, serving and shutdown sequences.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ShutdownTimings {
+pub(crate) struct ServeSettings {
     /// When to write the ready file.
     pub startup: Startup,
-    /// How long to keep serving after the signal.
+    /// How long to keep serving once readiness is withdrawn.
     pub drain: Duration,
     /// How long in-flight requests may take once accepting stops.
     pub shutdown_timeout: Duration,
@@ -90,7 +95,7 @@ pub enum Outcome {
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    timings: ShutdownTimings,
+    timings: ServeSettings,
     mut shutdown: Shutdown,
 ) -> Result<Outcome, Error> {
     let conns = Connections::new(
@@ -118,7 +123,7 @@ async fn sequence(
     listener: TcpListener,
     app: &App,
     conns: &Connections,
-    timings: ShutdownTimings,
+    timings: ServeSettings,
     shutdown: &mut Shutdown,
 ) -> Result<Outcome, Error> {
     let local_addr = listener.local_addr().map_err(|source| Error::Bind {
@@ -163,12 +168,13 @@ async fn sequence(
         }
     };
 
-    // 1. Signal. From here on, a second one ends the process at once: an operator pressing
-    //    Ctrl-C twice, or a kubelet out of patience, must not wait for the drain.
+    // 1. Signal. From here on, a second one ends serving at once: an operator pressing Ctrl-C
+    //    twice must not wait for the drain. (The kubelet never sends a second SIGTERM: at the
+    //    end of the grace period it sends SIGKILL, which no process can catch.)
     let signal = conns.accept_until(&listener, serving).await?;
     let signal_name = signal.map_or("shutdown", signals::name);
     tracing::info!(signal = signal_name, "signal");
-    app.metrics().sigterm();
+    app.metrics().shutdown_began();
     let stopping = async {
         // 2. Readiness withdrawn.
         let withdrawn = lifecycle.begin_draining();
@@ -177,7 +183,7 @@ async fn sequence(
         tracing::info!(
             drain = %crate::duration::format(drain),
             withdrawn_ago = %crate::duration::format(withdrawn.ago),
-            never_ready = !withdrawn.routed,
+            never_ready = !withdrawn.was_serving,
             skipped = drain.is_zero(),
             "draining"
         );
@@ -219,12 +225,12 @@ async fn sequence(
     }
 }
 
-/// Step 3, the drain decision: how long to keep serving after the signal. `DRAIN` is counted
+/// Step 3, the drain decision: how long to keep serving from now on. `DRAIN` is counted
 /// from the moment readiness was withdrawn, whoever withdrew it; a pod that was never ready, or
 /// whose readiness was withdrawn more than `DRAIN` ago (a preStop hook that already waited),
 /// stops at once: no endpoint routes to it any more.
 pub(crate) fn drain_time(withdrawn: Withdrawn, drain: Duration) -> Duration {
-    if withdrawn.routed {
+    if withdrawn.was_serving {
         drain.saturating_sub(withdrawn.ago)
     } else {
         Duration::ZERO
