@@ -1,643 +1,516 @@
 #!/usr/bin/env python3
-"""The zero-downtime experiment (seed 003) on one machine, with a real load balancer.
+"""Runs the experiments of k8s/ from their own manifests, on one machine.
 
-"Pods" are containers of our images on a private Docker network (or, without Docker, testpage
-processes on 127.0.0.x addresses, each on a port the kernel chose). The "Service" is haproxy on the host, with no retries and no
-health checks of its own: its endpoints change only through its runtime API, as kube-proxy's
-rules change only when the control plane says so. A rolling update with Deployment semantics
-replaces the pods while `probe load` sends traffic through haproxy:
+Each experiment folder holds `lab.yaml`: the steps its README tells (the same `kubectl`
+commands), the Services to load while they run, and what the run must show. The lab renders the
+manifests, plays the kubelet, the Deployment controller and the Services (see lab/cluster.py),
+runs the steps under `probe load`, and checks the outcome.
 
-    start a new pod -> poll its readiness like a readinessProbe -> add it to the endpoints ->
-    terminate an old pod: SIGTERM (or the preStop hook) at t0, endpoint removal at t0 + LAG
+    python lab/lab.py [EXP ...] [--duration 60] [--qps 500] [-c 8] [--lag 1]
 
-LAG is the propagation delay of the endpoint removal: the race the tutorial explains.
-
-    drain      testpage's own DRAIN (longer than LAG) keeps serving until the endpoint is gone
-    no-drain   DRAIN=0, an app that quits on SIGTERM: requests routed to it in the gap fail
-    prestop    the preStop hook `probe drain` withdraws readiness and waits; then SIGTERM
-
-    python lab/lab.py [--duration 60] [--scenario drain ...] [--lag 1] [--replicas 3]
-
-Results: a table per scenario on stdout, target/lab/<scenario>.json, target/lab/timeline.svg.
+EXP is a folder under k8s/ (`003-zero-downtime`, `004-strategies/canary`); none means every
+folder that has a lab.yaml. Results: a table per experiment on stdout,
+target/lab/<folder>/result.json and target/lab/<folder>/timeline.svg.
 """
 
 import argparse
 import json
 import os
 import pathlib
-import shutil
-import socket
+import shlex
+import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import uuid
+import urllib.request
+
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab")]
 import testlib
+from cluster import Cluster, ManifestError, StepError, now_ms, render
 
+K8S = ROOT / "k8s"
 OUT = ROOT / "target" / "lab"
-# The static binaries `make build` puts in the images, run on the host.
 BIN = testlib.DIST
-LABEL = "testpage-lab"
-# The port testpage listens on in the zero-downtime images (each container has its own IP).
-IMAGE_PORT = 8080
-
-SCENARIOS = {
-    # name: (testpage env, preStop sleep in seconds or None, what it shows)
-    "drain": (
-        {"DRAIN": "3s", "SHUTDOWN_TIMEOUT": "5s"},
-        None,
-        "testpage drains 3 s after SIGTERM",
-    ),
-    "no-drain": (
-        {"DRAIN": "0", "SHUTDOWN_TIMEOUT": "5s"},
-        None,
-        "quits on SIGTERM, like the article's app",
-    ),
-    "prestop": (
-        {"DRAIN": "3s", "SHUTDOWN_TIMEOUT": "5s"},
-        3.0,
-        "preStop `probe drain --sleep 3s`, then SIGTERM",
-    ),
-}
+# Errors up to this long after an endpoint removal reached haproxy still belong to the
+# termination that caused it (requests already sent to the pod).
+SLACK_MS = 250
 
 
 def log(message):
     print(f"lab: {message}", file=sys.stderr, flush=True)
 
 
-def now_ms():
-    return time.time() * 1000
+def experiments():
+    """Every folder under k8s/ with a lab.yaml, as `make lab` runs them."""
+    return sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("lab.yaml"))
 
 
-# ---------------------------------------------------------------- pods
+def load_plan(name):
+    path = K8S / name / "lab.yaml"
+    if not path.exists():
+        raise SystemExit(f"lab: k8s/{name} has no lab.yaml (experiments: {experiments()})")
+    plan = yaml.safe_load(path.read_text())
+    unknown = set(plan) - {"title", "steps", "expect"}
+    if unknown:
+        raise ManifestError(f"k8s/{name}/lab.yaml: unknown keys {sorted(unknown)}")
+    return plan
 
 
-class DockerPods:
-    """Pods as containers on a private bridge network."""
+# ------------------------------------------------------------------ the steps
 
-    kind = "docker containers on a private bridge network"
 
-    def __init__(self, run_id, registry=""):
-        self.network = f"{LABEL}-{run_id}"
-        self.label = f"{LABEL}={run_id}"
-        self.registry = registry
-        subprocess.run(
-            ["docker", "network", "create", "--label", self.label, self.network],
-            check=True,
-            capture_output=True,
-        )
+class Run:
+    """One experiment: its cluster, its loads, and what happened."""
 
-    def start(self, name, color, env):
-        args = [
-            "docker",
-            "run",
-            "-d",
-            "--label",
-            self.label,
-            "--network",
-            self.network,
-            "--name",
-            f"{self.network}-{name}",
-        ]
-        for key, value in env.items():
-            args += ["-e", f"{key}={value}"]
-        cid = subprocess.run(
-            args + [f"{self.registry}zero-downtime:{color}"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        ip = testlib.container_ip(cid)
-        return {"id": cid, "ip": ip, "port": IMAGE_PORT, "name": name}
+    def __init__(self, name, plan, args):
+        self.name, self.plan, self.args = name, plan, args
+        self.cluster = Cluster(lag=args.lag, registry=args.registry)
+        self.loads = {}  # service name -> (Process, started unix ms)
+        self.reports = {}
+        self.steps = []
+        self.skipped = []
+        self.checks = []
 
-    def prestop(self, pod, seconds):
-        subprocess.run(
-            ["docker", "exec", pod["id"], "/probe", "drain", "--sleep", f"{seconds}s"],
-            check=False,
-        )
+    # --- kubectl, as far as the experiments use it
 
-    def stop(self, pod, grace):
-        """SIGTERM, SIGKILL after `grace` seconds; returns the exit code."""
-        subprocess.run(
-            ["docker", "stop", "-t", str(int(grace)), pod["id"]],
-            check=False,
-            capture_output=True,
-        )
-        code = subprocess.run(
-            ["docker", "wait", pod["id"]], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        return int(code or -1)
+    def kubectl(self, words):
+        namespace = "default"
+        for flag in ("-n", "--namespace"):
+            if flag in words:
+                i = words.index(flag)
+                namespace = words[i + 1]
+                del words[i : i + 2]
+        # `deployment NAME` and `deployment/NAME` alike.
+        for i, word in enumerate(words[:-1]):
+            if word in ("deployment", "deploy", "service", "svc") and not words[
+                i + 1
+            ].startswith("-"):
+                words[i : i + 2] = [f"{word}/{words[i + 1]}"]
+                break
+        verb = words[0]
+        if verb == "apply":
+            flag, target = words[1], ROOT / words[2]
+            if flag not in ("-k", "-f"):
+                raise ManifestError(f"kubectl apply {flag}: only -k and -f are played")
+            objects = render(target)
+            for obj in objects:
+                obj.setdefault("metadata", {}).setdefault("namespace", namespace)
+            self.skipped += self.cluster.apply(objects)
+            return
+        if verb == "set" and words[1] == "image":
+            dep = self._deployment(words[2], namespace)
+            for assignment in words[3:]:
+                container, image = assignment.split("=", 1)
+                matched = [
+                    c for c in dep.template["spec"]["containers"] if c["name"] == container
+                ]
+                if not matched:
+                    raise StepError(f"deployment {dep.name} has no container {container}")
+                obj = json.loads(json.dumps(dep.obj))
+                for c in obj["spec"]["template"]["spec"]["containers"]:
+                    if c["name"] == container:
+                        c["image"] = self.args.registry + image
+                with self.cluster.lock:
+                    dep.update(obj)
+            return
+        if verb == "rollout":
+            action, dep = words[1], self._deployment(words[2], namespace)
+            if action == "status":
+                self.cluster.wait(
+                    dep.complete, self.args.rollout_timeout, f"rollout of deployment/{dep.name}"
+                )
+            elif action in ("pause", "resume"):
+                obj = json.loads(json.dumps(dep.obj))
+                obj["spec"]["paused"] = action == "pause"
+                with self.cluster.lock:
+                    dep.update(obj)
+            elif action == "undo":
+                to = next(
+                    (int(w.split("=", 1)[1]) for w in words if w.startswith("--to-revision=")),
+                    None,
+                )
+                with self.cluster.lock:
+                    dep.undo(to)
+            else:
+                raise ManifestError(f"kubectl rollout {action} is not played")
+            return
+        if verb == "scale":
+            dep = self._deployment(words[1], namespace)
+            replicas = next(w.split("=", 1)[1] for w in words if w.startswith("--replicas="))
+            obj = json.loads(json.dumps(dep.obj))
+            obj["spec"]["replicas"] = int(replicas)
+            with self.cluster.lock:
+                dep.update(obj)
+            return
+        if verb == "patch" and words[1].startswith(("deployment/", "deploy/")):
+            dep = self._deployment(words[1], namespace)
+            obj = merge(json.loads(json.dumps(dep.obj)), json.loads(words[words.index("-p") + 1]))
+            with self.cluster.lock:
+                dep.update(obj)
+            return
+        if verb == "patch" and words[1].startswith(("service/", "svc/")):
+            service = self.cluster.service(namespace, words[1].split("/", 1)[1])
+            patch = json.loads(words[words.index("-p") + 1])
+            unknown = set(patch.get("spec", {})) - {"selector"}
+            if set(patch) - {"spec"} or unknown:
+                raise ManifestError("kubectl patch service: only spec.selector is played")
+            with self.cluster.lock:
+                service.selector = {**service.selector, **patch["spec"]["selector"]}
+            return
+        raise ManifestError(f"kubectl {' '.join(words)}: not played by the lab")
 
-    def cleanup(self):
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={self.label}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if ids:
-            subprocess.run(
-                ["docker", "rm", "-f", *ids], capture_output=True, check=False
+    def _deployment(self, ref, namespace):
+        kind, _, name = ref.partition("/")
+        if kind not in ("deployment", "deploy", "deployments") or not name:
+            raise ManifestError(f"{ref}: only deployment/NAME is played")
+        return self.cluster.deployment(namespace, name)
+
+    # --- the lab's own steps
+
+    def lab(self, words):
+        verb = words[0]
+        namespace = "default"
+        if "-n" in words:
+            i = words.index("-n")
+            namespace = words[i + 1]
+            del words[i : i + 2]
+        if verb == "load":
+            # As a user would: once the Service answers (its endpoints reached haproxy).
+            for name in words[1:]:
+                service = self.cluster.service(namespace, name)
+                self.cluster.wait(
+                    lambda s=service: self.cluster.settled(s), 30, f"endpoints of {name}"
+                )
+                self.start_load(service)
+        elif verb == "sleep":
+            time.sleep(float(words[1]))
+        else:
+            raise ManifestError(f"lab {verb}: unknown (load, sleep)")
+
+    def expect_now(self, spec):
+        """A check of the state right now: which versions answer, how many pods are ready."""
+        namespace = spec.get("namespace", "default")
+        if "deployment" in spec:
+            dep = self.cluster.deployment(namespace, spec["deployment"])
+            with self.cluster.lock:
+                ready = [p for p in dep.pods() if p.available(dep.min_ready)]
+            if "ready" in spec:
+                self.check(
+                    f"deployment {dep.name}: {spec['ready']} ready",
+                    len(ready) == spec["ready"],
+                    f"{len(ready)} ready",
+                )
+            if "serves" in spec:
+                versions = sorted({version_of(p) for p in ready})
+                self.check(
+                    f"deployment {dep.name} serves {spec['serves']}",
+                    versions == sorted(spec["serves"]),
+                    f"ready pods answer {versions}",
+                )
+        elif "service" in spec:
+            service = self.cluster.service(namespace, spec["service"])
+            seen = {}
+            for _ in range(spec.get("requests", 20)):
+                version = fetch_version(service.url())
+                seen[version] = seen.get(version, 0) + 1
+            self.check(
+                f"service {service.name} serves {spec['serves']}",
+                sorted(v for v in seen if v) == sorted(spec["serves"]),
+                f"answers {seen}",
             )
-        subprocess.run(
-            ["docker", "network", "rm", self.network], capture_output=True, check=False
-        )
+        else:
+            raise ManifestError(f"expect {spec}: needs deployment or service")
 
+    def check(self, what, ok, detail):
+        self.checks.append({"check": what, "ok": bool(ok), "detail": detail})
+        log(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
 
-class ProcessPods:
-    """Pods as testpage processes on distinct loopback addresses, 127.0.0.x, as pods have
-    distinct IPs (no Docker). Each binds port 0 and the lab reads the port the kernel gave it
-    from its READY_FILE, as the Rust tests do."""
+    # --- load
 
-    kind = "testpage processes on 127.0.0.x (no Docker)"
+    def start_load(self, service):
+        if service.name in self.loads:
+            return
+        command = [BIN / "probe", "load", service.url(), "-c", self.args.connections]
+        command += ["--qps", self.args.qps, "-t", "3600s", "--json"]
+        proc = testlib.Process(command, stdout=subprocess.PIPE, text=True)
+        self.loads[service.name] = (proc, now_ms())
+        self.cluster.event(f"load on {service.name}", None)
 
-    def __init__(self):
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-"))
-        self.procs = []
-        self.next = 10
-        self.bin = BIN
+    def stop_loads(self):
+        for name, (proc, started) in self.loads.items():
+            left = self.args.duration - (now_ms() - started) / 1000
+            if left > 0:
+                time.sleep(left)
+            proc.send_signal(signal.SIGTERM)
+        for name, (proc, _) in self.loads.items():
+            out = proc.communicate(timeout=30)[0]
+            self.reports[name] = json.loads(out)
+            proc.close()
 
-    def start(self, name, color, env):
-        """Returns once the pod has bound its port: testpage writes the ready file, which
-        holds the address, when it is ready (the lab's pods have no STARTUP_DELAY)."""
-        ip = f"127.0.0.{self.next}"
-        self.next += 1
-        ready = self.dir / f"{name}.ready"
-        proc = testlib.Process(
-            [self.bin / "testpage", "--listen", f"{ip}:0"],
-            env={
-                **env,
-                "VERSION": color,
-                "COLOR": color,
-                "READY_FILE": str(ready),
-                "POD_IP": ip,
-            },
-            stderr=subprocess.DEVNULL,
-        )
-        self.procs.append(proc)
-        host, port = testlib.ready_addr(ready, proc).rsplit(":", 1)
+    # --- the run
+
+    def run(self):
+        try:
+            for step in self.plan["steps"]:
+                self.step(step)
+            # Pods still terminating are still answering: the load covers them to the end.
+            self.cluster.wait(self.cluster.terminations_done, 120, "terminating pods")
+            time.sleep(self.args.cooldown)
+            self.stop_loads()
+            self.final_checks()
+        finally:
+            for proc, _ in self.loads.values():
+                proc.close()
+            self.cluster.close()
+        return self.result()
+
+    def step(self, step):
+        record = {"step": step, "started_unix_ms": now_ms()}
+        self.steps.append(record)
+        self.cluster.event(f"step: {step if isinstance(step, str) else 'expect'}", None)
+        log(f"{self.name}: {step}")
+        try:
+            if isinstance(step, dict) and "expect" in step:
+                self.expect_now(step["expect"])
+            elif isinstance(step, str) and step.startswith("kubectl "):
+                for command in step.split(" && "):
+                    words = shlex.split(command)
+                    if words[0] != "kubectl":
+                        raise ManifestError(f"{command}: not a kubectl command")
+                    self.kubectl(words[1:])
+            elif isinstance(step, str) and step.startswith("lab "):
+                self.lab(shlex.split(step)[1:])
+            else:
+                raise ManifestError(f"step {step!r}: a kubectl command, lab ..., or expect")
+            if self.cluster.errors:
+                raise StepError(self.cluster.errors[0])
+            record["ok"] = True
+        except (StepError, ManifestError) as error:
+            record["ok"], record["error"] = False, str(error)
+            raise
+        finally:
+            record["ended_unix_ms"] = now_ms()
+
+    # --- what the run showed
+
+    def terminations(self):
+        """Per deleted pod: when it got SIGTERM and when its endpoints were removed."""
+        by_pod = {}
+        for e in self.cluster.events:
+            if e["event"] in ("deleted", "SIGTERM") or e["event"].startswith(
+                "endpoint removed"
+            ):
+                by_pod.setdefault(e["pod"], []).append(e)
+        windows = []
+        for events in by_pod.values():
+            deleted = next((e for e in events if e["event"] == "deleted"), None)
+            removed = [e for e in events if e["event"].startswith("endpoint removed")]
+            if deleted and removed:
+                windows.append((deleted["unix_ms"], removed[-1]["unix_ms"] + SLACK_MS))
+        return windows
+
+    def final_checks(self):
+        windows = self.terminations()
+        for spec in self.plan.get("expect", []):
+            if "service" in spec:
+                name = spec["service"]
+                report = self.reports.get(name)
+                if report is None:
+                    self.check(f"service {name}", False, "was not under load")
+                    continue
+                errors = report["errors"]
+                if "errors" in spec:
+                    self.check(
+                        f"service {name}: {spec['errors']} failed requests",
+                        errors == spec["errors"],
+                        f"{errors} of {report['requests']} ({report['codes']})",
+                    )
+                if "errors_min" in spec:
+                    self.check(
+                        f"service {name}: at least {spec['errors_min']} failed requests",
+                        errors >= spec["errors_min"],
+                        f"{errors} of {report['requests']} ({report['codes']})",
+                    )
+                if spec.get("errors_in_termination_windows"):
+                    outside = [
+                        e
+                        for e in report["error_events"]
+                        if not any(lo <= e["unix_ms"] <= hi for lo, hi in windows)
+                    ]
+                    self.check(
+                        f"service {name}: every failure between a pod's deletion and its "
+                        "endpoint removal",
+                        not outside,
+                        f"{len(outside)} outside {len(windows)} windows",
+                    )
+                if "versions" in spec:
+                    seen = sorted(report["versions"])
+                    self.check(
+                        f"service {name}: versions {spec['versions']} answered",
+                        seen == sorted(spec["versions"]),
+                        f"answered: {report['versions']}",
+                    )
+                if "versions_at_once_max" in spec:
+                    most = max(
+                        (len(s["versions"]) for s in report["timeline"]), default=0
+                    )
+                    self.check(
+                        f"service {name}: at most {spec['versions_at_once_max']} version(s) "
+                        "in any second",
+                        most <= spec["versions_at_once_max"],
+                        f"at most {most}",
+                    )
+                if "share" in spec:
+                    version, lo, hi = (
+                        spec["share"]["version"],
+                        spec["share"]["min"],
+                        spec["share"]["max"],
+                    )
+                    answered = sum(report["versions"].values())
+                    n = report["versions"].get(version, 0)
+                    share = n / answered if answered else 0
+                    low, high = wilson(n, answered)
+                    self.check(
+                        f"service {name}: {version} gets {lo:.0%}-{hi:.0%} of the answers",
+                        lo <= share <= hi,
+                        f"{share:.1%} ({n} of {answered}; 95% interval {low:.1%}-{high:.1%})",
+                    )
+            elif "deployment" in spec:
+                name = spec["deployment"]
+                start = min((t for _, t in self.loads.values()), default=0)
+                samples = [s[name] for t, s in self.cluster.samples if t >= start and name in s]
+                if "available_min" in spec:
+                    low = min((a for a, _ in samples), default=0)
+                    self.check(
+                        f"deployment {name}: never fewer than {spec['available_min']} available",
+                        low >= spec["available_min"],
+                        f"at least {low} available over {len(samples)} samples",
+                    )
+                if "pods_max" in spec:
+                    high = max((n for _, n in samples), default=0)
+                    self.check(
+                        f"deployment {name}: at most {spec['pods_max']} pods (not terminating)",
+                        high <= spec["pods_max"],
+                        f"at most {high}",
+                    )
+            else:
+                raise ManifestError(f"expect {spec}: needs service or deployment")
+
+    def result(self):
         return {
-            "proc": proc,
-            "ip": host,
-            "port": int(port),
-            "name": name,
-            "ready": ready,
+            "experiment": self.name,
+            "title": self.plan.get("title", ""),
+            "settings": {
+                "lag_s": self.args.lag,
+                "connections": self.args.connections,
+                "qps": self.args.qps,
+                "duration_s": self.args.duration,
+            },
+            "steps": self.steps,
+            "services": {
+                name: {
+                    "requests": r["requests"],
+                    "errors": r["errors"],
+                    "codes": r["codes"],
+                    "versions": r["versions"],
+                    "timeline": r["timeline"],
+                    "error_events": r["error_events"],
+                    "started_unix_ms": r["started_unix_ms"],
+                }
+                for name, r in self.reports.items()
+            },
+            "checks": self.checks,
+            "ok": all(c["ok"] for c in self.checks) and all(s.get("ok") for s in self.steps),
+            "skipped": self.skipped,
+            "events": self.cluster.events,
         }
 
-    def prestop(self, pod, seconds):
-        subprocess.run(
-            [
-                self.bin / "probe",
-                "drain",
-                "--ready-file",
-                pod["ready"],
-                "--sleep",
-                f"{seconds}s",
-            ],
-            check=False,
-        )
 
-    def stop(self, pod, grace):
-        """SIGTERM, SIGKILL after `grace` seconds; returns the exit code as a shell reports it."""
-        code = pod["proc"].stop(grace)
-        return 128 - code if code < 0 else code
-
-    def cleanup(self):
-        for proc in self.procs:
-            proc.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def merge(target, patch):
+    """A JSON merge patch (maps merge, everything else replaces)."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = value
+    return target
 
 
-# ---------------------------------------------------------------- the Service
+def version_of(pod):
+    port = pod.container.get("ports", [{}])[0].get("containerPort", 8080)
+    return fetch_version(f"http://{pod.ip}:{port}/")
 
 
-class Haproxy:
-    """haproxy as the Service: round robin, no retries, no health checks; endpoints switched
-    through the runtime API only."""
-
-    SLOTS = 16
-
-    def __init__(self):
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-haproxy-"))
-        self.socket = self.dir / "admin.sock"
-        self.slots = {}
-        # haproxy serves on a socket this process bound to port 0 and passes down (`fd@N`), so
-        # the port is the kernel's choice and is never free between choosing and serving.
-        listener = testlib.listening_socket()
-        self.port = listener.getsockname()[1]
-        servers = "\n".join(
-            f"    server pod{i} 127.0.0.1:1 disabled" for i in range(self.SLOTS)
-        )
-        config = self.dir / "haproxy.cfg"
-        config.write_text(f"""
-global
-    stats socket {self.socket} level admin
-    maxconn 4096
-defaults
-    mode http
-    retries 0
-    option http-keep-alive
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-frontend service
-    bind fd@{listener.fileno()}
-    default_backend pods
-backend pods
-    balance roundrobin
-{servers}
-""")
-        self.log = self.dir / "haproxy.log"
-        with listener, self.log.open("wb") as log_file:
-            self.proc = testlib.Process(
-                ["haproxy", "-db", "-f", config],
-                pass_fds=[listener.fileno()],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        try:
-            testlib.wait_until(
-                self.answers, 5, "answer on haproxy's admin socket", interval=0.02
-            )
-        except (TimeoutError, RuntimeError) as error:
-            log_tail = self.log.read_text(errors="replace")[-500:]
-            self.close()
-            raise RuntimeError(f"haproxy did not start ({error}): {log_tail}") from None
-
-    def answers(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"haproxy exited with status {self.proc.poll()}")
-        return self.socket.exists() and self.command("show info")
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}/"
-
-    def command(self, line):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(str(self.socket))
-            s.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
-
-    def add(self, pod):
-        slot = next(i for i in range(self.SLOTS) if i not in self.slots.values())
-        self.slots[pod["name"]] = slot
-        self.command(f"set server pods/pod{slot} addr {pod['ip']} port {pod['port']}")
-        self.command(f"set server pods/pod{slot} state ready")
-
-    def remove(self, pod):
-        slot = self.slots.pop(pod["name"])
-        self.command(f"set server pods/pod{slot} state maint")
-
-    def close(self):
-        self.proc.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- the rollout
-
-
-class Rollout:
-    def __init__(self, pods, service, scenario, args):
-        self.pods, self.service = pods, service
-        self.env, self.prestop, _ = SCENARIOS[scenario]
-        self.args = args
-        self.events = []  # (unix ms, what, pod)
-        self.terminations = []  # {pod, t0, removed, exit_code, exited_after}
-        self.threads = []
-        self.counter = 0
-
-    def event(self, what, pod):
-        self.events.append(
-            {"unix_ms": now_ms(), "event": what, "pod": pod["name"], "ip": pod["ip"]}
-        )
-
-    def start_pod(self, color):
-        self.counter += 1
-        pod = self.pods.start(f"{color}-{self.counter}", color, self.env)
-        self.event("started", pod)
-        return pod
-
-    def wait_ready(self, pod):
-        """Polls /readyz like a readinessProbe (periodSeconds, successThreshold 1)."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if testlib.http_status(f"http://{pod['ip']}:{pod['port']}/readyz") == 200:
-                self.event("ready", pod)
-                return
-            time.sleep(self.args.period)
-        raise RuntimeError(f"pod {pod['name']} never became ready")
-
-    def terminate(self, pod):
-        """As the kubelet and the endpoints controller do, concurrently: preStop then SIGTERM at
-        t0, and the endpoint removal reaching the load balancer at t0 + LAG."""
-        record = {"pod": pod["name"], "ip": pod["ip"], "t0_unix_ms": now_ms()}
-        self.terminations.append(record)
-        grace = self.args.grace
-
-        def kubelet():
-            started = time.monotonic()
-            if self.prestop is not None:
-                self.event("preStop", pod)
-                self.pods.prestop(pod, self.prestop)
-            self.event("SIGTERM", pod)
-            record["sigterm_unix_ms"] = now_ms()
-            left = max(1, grace - (time.monotonic() - started))
-            record["exit_code"] = self.pods.stop(pod, left)
-            record["exited_after_s"] = round(time.monotonic() - started, 3)
-            self.event(f"exited {record['exit_code']}", pod)
-
-        def endpoints():
-            time.sleep(self.args.lag)
-            self.service.remove(pod)
-            record["removed_unix_ms"] = now_ms()
-            self.event("endpoint removed", pod)
-
-        for target in (kubelet, endpoints):
-            thread = threading.Thread(target=target)
-            thread.start()
-            self.threads.append(thread)
-
-    def run(self, old_pods):
-        """replicas, maxSurge, maxUnavailable as a Deployment applies them."""
-        replicas, surge, unavailable = (
-            self.args.replicas,
-            self.args.max_surge,
-            self.args.max_unavailable,
-        )
-        old = list(old_pods)
-        new = []
-        while len(new) < replicas:
-            room = replicas + surge - (len(old) + len(new))
-            batch = [
-                self.start_pod("green")
-                for _ in range(max(0, min(room, replicas - len(new))))
-            ]
-            for pod in batch:
-                self.wait_ready(pod)
-                self.service.add(pod)
-                self.event("endpoint added", pod)
-            new += batch
-            removable = len(old) + len(new) - (replicas - unavailable)
-            for pod in old[: max(0, removable)]:
-                self.terminate(pod)
-            old = old[max(0, removable) :]
-            if not batch and removable <= 0:
-                raise RuntimeError(
-                    "rollout cannot progress: maxSurge and maxUnavailable are both 0"
-                )
-        self.join()
-        return new
-
-    def join(self):
-        """Waits for the terminations under way (each ends within the grace period)."""
-        for thread in self.threads:
-            thread.join()
-
-
-# ---------------------------------------------------------------- a scenario
-
-
-def start_load(url, args):
-    """`probe load` through the Service for the whole scenario, its JSON report on stdout."""
-    command = [BIN / "probe", "load", url, "-c", args.connections, "--qps", args.qps]
-    command += ["-t", f"{args.duration}s", "--json"]
-    return testlib.Process(command, stdout=subprocess.PIPE, text=True)
-
-
-def run_scenario(scenario, args, run_id):
-    """One rollout under load. Whatever fails, the load, the old pods' terminations, the
-    Service and the pods are all ended and reaped before this returns or raises."""
-    pods = (
-        DockerPods(run_id, args.registry) if args.backend == "docker" else ProcessPods()
-    )
-    service = rollout = None
+def fetch_version(url):
+    """The X-Version of one answer on a new connection, or None."""
     try:
-        service = Haproxy()
-        rollout = Rollout(pods, service, scenario, args)
-        old = [rollout.start_pod("blue") for _ in range(args.replicas)]
-        for pod in old:
-            rollout.wait_ready(pod)
-            service.add(pod)
-        with start_load(service.url, args) as load:
-            time.sleep(args.warmup)
-            rollout_started = now_ms()
-            rollout.run(old)
-            rollout_s = (now_ms() - rollout_started) / 1000
-            report = json.loads(load.communicate(timeout=args.duration + 60)[0])
-        return summarize(scenario, args, pods.kind, report, rollout, rollout_s)
-    finally:
-        if rollout is not None:
-            rollout.join()
-        if service is not None:
-            service.close()
-        pods.cleanup()
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.headers.get("X-Version")
+    except OSError:
+        return None
 
 
-def summarize(scenario, args, kind, report, rollout, rollout_s):
-    lag_ms = args.lag * 1000
-    slack_ms = 250
-    windows = [
-        (t["t0_unix_ms"], t["t0_unix_ms"] + lag_ms + slack_ms)
-        for t in rollout.terminations
-    ]
-    errors = report["error_events"]
-    outside = [
-        e for e in errors if not any(lo <= e["unix_ms"] <= hi for lo, hi in windows)
-    ]
-    by_kind = {}
-    for code, count in report["codes"].items():
-        if code == "-1" or int(code) >= 500:
-            by_kind[code] = count
-    return {
-        "scenario": scenario,
-        "what": SCENARIOS[scenario][2],
-        "pods": kind,
-        "settings": {
-            k: getattr(args, k)
-            for k in (
-                "replicas",
-                "max_surge",
-                "max_unavailable",
-                "lag",
-                "grace",
-                "period",
-                "connections",
-                "qps",
-                "duration",
-            )
-        },
-        "requests": report["requests"],
-        "errors": report["errors"],
-        "errors_by_code": by_kind,
-        "errors_outside_termination_windows": len(outside),
-        "versions": report["versions"],
-        "rollout_s": round(rollout_s, 2),
-        "terminations": rollout.terminations,
-        "events": rollout.events,
-        "load": report,
-    }
+def wilson(n, total, z=1.96):
+    """The 95 % Wilson interval of a share n/total."""
+    if total == 0:
+        return 0.0, 1.0
+    p = n / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
-# ---------------------------------------------------------------- output
+# ------------------------------------------------------------------ output
 
 
-def table(results):
-    lines = [
-        (
-            f"{'scenario':<10} {'requests':>9} {'errors':>7}  {'by code':<18} {'blue':>7} {'green':>7} "
-            f"{'rollout':>8}  old pods exited"
-        ),
-    ]
-    for r in results:
-        codes = ", ".join(f"{c}: {n}" for c, n in r["errors_by_code"].items()) or "-"
-        exits = " ".join(
-            f"{t.get('exit_code')}@{t.get('exited_after_s')}s"
-            for t in r["terminations"]
-        )
-        lines.append(
-            f"{r['scenario']:<10} {r['requests']:>9} {r['errors']:>7}  {codes:<18} "
-            f"{r['versions'].get('blue', 0):>7} {r['versions'].get('green', 0):>7} "
-            f"{r['rollout_s']:>7}s  {exits}"
-        )
+def table(result):
+    lines = [f"\n{result['experiment']}: {result['title']}"]
+    lines.append(f"  {'Service':<22} {'requests':>9} {'errors':>7}  versions")
+    for name, s in result["services"].items():
+        versions = "  ".join(f"{v} {n}" for v, n in s["versions"].items())
+        lines.append(f"  {name:<22} {s['requests']:>9} {s['errors']:>7}  {versions}")
+    for c in result["checks"]:
+        lines.append(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
+    for s in result["steps"]:
+        if not s.get("ok"):
+            lines.append(f"  FAIL step {s['step']}: {s.get('error')}")
+    for s in result["skipped"]:
+        lines.append(f"  skipped {s}")
     return "\n".join(lines)
 
 
-def svg(results):
-    """Requests per second by version for each scenario, errors in red, and the moments of each
-    SIGTERM (solid) and endpoint removal (dashed)."""
-    width, row, left, top = 900, 200, 60, 50
-    height = top + row * len(results) + 20
-    colours = {"blue": "#3b82f6", "green": "#22c55e"}
-    parts = [
-        (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif" font-size="12">'
-        ),
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        (
-            '<text x="10" y="18" font-size="14">Rolling update under load: requests per second by '
-            "version, blue (old) and green (new); errors in red.</text>"
-        ),
-        (
-            '<text x="10" y="36" font-size="12">Solid line: SIGTERM (or preStop start) of an old pod; '
-            "dashed line: its endpoint removed from the load balancer.</text>"
-        ),
-    ]
-    for index, r in enumerate(results):
-        timeline = r["load"]["timeline"]
-        start = r["load"]["started_unix_ms"]
-        seconds = max(len(timeline), 1)
-        peak = max([s["ok"] + s["errors"] for s in timeline] + [1])
-        y0 = top + index * row + 150
-        plot_w = width - left - 20
-        bar = plot_w / seconds
-        scale = 130 / peak
-        parts.append(
-            f'<text x="10" y="{y0 - 140}"><tspan font-weight="bold">{r["scenario"]}</tspan>: '
-            f"{r['errors']} errors in {r['requests']} requests — {r['what']}</text>"
-        )
-        for s in timeline:
-            x = left + s["second"] * bar
-            y = y0
-            for version in ("blue", "green"):
-                h = s["versions"].get(version, 0) * scale
-                y -= h
-                parts.append(
-                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" fill="{colours[version]}"/>'
-                )
-            if s["errors"]:
-                h = max(s["errors"] * scale, 3)
-                parts.append(
-                    f'<rect x="{x:.1f}" y="{y - h:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" fill="#dc2626"/>'
-                )
-        for t in r["terminations"]:
-            for key, dash in (
-                ("t0_unix_ms", ""),
-                ("removed_unix_ms", ' stroke-dasharray="4 3"'),
-            ):
-                if key in t:
-                    x = left + (t[key] - start) / 1000 * bar
-                    parts.append(
-                        f'<line x1="{x:.1f}" y1="{y0 - 130}" x2="{x:.1f}" y2="{y0}" stroke="black"{dash}/>'
-                    )
-        parts.append(
-            f'<line x1="{left}" y1="{y0}" x2="{left + plot_w}" y2="{y0}" stroke="#555"/>'
-        )
-        parts.append(
-            f'<text x="{left + plot_w - 10}" y="{y0 + 14}" text-anchor="end">{seconds} s</text>'
-        )
-        parts.append(
-            f'<text x="{left - 5}" y="{y0 - 120}" text-anchor="end">{peak}/s</text>'
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+def svg(result):
+    """Answers per 100 ms by version, each failed request, each step, SIGTERM and endpoint
+    removal; the axis spans the steps after the load began, so a rollout of a few seconds
+    fills the picture and one failed request shows as a red mark."""
+    from timeline import draw
+
+    return draw(result)
 
 
-def choose_backend(requested):
-    if requested == "process":
-        return "process"
-    problem = testlib.docker_problem()
-    if problem is None:
-        return "docker"
-    if requested == "docker":
-        raise SystemExit(f"lab: --backend docker: {problem}")
-    if testlib.require_docker():
-        raise SystemExit(f"lab: Docker is required (REQUIRE_DOCKER=1): {problem}")
-    log(f"{problem}: pods are testpage processes on 127.0.0.x addresses")
-    return "process"
+# ------------------------------------------------------------------ main
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", nargs="*", help="folders under k8s/ (default: all)")
     p.add_argument(
-        "--scenario",
-        action="append",
-        choices=list(SCENARIOS),
-        help="repeatable; default all",
+        "--duration", type=float, default=60, help="seconds of load at least (60)"
     )
     p.add_argument(
-        "--duration",
-        type=float,
-        default=60,
-        help="seconds of load per scenario (60, as the tutorial)",
+        "--cooldown", type=float, default=2, help="seconds of load after the last step"
     )
-    p.add_argument(
-        "--warmup",
-        type=float,
-        default=3,
-        help="seconds of load before the rollout starts",
-    )
-    p.add_argument(
-        "--lag",
-        type=float,
-        default=1.0,
-        help="endpoint removal delay after SIGTERM, seconds",
-    )
-    p.add_argument(
-        "--grace", type=float, default=10, help="terminationGracePeriodSeconds"
-    )
-    p.add_argument(
-        "--period", type=float, default=1.0, help="readiness probe period, seconds"
-    )
-    p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--max-surge", type=int, default=1)
-    p.add_argument("--max-unavailable", type=int, default=0)
+    p.add_argument("--lag", type=float, default=1.0, help="endpoint propagation lag, s")
     p.add_argument("-c", "--connections", type=int, default=8)
     p.add_argument("--qps", type=float, default=500)
-    p.add_argument("--backend", choices=["auto", "docker", "process"], default="auto")
+    p.add_argument("--rollout-timeout", type=float, default=120)
     p.add_argument("--registry", default=os.environ.get("REGISTRY", ""))
     p.add_argument("--out", type=pathlib.Path, default=OUT)
     args = p.parse_args(argv)
-    args.scenario = args.scenario or list(SCENARIOS)
+    args.experiment = args.experiment or experiments()
     return args
 
 
@@ -645,27 +518,33 @@ def main(argv=None):
     args = parse_args(argv)
     for problem in (
         testlib.tool_problem("haproxy"),
-        testlib.binaries_problem("testpage", "probe"),
+        testlib.docker_problem(),
+        testlib.binaries_problem("probe"),
     ):
         if problem:
             raise SystemExit(f"lab: {problem}")
-    args.backend = choose_backend(args.backend)
-    run_id = uuid.uuid4().hex[:8]
-    args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for scenario in args.scenario:
-        log(
-            f"scenario {scenario}: {SCENARIOS[scenario][2]}; {args.duration:g}s of load, "
-            f"{args.connections} connections at {args.qps:g} qps"
-        )
-        result = run_scenario(scenario, args, run_id)
-        (args.out / f"{scenario}.json").write_text(json.dumps(result, indent=2))
+    for name in args.experiment:
+        plan = load_plan(name)
+        log(f"{name}: {plan.get('title', '')}")
+        run = Run(name, plan, args)
+        try:
+            result = run.run()
+        except (StepError, ManifestError) as error:
+            result = run.result()
+            result["ok"] = False
+            result["error"] = str(error)
+            log(f"{name}: {error}")
+        out = args.out / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+        (out / "timeline.svg").write_text(svg(result))
+        print(table(result), flush=True)
         results.append(result)
-    (args.out / "timeline.svg").write_text(svg(results))
-    print(table(results))
-    print(f"\nresults: {args.out}/<scenario>.json, timeline: {args.out}/timeline.svg")
+    print(f"\nresults: {args.out}/<experiment>/result.json and timeline.svg")
     return results
 
 
 if __name__ == "__main__":
-    main()
+    results = main()
+    sys.exit(0 if all(r["ok"] for r in results) else 1)

@@ -1,0 +1,1084 @@
+"""A one-node stand-in for Kubernetes that runs an experiment's own manifests.
+
+It plays the parts that decide a rollout's outcome, from the objects as written:
+
+- the kubelet: pods as containers of our images on a private Docker network (one IP each), with
+  env (the Downward API too), command/args, ports, securityContext, emptyDir, resource limits;
+  readiness and liveness probes (httpGet, tcpSocket, exec) with their timings; termination as
+  the kubelet does it: preStop (exec or sleep), SIGTERM, SIGKILL when the grace period, counted
+  from the start of preStop, runs out; restarts after a failed liveness probe or an exit;
+- the Deployment controller: ReplicaSets per pod template, RollingUpdate (maxSurge rounded up,
+  maxUnavailable rounded down, numbers or percentages), Recreate, minReadySeconds, paused,
+  revision history for undo, scaling;
+- the Service: selector -> ready pods -> haproxy's runtime API (no retries), each change
+  reaching haproxy after the endpoint propagation lag; targetPort by number or name; a NodePort
+  as a haproxy frontend on 127.0.0.1:nodePort.
+
+What it does not simulate is refused with the field's name (ManifestError), never ignored.
+It is not a cluster: no scheduler, one node, no kube-proxy iptables, no API server.
+"""
+
+import copy
+import hashlib
+import ipaddress
+import json
+import math
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import testlib
+
+LABEL = "testpage-lab"
+NODE = "lab-node"
+TICK = 0.1
+
+
+class ManifestError(Exception):
+    """A manifest the lab cannot run as written."""
+
+
+class StepError(Exception):
+    """A step that failed as it would on a cluster (a rollout that never completes)."""
+
+
+def now_ms():
+    return time.time() * 1000
+
+
+# ------------------------------------------------------------------ what the lab simulates
+
+# The fields the lab plays, per kind: a dict is a nested object, a list of one dict a list of
+# such objects, None any value. A field outside these is refused, with its path.
+_PROBE = {
+    "httpGet": {"path": None, "port": None, "scheme": None, "httpHeaders": [None]},
+    "tcpSocket": {"port": None},
+    "exec": {"command": None},
+    "initialDelaySeconds": None,
+    "periodSeconds": None,
+    "timeoutSeconds": None,
+    "successThreshold": None,
+    "failureThreshold": None,
+}
+_CONTAINER = {
+    "name": None,
+    "image": None,
+    "imagePullPolicy": None,
+    "command": None,
+    "args": None,
+    "ports": [{"name": None, "containerPort": None, "protocol": None}],
+    "env": [
+        {
+            "name": None,
+            "value": None,
+            "valueFrom": {"fieldRef": {"fieldPath": None, "apiVersion": None}},
+        }
+    ],
+    "readinessProbe": _PROBE,
+    "livenessProbe": _PROBE,
+    "startupProbe": _PROBE,
+    "resources": {"requests": None, "limits": {"cpu": None, "memory": None}},
+    "securityContext": {
+        "allowPrivilegeEscalation": None,
+        "readOnlyRootFilesystem": None,
+        "runAsNonRoot": None,
+        "runAsUser": None,
+        "runAsGroup": None,
+        "capabilities": {"drop": None, "add": None},
+        "seccompProfile": None,
+    },
+    "volumeMounts": [{"name": None, "mountPath": None, "readOnly": None}],
+    "lifecycle": {
+        "preStop": {"exec": {"command": None}, "sleep": {"seconds": None}},
+    },
+}
+_POD_SPEC = {
+    "containers": [_CONTAINER],
+    "terminationGracePeriodSeconds": None,
+    "securityContext": {
+        "runAsNonRoot": None,
+        "runAsUser": None,
+        "runAsGroup": None,
+        "fsGroup": None,
+        "seccompProfile": None,
+        "sysctls": [{"name": None, "value": None}],
+    },
+    "volumes": [{"name": None, "emptyDir": {"medium": None, "sizeLimit": None}}],
+    # One node: spreading has nothing to spread over.
+    "topologySpreadConstraints": None,
+    "enableServiceLinks": None,
+    "automountServiceAccountToken": None,
+}
+_META = {"name": None, "namespace": None, "labels": None, "annotations": None}
+SUPPORTED = {
+    "Namespace": {"apiVersion": None, "kind": None, "metadata": _META},
+    "Deployment": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": _META,
+        "spec": {
+            "replicas": None,
+            "revisionHistoryLimit": None,
+            "minReadySeconds": None,
+            "paused": None,
+            "progressDeadlineSeconds": None,
+            "selector": {"matchLabels": None},
+            "strategy": {
+                "type": None,
+                "rollingUpdate": {"maxSurge": None, "maxUnavailable": None},
+            },
+            "template": {
+                "metadata": {"labels": None, "annotations": None},
+                "spec": _POD_SPEC,
+            },
+        },
+    },
+    "Service": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": _META,
+        "spec": {
+            "type": None,
+            "selector": None,
+            "ports": [
+                {
+                    "name": None,
+                    "port": None,
+                    "targetPort": None,
+                    "nodePort": None,
+                    "protocol": None,
+                }
+            ],
+        },
+    },
+}
+# Kinds that stay validated offline but cannot run here, and why.
+SKIPPED = {
+    "PodDisruptionBudget": "only limits evictions, and nothing evicts pods here",
+    "Ingress": "no ingress controller on this machine",
+    "Gateway": "no Gateway API implementation on this machine",
+    "HTTPRoute": "no Gateway API implementation on this machine",
+    "GatewayClass": "no Gateway API implementation on this machine",
+    "VirtualService": "no Istio on this machine",
+    "DestinationRule": "no Istio on this machine",
+    "TraefikService": "no Traefik on this machine",
+    "IngressRoute": "no Traefik on this machine",
+    "Middleware": "no Traefik on this machine",
+}
+
+
+def check_supported(obj):
+    """Raises ManifestError naming the first field the lab does not play."""
+    kind = obj.get("kind")
+    where = f"{kind} {obj.get('metadata', {}).get('name', '?')}"
+    if kind not in SUPPORTED:
+        raise ManifestError(f"{where}: kind {kind} is not simulated by the lab")
+
+    def walk(value, schema, path):
+        if schema is None:
+            return
+        if isinstance(schema, list):
+            if not isinstance(value, list):
+                raise ManifestError(f"{where}: {path} should be a list")
+            for i, item in enumerate(value):
+                walk(item, schema[0], f"{path}[{i}]")
+            return
+        if not isinstance(value, dict):
+            raise ManifestError(f"{where}: {path} should be an object")
+        for key, item in value.items():
+            if key not in schema:
+                raise ManifestError(
+                    f"{where}: {path}.{key}: not simulated by the lab".replace(
+                        ": .", ": "
+                    )
+                )
+            walk(item, schema[key], f"{path}.{key}")
+
+    walk(obj, SUPPORTED[kind], "")
+    spec = obj.get("spec", {})
+    if kind == "Deployment":
+        for i, volume in enumerate(spec["template"]["spec"].get("volumes", [])):
+            if "emptyDir" not in volume:
+                raise ManifestError(
+                    f"{where}: spec.template.spec.volumes[{i}]: only emptyDir is simulated"
+                )
+        for c in spec["template"]["spec"]["containers"]:
+            for env in c.get("env", []):
+                path = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if path is not None and path not in FIELD_PATHS:
+                    raise ManifestError(
+                        f"{where}: env {env['name']}: fieldRef {path} is not simulated"
+                    )
+    if kind == "Service" and spec.get("type", "ClusterIP") not in ("ClusterIP", "NodePort"):
+        raise ManifestError(f"{where}: spec.type {spec['type']} is not simulated")
+
+
+FIELD_PATHS = ("status.podIP", "metadata.name", "metadata.namespace", "spec.nodeName")
+
+
+def render(path):
+    """The objects of a kustomization folder (kubectl kustomize) or of one manifest file."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        text = subprocess.run(
+            ["kubectl", "kustomize", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    else:
+        text = path.read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+# ------------------------------------------------------------------ quantities
+
+
+def cpus(quantity):
+    """`100m` -> 0.1, `1` -> 1.0."""
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def bytes_of(quantity):
+    """`32Mi` -> 33554432, `64M` -> 64000000."""
+    text = str(quantity)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def resolve_surge(value, replicas, round_up):
+    """maxSurge/maxUnavailable: a number, or a percentage of replicas rounded as Kubernetes
+    does (surge up, unavailable down)."""
+    if isinstance(value, str) and value.endswith("%"):
+        share = float(value[:-1]) / 100 * replicas
+        return math.ceil(share) if round_up else math.floor(share)
+    return int(value)
+
+
+def pod_template_hash(template):
+    text = json.dumps(template, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------ docker
+
+
+def docker(*args, check=True, timeout=60):
+    return subprocess.run(
+        ["docker", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+class Network:
+    """A bridge network with a subnet no other network uses, so that each pod's IP is known
+    before it starts (the Downward API's status.podIP)."""
+
+    def __init__(self, run_id):
+        self.label = f"{LABEL}={run_id}"
+        self.name = f"{LABEL}-{run_id}"
+        used = []
+        for nid in docker("network", "ls", "-q").stdout.split():
+            for cfg in json.loads(
+                docker("network", "inspect", "-f", "{{json .IPAM.Config}}", nid).stdout
+                or "[]"
+            ) or []:
+                if cfg.get("Subnet"):
+                    used.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
+        for third in range(64, 250):
+            subnet = ipaddress.ip_network(f"10.{200 + third % 50}.{third}.0/24")
+            if not any(subnet.overlaps(u) for u in used):
+                break
+        else:
+            raise RuntimeError("no free /24 for the lab's network")
+        self.subnet = subnet
+        self.next_host = 10
+        docker("network", "create", "--label", self.label, "--subnet", subnet, self.name)
+
+    def allocate(self):
+        self.next_host += 1
+        if self.next_host > 250:
+            raise RuntimeError("the lab's network has no address left")
+        return str(self.subnet.network_address + self.next_host)
+
+    def cleanup(self):
+        ids = docker("ps", "-aq", "--filter", f"label={self.label}", check=False).stdout
+        if ids.split():
+            docker("rm", "-f", *ids.split(), check=False)
+        docker("network", "rm", self.name, check=False)
+
+
+# ------------------------------------------------------------------ pods and the kubelet
+
+
+class Pod:
+    """One pod: a container, and the kubelet's threads that probe and terminate it."""
+
+    def __init__(self, cluster, rs, spec, labels, name):
+        self.cluster = cluster
+        self.rs = rs
+        self.spec = spec
+        self.labels = labels
+        self.name = name
+        self.namespace = rs.namespace
+        self.container = spec["containers"][0]
+        self.ip = cluster.network.allocate()
+        self.cid = None
+        self.ready = False
+        self.ready_since = None
+        self.terminating = False
+        self.gone = False
+        self.restarts = 0
+        self.exit_code = None
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        if len(spec["containers"]) > 1:
+            raise ManifestError(f"pod {name}: one container per pod is simulated")
+
+    # --- what others read
+
+    def available(self, min_ready):
+        return (
+            not self.terminating
+            and self.ready
+            and self.ready_since is not None
+            and time.monotonic() - self.ready_since >= min_ready
+        )
+
+    def port(self, ref):
+        """A port by number or by the container's port name."""
+        if isinstance(ref, int) or str(ref).isdigit():
+            return int(ref)
+        for p in self.container.get("ports", []):
+            if p.get("name") == ref:
+                return p["containerPort"]
+        raise ManifestError(f"pod {self.name}: no container port named {ref!r}")
+
+    # --- the container
+
+    def _docker_run(self):
+        c, spec = self.container, self.spec
+        pod_sc = spec.get("securityContext", {})
+        sc = c.get("securityContext", {})
+        args = ["run", "-d", "--label", self.cluster.network.label]
+        args += ["--network", self.cluster.network.name, "--ip", self.ip]
+        args += ["--name", f"{self.cluster.network.name}-{self.name}", "--hostname", self.name]
+        user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+        if user is not None:
+            args += ["--user", f"{user}:{group if group is not None else user}"]
+        elif sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            # The kubelet refuses to start a container that would run as root.
+            image_user = docker(
+                "image", "inspect", "-f", "{{.Config.User}}", c["image"]
+            ).stdout.strip()
+            if image_user in ("", "0", "root"):
+                raise ManifestError(
+                    f"pod {self.name}: runAsNonRoot, but image {c['image']} runs as root"
+                )
+        if sc.get("readOnlyRootFilesystem"):
+            args.append("--read-only")
+        if sc.get("allowPrivilegeEscalation") is False:
+            args += ["--security-opt", "no-new-privileges"]
+        caps = sc.get("capabilities", {})
+        for cap in caps.get("drop", []):
+            args += ["--cap-drop", cap]
+        for cap in caps.get("add", []):
+            args += ["--cap-add", cap]
+        for sysctl in pod_sc.get("sysctls", []):
+            args += ["--sysctl", f"{sysctl['name']}={sysctl['value']}"]
+        limits = c.get("resources", {}).get("limits", {})
+        if "cpu" in limits:
+            args += ["--cpus", f"{cpus(limits['cpu']):g}"]
+        if "memory" in limits:
+            args += ["--memory", str(max(bytes_of(limits["memory"]), 6 * 2**20))]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in volumes:
+                raise ManifestError(f"pod {self.name}: no volume named {m['name']!r}")
+            owner = f",uid={user},gid={group if group is not None else user}" if user else ""
+            mode = "ro" if m.get("readOnly") else "rw"
+            args += ["--tmpfs", f"{m['mountPath']}:{mode},mode=1777{owner}"]
+        for env in c.get("env", []):
+            args += ["-e", f"{env['name']}={self._env_value(env)}"]
+        command = c.get("command")
+        if command:
+            args += ["--entrypoint", command[0]]
+        args.append(c["image"])
+        if command:
+            args += command[1:]
+        args += c.get("args", [])
+        result = docker(*args, check=False)
+        if result.returncode != 0:
+            raise ManifestError(f"pod {self.name}: docker run failed: {result.stderr.strip()}")
+        self.cid = result.stdout.strip()
+
+    def _env_value(self, env):
+        if "value" in env:
+            return env["value"]
+        path = env["valueFrom"]["fieldRef"]["fieldPath"]
+        return {
+            "status.podIP": self.ip,
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+            "spec.nodeName": NODE,
+        }[path]
+
+    # --- probes
+
+    def _probe(self, probe):
+        timeout = probe.get("timeoutSeconds", 1)
+        try:
+            if "httpGet" in probe:
+                get = probe["httpGet"]
+                url = f"http://{self.ip}:{self.port(get['port'])}{get.get('path', '/')}"
+                request = urllib.request.Request(url)
+                for header in get.get("httpHeaders", []):
+                    request.add_header(header["name"], header["value"])
+                try:
+                    with urllib.request.urlopen(request, timeout=timeout) as answer:
+                        return 200 <= answer.status < 400, f"HTTP {answer.status}"
+                except urllib.error.HTTPError as error:
+                    return 200 <= error.code < 400, f"HTTP {error.code} on {url}"
+            if "tcpSocket" in probe:
+                port = self.port(probe["tcpSocket"]["port"])
+                with socket.create_connection((self.ip, port), timeout=timeout):
+                    return True, "connected"
+            if "exec" in probe:
+                result = docker(
+                    "exec", self.cid, *probe["exec"]["command"], check=False, timeout=timeout + 5
+                )
+                return result.returncode == 0, (result.stdout + result.stderr).strip()[:200]
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return False, str(error)
+        raise ManifestError(f"pod {self.name}: a probe needs httpGet, tcpSocket or exec")
+
+    def _run(self):
+        """Starts the container, then probes it until it is terminated."""
+        try:
+            self._docker_run()
+        except ManifestError as error:
+            self.cluster.fail(error)
+            return
+        self.cluster.event("started", self)
+        started = time.monotonic()
+        readiness = self.container.get("readinessProbe")
+        liveness = self.container.get("livenessProbe")
+        if readiness is None:
+            self._set_ready(True, "no readiness probe")
+        due = {}
+        for kind, probe in (("readiness", readiness), ("liveness", liveness)):
+            if probe is not None:
+                due[kind] = started + probe.get("initialDelaySeconds", 0)
+        streak = {"readiness": [0, 0], "liveness": [0, 0]}  # successes, failures
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for kind, probe in (("readiness", readiness), ("liveness", liveness)):
+                if probe is None or now < due[kind]:
+                    continue
+                due[kind] = now + probe.get("periodSeconds", 10)
+                ok, detail = self._probe(probe)
+                if self.stop.is_set():
+                    return
+                counts = streak[kind]
+                counts[0], counts[1] = (counts[0] + 1, 0) if ok else (0, counts[1] + 1)
+                if kind == "readiness":
+                    if ok and counts[0] >= probe.get("successThreshold", 1):
+                        self._set_ready(True, detail)
+                    elif not ok and counts[1] >= probe.get("failureThreshold", 3):
+                        self._set_ready(False, detail)
+                elif not ok and counts[1] >= probe.get("failureThreshold", 3):
+                    self.cluster.event(f"liveness failed ({detail}); restarting", self)
+                    self._set_ready(False, "restarting")
+                    self._kill_gracefully(reason="liveness")
+                    if self.stop.is_set():
+                        return
+                    docker("start", self.cid, check=False)
+                    self.restarts += 1
+                    counts[:] = [0, 0]
+                    started = time.monotonic()
+                    for k, p in (("readiness", readiness), ("liveness", liveness)):
+                        if p is not None:
+                            due[k] = started + p.get("initialDelaySeconds", 0)
+            if not self.stop.is_set() and self._exited():
+                self._restart_after_exit()
+            self.stop.wait(TICK)
+
+    def _exited(self):
+        state = docker("inspect", "-f", "{{.State.Running}}", self.cid, check=False)
+        return state.returncode != 0 or state.stdout.strip() == "false"
+
+    def _restart_after_exit(self):
+        code = docker("inspect", "-f", "{{.State.ExitCode}}", self.cid, check=False)
+        self._set_ready(False, "exited")
+        backoff = min(10 * 2**self.restarts, 300)
+        self.cluster.event(f"exited {code.stdout.strip()}; restart in {backoff}s", self)
+        if self.stop.wait(backoff):
+            return
+        docker("start", self.cid, check=False)
+        self.restarts += 1
+
+    def _set_ready(self, ready, detail):
+        with self.lock:
+            if ready == self.ready:
+                return
+            self.ready = ready
+            self.ready_since = time.monotonic() if ready else None
+        self.cluster.event("ready" if ready else f"unready ({detail})", self)
+
+    # --- termination
+
+    def _kill_gracefully(self, reason):
+        """preStop, then SIGTERM, then SIGKILL once the grace period (from the start of
+        preStop) is over. Returns the exit code."""
+        grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        start = time.monotonic()
+        prestop = self.container.get("lifecycle", {}).get("preStop")
+        if prestop:
+            self.cluster.event("preStop", self)
+            if "exec" in prestop:
+                try:
+                    result = docker(
+                        "exec", self.cid, *prestop["exec"]["command"], check=False, timeout=grace
+                    )
+                    if result.returncode != 0:
+                        self.cluster.event(
+                            "FailedPreStopHook: "
+                            + (result.stdout + result.stderr).strip()[:200],
+                            self,
+                        )
+                except subprocess.TimeoutExpired:
+                    self.cluster.event("preStop still running at the grace period", self)
+            else:
+                time.sleep(min(prestop["sleep"]["seconds"], grace))
+        left = grace - (time.monotonic() - start)
+        # The kubelet grants 2 s more when preStop used the whole grace period.
+        left = max(left, 2.0)
+        self.cluster.event("SIGTERM", self)
+        docker("kill", "-s", "TERM", self.cid, check=False)
+        deadline = time.monotonic() + left
+        while time.monotonic() < deadline and not self._exited():
+            time.sleep(0.05)
+        if not self._exited():
+            self.cluster.event(f"SIGKILL ({reason}: grace period over)", self)
+            docker("kill", "-s", "KILL", self.cid, check=False)
+        code = docker("wait", self.cid, check=False).stdout.strip()
+        return int(code) if code.lstrip("-").isdigit() else None
+
+    def delete(self):
+        """As `kubectl delete pod`: out of the endpoints (after the lag), terminated."""
+        with self.lock:
+            if self.terminating:
+                return
+            self.terminating = True
+        self.cluster.event("deleted", self)
+
+        def terminate():
+            self.stop.set()
+            self.thread.join()
+            if self.cid is None:
+                self.gone = True
+                return
+            self.exit_code = self._kill_gracefully(reason="deleted")
+            self.cluster.event(f"exited {self.exit_code}", self)
+            docker("rm", "-f", self.cid, check=False)
+            self.gone = True
+
+        threading.Thread(target=terminate, daemon=True).start()
+
+
+# ------------------------------------------------------------------ the Deployment controller
+
+
+class ReplicaSet:
+    def __init__(self, deployment, template, revision):
+        self.deployment = deployment
+        self.namespace = deployment.namespace
+        self.template = copy.deepcopy(template)
+        self.hash = pod_template_hash(template)
+        self.revision = revision
+        self.replicas = 0
+        self.pods = []
+
+    def active(self):
+        return [p for p in self.pods if not p.terminating]
+
+    def available(self):
+        return sum(p.available(self.deployment.min_ready) for p in self.active())
+
+
+class Deployment:
+    def __init__(self, cluster, obj):
+        self.cluster = cluster
+        self.name = obj["metadata"]["name"]
+        self.namespace = obj["metadata"].get("namespace", "default")
+        self.replica_sets = []
+        self.update(obj)
+
+    def update(self, obj):
+        spec = obj["spec"]
+        self.obj = copy.deepcopy(obj)
+        self.replicas = spec.get("replicas", 1)
+        self.min_ready = spec.get("minReadySeconds", 0)
+        self.paused = spec.get("paused", False)
+        self.strategy = spec.get("strategy", {}).get("type", "RollingUpdate")
+        rolling = spec.get("strategy", {}).get("rollingUpdate", {})
+        self.max_surge = resolve_surge(rolling.get("maxSurge", "25%"), self.replicas, True)
+        self.max_unavailable = resolve_surge(
+            rolling.get("maxUnavailable", "25%"), self.replicas, False
+        )
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            self.max_unavailable = 1
+        selector = spec["selector"]["matchLabels"]
+        labels = spec["template"]["metadata"].get("labels", {})
+        if any(labels.get(k) != v for k, v in selector.items()):
+            raise ManifestError(
+                f"Deployment {self.name}: selector does not match the template's labels"
+            )
+        self.template = spec["template"]
+
+    @property
+    def new_rs(self):
+        wanted = pod_template_hash(self.template)
+        return next((rs for rs in self.replica_sets if rs.hash == wanted), None)
+
+    def pods(self):
+        return [p for rs in self.replica_sets for p in rs.pods]
+
+    def sync(self):
+        """One pass of the controller, as level-triggered as the real one."""
+        new = self.new_rs
+        if new is None and not self.paused:
+            revision = max((rs.revision for rs in self.replica_sets), default=0) + 1
+            new = ReplicaSet(self, self.template, revision)
+            self.replica_sets.append(new)
+            self.cluster.event(f"ReplicaSet revision {revision} ({new.hash})", None)
+        if new is None:
+            self._scale_paused()
+        elif self.strategy == "Recreate":
+            self._recreate(new)
+        else:
+            self._rolling(new)
+        for rs in self.replica_sets:
+            self._sync_rs(rs)
+
+    def _scale_paused(self):
+        """Paused mid-rollout: scaling goes to the newest ReplicaSet with pods."""
+        live = [rs for rs in self.replica_sets if rs.replicas > 0]
+        total = sum(rs.replicas for rs in live)
+        if live and total != self.replicas:
+            newest = max(live, key=lambda rs: rs.revision)
+            newest.replicas = max(0, newest.replicas + self.replicas - total)
+
+    def _recreate(self, new):
+        old = [rs for rs in self.replica_sets if rs is not new]
+        for rs in old:
+            rs.replicas = 0
+        if any(not p.gone for rs in old for p in rs.pods):
+            return
+        new.replicas = self.replicas
+
+    def _rolling(self, new):
+        old = sorted(
+            (rs for rs in self.replica_sets if rs is not new), key=lambda rs: rs.revision
+        )
+        total = sum(rs.replicas for rs in self.replica_sets)
+        if new.replicas < self.replicas:
+            up = min(self.replicas + self.max_surge - total, self.replicas - new.replicas)
+            new.replicas += max(0, up)
+        elif new.replicas > self.replicas:
+            new.replicas = self.replicas
+        old_count = sum(rs.replicas for rs in old)
+        if old_count == 0:
+            return
+        all_count = sum(rs.replicas for rs in self.replica_sets)
+        min_available = self.replicas - self.max_unavailable
+        new_unavailable = new.replicas - new.available()
+        max_down = all_count - min_available - new_unavailable
+        if max_down <= 0:
+            return
+        cleaned = 0
+        for rs in old:
+            unhealthy = rs.replicas - rs.available()
+            if cleaned >= max_down or unhealthy <= 0:
+                continue
+            down = min(max_down - cleaned, unhealthy)
+            rs.replicas -= down
+            cleaned += down
+        available = sum(rs.available() for rs in self.replica_sets)
+        budget = available - min_available
+        for rs in old:
+            if budget <= 0:
+                break
+            down = min(rs.replicas, budget)
+            rs.replicas -= down
+            budget -= down
+
+    def _sync_rs(self, rs):
+        active = rs.active()
+        for _ in range(rs.replicas - len(active)):
+            self.cluster.create_pod(rs)
+        if len(active) > rs.replicas:
+            # Not ready first, then the most recently ready, as the ReplicaSet controller picks.
+            victims = sorted(
+                active,
+                key=lambda p: (p.ready, p.ready_since or 0),
+            )
+            order = [p for p in victims if not p.ready] + sorted(
+                (p for p in victims if p.ready),
+                key=lambda p: -(p.ready_since or 0),
+            )
+            for pod in order[: len(active) - rs.replicas]:
+                pod.delete()
+        rs.pods = [p for p in rs.pods if not p.gone]
+
+    def complete(self):
+        new = self.new_rs
+        if new is None:
+            return False
+        old_active = [p for rs in self.replica_sets if rs is not new for p in rs.active()]
+        return (
+            new.replicas == self.replicas
+            and len(new.active()) == self.replicas
+            and new.available() == self.replicas
+            and not old_active
+        )
+
+    def undo(self, to_revision=None):
+        """`kubectl rollout undo [--to-revision=N]`: the template of that revision (by default
+        the one before the current)."""
+        current = self.new_rs
+        previous = sorted(
+            (rs for rs in self.replica_sets if rs is not current),
+            key=lambda rs: rs.revision,
+        )
+        if to_revision is not None:
+            previous = [rs for rs in previous if rs.revision == to_revision]
+        if not previous:
+            raise StepError(f"deployment {self.name}: no revision to undo to")
+        target = previous[-1]
+        target.revision = max(rs.revision for rs in self.replica_sets) + 1
+        self.template = copy.deepcopy(target.template)
+        self.obj["spec"]["template"] = copy.deepcopy(target.template)
+
+
+# ------------------------------------------------------------------ Services
+
+
+class Service:
+    """haproxy with no retries and no health checks of its own: its endpoints change only
+    through the runtime API, as kube-proxy's rules change only when the control plane says."""
+
+    SLOTS = 32
+
+    def __init__(self, cluster, obj):
+        self.cluster = cluster
+        self.name = obj["metadata"]["name"]
+        self.namespace = obj["metadata"].get("namespace", "default")
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-haproxy-"))
+        self.socket = self.dir / "admin.sock"
+        self.proc = None
+        self.update(obj)
+        self.listeners = []
+        self.urls = {}
+        frontends = []
+        for i, port in enumerate(self.ports):
+            if port.get("nodePort"):
+                bind = f"127.0.0.1:{port['nodePort']}"
+                self.urls[port.get("name") or i] = f"http://{bind}/"
+            else:
+                listener = testlib.listening_socket()
+                self.listeners.append(listener)
+                bind = f"fd@{listener.fileno()}"
+                self.urls[port.get("name") or i] = (
+                    f"http://127.0.0.1:{listener.getsockname()[1]}/"
+                )
+            servers = "\n".join(
+                f"    server s{n} 127.0.0.1:1 disabled" for n in range(self.SLOTS)
+            )
+            frontends.append(
+                f"frontend f{i}\n    bind {bind}\n    default_backend b{i}\n"
+                f"backend b{i}\n    balance roundrobin\n{servers}\n"
+            )
+        config = self.dir / "haproxy.cfg"
+        config.write_text(
+            f"""global
+    stats socket {self.socket} level admin
+    maxconn 4096
+defaults
+    mode http
+    retries 0
+    option http-keep-alive
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+"""
+            + "".join(frontends)
+        )
+        self.log = self.dir / "haproxy.log"
+        with self.log.open("wb") as log_file:
+            self.proc = testlib.Process(
+                ["haproxy", "-db", "-f", config],
+                pass_fds=[s.fileno() for s in self.listeners],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+        for s in self.listeners:
+            s.close()
+        try:
+            testlib.wait_until(self._answers, 5, "haproxy's admin socket", interval=0.02)
+        except (TimeoutError, RuntimeError) as error:
+            tail = self.log.read_text(errors="replace")[-400:]
+            self.close()
+            raise RuntimeError(f"Service {self.name}: haproxy did not start ({error}): {tail}")
+        # slot per (port index, pod name); what haproxy has now.
+        self.slots = {}
+        self.applied = set()
+
+    def update(self, obj):
+        spec = obj["spec"]
+        if getattr(self, "proc", None) is not None:
+            new_ports = [(p.get("port"), p.get("nodePort")) for p in spec.get("ports", [])]
+            old_ports = [(p.get("port"), p.get("nodePort")) for p in self.ports]
+            if new_ports != old_ports:
+                raise ManifestError(f"Service {self.name}: changing ports is not simulated")
+        self.selector = spec.get("selector", {})
+        self.ports = spec.get("ports", [])
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"haproxy exited with status {self.proc.poll()}")
+        return self.socket.exists() and self.command("show info")
+
+    def command(self, line):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(self.socket))
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def selects(self, pod):
+        return pod.namespace == self.namespace and all(
+            pod.labels.get(k) == v for k, v in self.selector.items()
+        )
+
+    def wanted(self):
+        """The endpoints the control plane publishes now: ready, not terminating, selected."""
+        return {
+            p.name: p
+            for p in self.cluster.all_pods()
+            if self.selects(p) and p.ready and not p.terminating
+        }
+
+    def apply(self, pods):
+        """Sets haproxy's servers to `pods` (name -> Pod)."""
+        for name in self.applied - set(pods):
+            for i in range(len(self.ports)):
+                slot = self.slots.pop((i, name), None)
+                if slot is not None:
+                    self.command(f"set server b{i}/s{slot} state maint")
+            self.cluster.event(f"endpoint removed from {self.name}", name)
+        for name in set(pods) - self.applied:
+            pod = pods[name]
+            for i, port in enumerate(self.ports):
+                used = {s for (j, _), s in self.slots.items() if j == i}
+                slot = next(n for n in range(self.SLOTS) if n not in used)
+                self.slots[(i, name)] = slot
+                target = pod.port(port.get("targetPort", port["port"]))
+                self.command(f"set server b{i}/s{slot} addr {pod.ip} port {target}")
+                self.command(f"set server b{i}/s{slot} state ready")
+            self.cluster.event(f"endpoint added to {self.name}", pod)
+        self.applied = set(pods)
+
+    def url(self, port=None):
+        return self.urls[port] if port is not None else next(iter(self.urls.values()))
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the cluster
+
+
+class Cluster:
+    """The objects applied so far, and the control loop that reconciles them."""
+
+    def __init__(self, lag=1.0, registry=""):
+        self.run_id = uuid.uuid4().hex[:8]
+        self.lag = lag
+        self.registry = registry
+        self.network = Network(self.run_id)
+        self.deployments = {}
+        self.services = {}
+        self.events = []
+        self.errors = []
+        self.samples = []  # (unix ms, {deployment: (available, active pods)})
+        self.pending = []  # (due monotonic, service, endpoints)
+        self.lock = threading.RLock()
+        self.counter = 0
+        self.stopped = threading.Event()
+        self.loop = threading.Thread(target=self._control_loop, daemon=True)
+        self.loop.start()
+
+    # --- records
+
+    def event(self, what, pod):
+        name = pod.name if isinstance(pod, Pod) else pod
+        ip = pod.ip if isinstance(pod, Pod) else None
+        self.events.append({"unix_ms": now_ms(), "event": what, "pod": name, "ip": ip})
+
+    def fail(self, error):
+        self.errors.append(str(error))
+        self.event(f"error: {error}", None)
+
+    # --- objects
+
+    def apply(self, objects):
+        """`kubectl apply` of already rendered objects; returns what was skipped and why."""
+        skipped = []
+        for obj in objects:
+            kind = obj.get("kind")
+            if kind in SKIPPED:
+                skipped.append(f"{kind} {obj['metadata']['name']}: {SKIPPED[kind]}")
+                continue
+            check_supported(obj)
+            if kind == "Namespace":
+                continue
+            key = (obj["metadata"].get("namespace", "default"), obj["metadata"]["name"])
+            obj = copy.deepcopy(obj)
+            if kind == "Deployment":
+                for c in obj["spec"]["template"]["spec"]["containers"]:
+                    c["image"] = self.registry + c["image"]
+            with self.lock:
+                if kind == "Deployment":
+                    if key in self.deployments:
+                        self.deployments[key].update(obj)
+                    else:
+                        self.deployments[key] = Deployment(self, obj)
+                elif kind == "Service":
+                    if key in self.services:
+                        self.services[key].update(obj)
+                    else:
+                        self.services[key] = Service(self, obj)
+        return skipped
+
+    def deployment(self, namespace, name):
+        try:
+            return self.deployments[(namespace, name)]
+        except KeyError:
+            raise StepError(f"deployment {name} not found in namespace {namespace}") from None
+
+    def service(self, namespace, name):
+        try:
+            return self.services[(namespace, name)]
+        except KeyError:
+            raise StepError(f"service {name} not found in namespace {namespace}") from None
+
+    def all_pods(self):
+        return [p for d in list(self.deployments.values()) for p in d.pods()]
+
+    def create_pod(self, rs):
+        self.counter += 1
+        suffix = uuid.uuid4().hex[:5]
+        name = f"{rs.deployment.name}-{rs.hash[:8]}-{suffix}"
+        labels = dict(rs.template["metadata"].get("labels", {}))
+        labels["pod-template-hash"] = rs.hash
+        pod = Pod(self, rs, rs.template["spec"], labels, name)
+        rs.pods.append(pod)
+        pod.thread.start()
+
+    # --- the control loop
+
+    def _control_loop(self):
+        while not self.stopped.wait(TICK):
+            with self.lock:
+                try:
+                    for d in list(self.deployments.values()):
+                        d.sync()
+                    self._endpoints()
+                    self.samples.append(
+                        (
+                            now_ms(),
+                            {
+                                d.name: (
+                                    sum(p.available(d.min_ready) for p in d.pods()),
+                                    sum(not p.terminating for p in d.pods()),
+                                )
+                                for d in self.deployments.values()
+                            },
+                        )
+                    )
+                except ManifestError as error:
+                    self.fail(error)
+                except Exception as error:  # noqa: BLE001 (reported, never silent)
+                    self.fail(f"control loop: {error!r}")
+
+    def _endpoints(self):
+        """What each Service should route to now reaches haproxy `lag` seconds later."""
+        now = time.monotonic()
+        for service in self.services.values():
+            wanted = service.wanted()
+            scheduled = next(
+                (e for _, s, e in reversed(self.pending) if s is service), None
+            )
+            current = set(scheduled) if scheduled is not None else service.applied
+            if set(wanted) != current:
+                self.pending.append((now + self.lag, service, wanted))
+        due_now = [item for item in self.pending if item[0] <= now]
+        self.pending = [item for item in self.pending if item[0] > now]
+        for _, service, endpoints in due_now:
+            service.apply(endpoints)
+
+    def settled(self, service):
+        """The Service's endpoints are in haproxy, with no change on its way."""
+        return bool(service.applied) and not any(s is service for _, s, _ in self.pending) and (
+            set(service.wanted()) == service.applied
+        )
+
+    def terminations_done(self):
+        return all(p.gone or not p.terminating for p in self.all_pods())
+
+    def wait(self, condition, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.errors:
+                raise StepError(self.errors[0])
+            with self.lock:
+                if condition():
+                    return
+            time.sleep(TICK)
+        raise StepError(f"{what}: not done within {timeout:g}s")
+
+    def close(self):
+        self.stopped.set()
+        self.loop.join()
+        for service in self.services.values():
+            service.close()
+        pods = self.all_pods()
+        for pod in pods:
+            pod.stop.set()
+        self.network.cleanup()

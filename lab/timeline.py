@@ -1,0 +1,118 @@
+"""An experiment's timeline as SVG: answers per second by version, every failed request as a
+red mark at its own millisecond, each step, each SIGTERM and each endpoint removal.
+
+The axis spans the steps taken under load (two seconds either side), not the whole load, so a
+rollout of a few seconds fills the picture.
+"""
+
+from html import escape
+
+PALETTE = ["#4e79a7", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"]
+WIDTH, LEFT, RIGHT = 960, 60, 20
+LANE = 150  # height of one Service's answers
+MARKS = 70  # height of the lane of steps and pod events
+
+
+def span(result):
+    """(start, end) in unix ms of what the picture shows."""
+    loads = [s["started_unix_ms"] for s in result["services"].values()]
+    steps = [s for s in result["steps"] if s.get("started_unix_ms")]
+    if not steps:
+        return 0, 1
+    after = [s for s in steps if not loads or s["started_unix_ms"] >= min(loads)]
+    chosen = after or steps
+    start = chosen[0]["started_unix_ms"] - 2000
+    end = max(s.get("ended_unix_ms", s["started_unix_ms"]) for s in chosen) + 2000
+    if loads:
+        start = max(start, min(loads))
+    return start, max(end, start + 1000)
+
+
+def draw(result):
+    start, end = span(result)
+    services = list(result["services"].items())
+    height = 40 + MARKS + LANE * max(1, len(services)) + 30
+    x = lambda ms: LEFT + (ms - start) / (end - start) * (WIDTH - LEFT - RIGHT)  # noqa: E731
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="{LEFT}" y="16" font-size="13">{escape(result["experiment"])}: '
+        f"{escape(result.get('title', ''))}</text>",
+    ]
+    # Seconds along the axis.
+    seconds = int((end - start) / 1000) + 1
+    every = max(1, seconds // 20)
+    for i in range(0, seconds + 1, every):
+        ms = start + i * 1000
+        out.append(
+            f'<line x1="{x(ms):.1f}" y1="30" x2="{x(ms):.1f}" y2="{height - 25}" '
+            'stroke="#eee"/>'
+            f'<text x="{x(ms):.1f}" y="{height - 10}" text-anchor="middle">{i}s</text>'
+        )
+    # Steps and pod events.
+    top = 30
+    for step in result["steps"]:
+        t = step.get("started_unix_ms", 0)
+        if start <= t <= end:
+            label = step["step"] if isinstance(step["step"], str) else "expect"
+            label = label.replace("kubectl ", "")[:40]
+            out.append(
+                f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{height - 25}" '
+                'stroke="#333" stroke-dasharray="3,3"/>'
+                f'<text x="{x(t) + 2:.1f}" y="{top + 10}" fill="#333">{escape(label)}</text>'
+            )
+    colours = {"SIGTERM": "#e15759", "endpoint removed": "#7b3294", "ready": "#59a14f"}
+    for row, (kind, colour) in enumerate(colours.items()):
+        y = top + 24 + row * 14
+        out.append(f'<text x="4" y="{y + 8}" fill="{colour}">{kind[:12]}</text>')
+        for e in result["events"]:
+            if e["event"].startswith(kind) and start <= e["unix_ms"] <= end:
+                out.append(
+                    f'<rect x="{x(e["unix_ms"]) - 1:.1f}" y="{y}" width="3" height="10" '
+                    f'fill="{colour}"><title>{escape(str(e["pod"]))}</title></rect>'
+                )
+    # Answers per second, per Service, stacked by version; failures as red marks.
+    versions = sorted({v for _, s in services for v in s["versions"]})
+    colour_of = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(versions)}
+    for lane, (name, s) in enumerate(services):
+        base = top + MARKS + LANE * (lane + 1) - 10
+        peak = max((sum(sec["versions"].values()) + sec["errors"] for sec in s["timeline"]), default=1)
+        scale = (LANE - 30) / max(peak, 1)
+        out.append(f'<text x="4" y="{base - LANE + 30}">{escape(name)}</text>')
+        for sec in s["timeline"]:
+            t = s["started_unix_ms"] + sec["second"] * 1000
+            if t + 1000 < start or t > end:
+                continue
+            left, right = max(x(t), LEFT), min(x(t + 1000), WIDTH - RIGHT)
+            y = base
+            for version in versions:
+                n = sec["versions"].get(version, 0)
+                if n:
+                    h = n * scale
+                    y -= h
+                    out.append(
+                        f'<rect x="{left:.1f}" y="{y:.1f}" width="{max(right - left - 1, 1):.1f}" '
+                        f'height="{h:.1f}" fill="{colour_of[version]}"/>'
+                    )
+        for e in s["error_events"]:
+            if start <= e["unix_ms"] <= end:
+                out.append(
+                    f'<rect x="{x(e["unix_ms"]) - 1.5:.1f}" y="{base - LANE + 36}" width="3" '
+                    f'height="{LANE - 46}" fill="#d62728" opacity="0.8">'
+                    f"<title>{escape(str(e['code']))} {escape(e['error'])}</title></rect>"
+                )
+        errors = s["errors"]
+        out.append(
+            f'<text x="{WIDTH - RIGHT}" y="{base - LANE + 30}" text-anchor="end" '
+            f'fill="{"#d62728" if errors else "#333"}">{s["requests"]} requests, '
+            f"{errors} failed</text>"
+        )
+    legend = "".join(
+        f'<rect x="{LEFT + 110 * i}" y="{height - 24}" width="10" height="10" '
+        f'fill="{colour_of[v]}"/><text x="{LEFT + 110 * i + 14}" y="{height - 15}">'
+        f"{escape(v)}</text>"
+        for i, v in enumerate(versions)
+    )
+    out.append(legend)
+    out.append("</svg>")
+    return "\n".join(out)
