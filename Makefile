@@ -128,13 +128,17 @@ test-images: $(VENV)/.done ## Build the images and test them in real containers 
 	else echo "test-images: skipped: no Docker engine"; fi
 	$(PY) -m pytest -q -rs images/tests
 
-##@ The zero-downtime lab (seed 003 on one machine: Docker + haproxy)
+##@ The lab: the experiments of k8s/ run from their own manifests on one machine (Docker + haproxy)
+
+DURATION ?= 60
+# `make lab` runs every experiment; `make lab EXP=003-zero-downtime` one of them.
+LAB_EXP = $(if $(filter file undefined,$(origin EXP)),,$(EXP))
 
 .PHONY: lab
-lab: $(VENV)/.done ## Rolling update under load, 60 s per scenario; results in target/lab/
+lab: $(VENV)/.done ## Every experiment (or EXP=folder) under load, DURATION=60 s at least; results in target/lab/
 	@scripts/deps.sh docker haproxy
 	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images
-	$(PY) lab/lab.py
+	$(PY) lab/lab.py --duration $(DURATION) $(LAB_EXP)
 
 .PHONY: lab-short
 lab-short: $(VENV)/.done ## The lab's short run as a test, and the shared Python helpers' tests (part of make test)

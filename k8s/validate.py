@@ -484,7 +484,8 @@ def validate_tree(root):
         resources = set(kustomization(folder).get("resources") or [])
         alternatives = []
         for path in sorted(folder.glob("*.yaml")):
-            if path.name != "kustomization.yaml":
+            # lab.yaml: the experiment's steps for the lab, not a manifest.
+            if path.name not in ("kustomization.yaml", "lab.yaml"):
                 # Alternative files are applied on their own, next to the folder's objects.
                 own = load(path.read_text(), str(path.relative_to(root)))
                 sources.append(own + [(d, o) for d, o in rendered])

@@ -220,7 +220,10 @@ def check_supported(obj):
                     raise ManifestError(
                         f"{where}: env {env['name']}: fieldRef {path} is not simulated"
                     )
-    if kind == "Service" and spec.get("type", "ClusterIP") not in ("ClusterIP", "NodePort"):
+    if kind == "Service" and spec.get("type", "ClusterIP") not in (
+        "ClusterIP",
+        "NodePort",
+    ):
         raise ManifestError(f"{where}: spec.type {spec['type']} is not simulated")
 
 
@@ -297,10 +300,15 @@ class Network:
         self.name = f"{LABEL}-{run_id}"
         used = []
         for nid in docker("network", "ls", "-q").stdout.split():
-            for cfg in json.loads(
-                docker("network", "inspect", "-f", "{{json .IPAM.Config}}", nid).stdout
-                or "[]"
-            ) or []:
+            for cfg in (
+                json.loads(
+                    docker(
+                        "network", "inspect", "-f", "{{json .IPAM.Config}}", nid
+                    ).stdout
+                    or "[]"
+                )
+                or []
+            ):
                 if cfg.get("Subnet"):
                     used.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
         for third in range(64, 250):
@@ -311,7 +319,9 @@ class Network:
             raise RuntimeError("no free /24 for the lab's network")
         self.subnet = subnet
         self.next_host = 10
-        docker("network", "create", "--label", self.label, "--subnet", subnet, self.name)
+        docker(
+            "network", "create", "--label", self.label, "--subnet", subnet, self.name
+        )
 
     def allocate(self):
         self.next_host += 1
@@ -348,6 +358,8 @@ class Pod:
         self.gone = False
         self.restarts = 0
         self.exit_code = None
+        # The last readiness probe that failed, for the rollout's error message.
+        self.last_failure = None
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -381,7 +393,12 @@ class Pod:
         sc = c.get("securityContext", {})
         args = ["run", "-d", "--label", self.cluster.network.label]
         args += ["--network", self.cluster.network.name, "--ip", self.ip]
-        args += ["--name", f"{self.cluster.network.name}-{self.name}", "--hostname", self.name]
+        args += [
+            "--name",
+            f"{self.cluster.network.name}-{self.name}",
+            "--hostname",
+            self.name,
+        ]
         user = sc.get("runAsUser", pod_sc.get("runAsUser"))
         group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
         if user is not None:
@@ -415,7 +432,11 @@ class Pod:
         for m in c.get("volumeMounts", []):
             if m["name"] not in volumes:
                 raise ManifestError(f"pod {self.name}: no volume named {m['name']!r}")
-            owner = f",uid={user},gid={group if group is not None else user}" if user else ""
+            owner = (
+                f",uid={user},gid={group if group is not None else user}"
+                if user
+                else ""
+            )
             mode = "ro" if m.get("readOnly") else "rw"
             args += ["--tmpfs", f"{m['mountPath']}:{mode},mode=1777{owner}"]
         for env in c.get("env", []):
@@ -429,7 +450,9 @@ class Pod:
         args += c.get("args", [])
         result = docker(*args, check=False)
         if result.returncode != 0:
-            raise ManifestError(f"pod {self.name}: docker run failed: {result.stderr.strip()}")
+            raise ManifestError(
+                f"pod {self.name}: docker run failed: {result.stderr.strip()}"
+            )
         self.cid = result.stdout.strip()
 
     def _env_value(self, env):
@@ -465,12 +488,20 @@ class Pod:
                     return True, "connected"
             if "exec" in probe:
                 result = docker(
-                    "exec", self.cid, *probe["exec"]["command"], check=False, timeout=timeout + 5
+                    "exec",
+                    self.cid,
+                    *probe["exec"]["command"],
+                    check=False,
+                    timeout=timeout + 5,
                 )
-                return result.returncode == 0, (result.stdout + result.stderr).strip()[:200]
+                return result.returncode == 0, (result.stdout + result.stderr).strip()[
+                    :200
+                ]
         except (OSError, subprocess.TimeoutExpired) as error:
             return False, str(error)
-        raise ManifestError(f"pod {self.name}: a probe needs httpGet, tcpSocket or exec")
+        raise ManifestError(
+            f"pod {self.name}: a probe needs httpGet, tcpSocket or exec"
+        )
 
     def _run(self):
         """Starts the container, then probes it until it is terminated."""
@@ -501,6 +532,8 @@ class Pod:
                     return
                 counts = streak[kind]
                 counts[0], counts[1] = (counts[0] + 1, 0) if ok else (0, counts[1] + 1)
+                if not ok:
+                    self.last_failure = f"{kind} probe failed: {detail}"
                 if kind == "readiness":
                     if ok and counts[0] >= probe.get("successThreshold", 1):
                         self._set_ready(True, detail)
@@ -558,7 +591,11 @@ class Pod:
             if "exec" in prestop:
                 try:
                     result = docker(
-                        "exec", self.cid, *prestop["exec"]["command"], check=False, timeout=grace
+                        "exec",
+                        self.cid,
+                        *prestop["exec"]["command"],
+                        check=False,
+                        timeout=grace,
                     )
                     if result.returncode != 0:
                         self.cluster.event(
@@ -567,7 +604,9 @@ class Pod:
                             self,
                         )
                 except subprocess.TimeoutExpired:
-                    self.cluster.event("preStop still running at the grace period", self)
+                    self.cluster.event(
+                        "preStop still running at the grace period", self
+                    )
             else:
                 time.sleep(min(prestop["sleep"]["seconds"], grace))
         left = grace - (time.monotonic() - start)
@@ -642,7 +681,9 @@ class Deployment:
         self.paused = spec.get("paused", False)
         self.strategy = spec.get("strategy", {}).get("type", "RollingUpdate")
         rolling = spec.get("strategy", {}).get("rollingUpdate", {})
-        self.max_surge = resolve_surge(rolling.get("maxSurge", "25%"), self.replicas, True)
+        self.max_surge = resolve_surge(
+            rolling.get("maxSurge", "25%"), self.replicas, True
+        )
         self.max_unavailable = resolve_surge(
             rolling.get("maxUnavailable", "25%"), self.replicas, False
         )
@@ -672,7 +713,8 @@ class Deployment:
             new = ReplicaSet(self, self.template, revision)
             self.replica_sets.append(new)
             self.cluster.event(f"ReplicaSet revision {revision} ({new.hash})", None)
-        if new is None:
+        if new is None or self.paused:
+            # Paused: no rollout step, whatever the template says; scaling still applies.
             self._scale_paused()
         elif self.strategy == "Recreate":
             self._recreate(new)
@@ -682,12 +724,27 @@ class Deployment:
             self._sync_rs(rs)
 
     def _scale_paused(self):
-        """Paused mid-rollout: scaling goes to the newest ReplicaSet with pods."""
-        live = [rs for rs in self.replica_sets if rs.replicas > 0]
-        total = sum(rs.replicas for rs in live)
-        if live and total != self.replicas:
-            newest = max(live, key=lambda rs: rs.revision)
-            newest.replicas = max(0, newest.replicas + self.replicas - total)
+        """Paused: no rollout step, only scaling. One active ReplicaSet takes `replicas`;
+        several (paused mid-rollout) may hold `replicas + maxSurge` between them, as the
+        controller allows, and a difference goes to the largest (added) or comes from the
+        oldest (removed): the controller's proportional scaling, rounded to whole pods."""
+        live = sorted(
+            (rs for rs in self.replica_sets if rs.replicas > 0),
+            key=lambda rs: rs.revision,
+        )
+        if len(live) == 1:
+            live[0].replicas = self.replicas
+            return
+        surge = self.max_surge if self.strategy == "RollingUpdate" else 0
+        diff = self.replicas + surge - sum(rs.replicas for rs in live)
+        if diff > 0:
+            max(live, key=lambda rs: rs.replicas).replicas += diff
+        for rs in live:
+            if diff >= 0:
+                break
+            down = min(rs.replicas, -diff)
+            rs.replicas -= down
+            diff += down
 
     def _recreate(self, new):
         old = [rs for rs in self.replica_sets if rs is not new]
@@ -699,11 +756,14 @@ class Deployment:
 
     def _rolling(self, new):
         old = sorted(
-            (rs for rs in self.replica_sets if rs is not new), key=lambda rs: rs.revision
+            (rs for rs in self.replica_sets if rs is not new),
+            key=lambda rs: rs.revision,
         )
         total = sum(rs.replicas for rs in self.replica_sets)
         if new.replicas < self.replicas:
-            up = min(self.replicas + self.max_surge - total, self.replicas - new.replicas)
+            up = min(
+                self.replicas + self.max_surge - total, self.replicas - new.replicas
+            )
             new.replicas += max(0, up)
         elif new.replicas > self.replicas:
             new.replicas = self.replicas
@@ -751,11 +811,22 @@ class Deployment:
                 pod.delete()
         rs.pods = [p for p in rs.pods if not p.gone]
 
+    def describe(self):
+        """Why the rollout has not completed: the pods that are not available yet."""
+        waiting = [
+            f"{p.name}: {p.last_failure or 'not ready yet'}"
+            for p in self.pods()
+            if not p.terminating and not p.available(self.min_ready)
+        ]
+        return "; ".join(waiting) or "old pods still running"
+
     def complete(self):
         new = self.new_rs
         if new is None:
             return False
-        old_active = [p for rs in self.replica_sets if rs is not new for p in rs.active()]
+        old_active = [
+            p for rs in self.replica_sets if rs is not new for p in rs.active()
+        ]
         return (
             new.replicas == self.replicas
             and len(new.active()) == self.replicas
@@ -846,11 +917,15 @@ defaults
         for s in self.listeners:
             s.close()
         try:
-            testlib.wait_until(self._answers, 5, "haproxy's admin socket", interval=0.02)
+            testlib.wait_until(
+                self._answers, 5, "haproxy's admin socket", interval=0.02
+            )
         except (TimeoutError, RuntimeError) as error:
             tail = self.log.read_text(errors="replace")[-400:]
             self.close()
-            raise RuntimeError(f"Service {self.name}: haproxy did not start ({error}): {tail}")
+            raise RuntimeError(
+                f"Service {self.name}: haproxy did not start ({error}): {tail}"
+            )
         # slot per (port index, pod name); what haproxy has now.
         self.slots = {}
         self.applied = set()
@@ -858,10 +933,14 @@ defaults
     def update(self, obj):
         spec = obj["spec"]
         if getattr(self, "proc", None) is not None:
-            new_ports = [(p.get("port"), p.get("nodePort")) for p in spec.get("ports", [])]
+            new_ports = [
+                (p.get("port"), p.get("nodePort")) for p in spec.get("ports", [])
+            ]
             old_ports = [(p.get("port"), p.get("nodePort")) for p in self.ports]
             if new_ports != old_ports:
-                raise ManifestError(f"Service {self.name}: changing ports is not simulated")
+                raise ManifestError(
+                    f"Service {self.name}: changing ports is not simulated"
+                )
         self.selector = spec.get("selector", {})
         self.ports = spec.get("ports", [])
 
@@ -893,14 +972,10 @@ defaults
         }
 
     def apply(self, pods):
-        """Sets haproxy's servers to `pods` (name -> Pod)."""
-        for name in self.applied - set(pods):
-            for i in range(len(self.ports)):
-                slot = self.slots.pop((i, name), None)
-                if slot is not None:
-                    self.command(f"set server b{i}/s{slot} state maint")
-            self.cluster.event(f"endpoint removed from {self.name}", name)
-        for name in set(pods) - self.applied:
+        """Sets haproxy's servers to `pods` (name -> Pod): the new ones first, so that a
+        switch from one set to another (blue/green) never leaves none, as kube-proxy replaces
+        its rules in one go."""
+        for name in sorted(set(pods) - self.applied):
             pod = pods[name]
             for i, port in enumerate(self.ports):
                 used = {s for (j, _), s in self.slots.items() if j == i}
@@ -910,6 +985,12 @@ defaults
                 self.command(f"set server b{i}/s{slot} addr {pod.ip} port {target}")
                 self.command(f"set server b{i}/s{slot} state ready")
             self.cluster.event(f"endpoint added to {self.name}", pod)
+        for name in sorted(self.applied - set(pods)):
+            for i in range(len(self.ports)):
+                slot = self.slots.pop((i, name), None)
+                if slot is not None:
+                    self.command(f"set server b{i}/s{slot} state maint")
+            self.cluster.event(f"endpoint removed from {self.name}", name)
         self.applied = set(pods)
 
     def url(self, port=None):
@@ -990,13 +1071,17 @@ class Cluster:
         try:
             return self.deployments[(namespace, name)]
         except KeyError:
-            raise StepError(f"deployment {name} not found in namespace {namespace}") from None
+            raise StepError(
+                f"deployment {name} not found in namespace {namespace}"
+            ) from None
 
     def service(self, namespace, name):
         try:
             return self.services[(namespace, name)]
         except KeyError:
-            raise StepError(f"service {name} not found in namespace {namespace}") from None
+            raise StepError(
+                f"service {name} not found in namespace {namespace}"
+            ) from None
 
     def all_pods(self):
         return [p for d in list(self.deployments.values()) for p in d.pods()]
@@ -1012,6 +1097,12 @@ class Cluster:
         pod.thread.start()
 
     # --- the control loop
+
+    def sync_now(self):
+        """One pass of the controllers, now (they react to every change, as watches do)."""
+        with self.lock:
+            for d in list(self.deployments.values()):
+                d.sync()
 
     def _control_loop(self):
         while not self.stopped.wait(TICK):
@@ -1055,8 +1146,10 @@ class Cluster:
 
     def settled(self, service):
         """The Service's endpoints are in haproxy, with no change on its way."""
-        return bool(service.applied) and not any(s is service for _, s, _ in self.pending) and (
-            set(service.wanted()) == service.applied
+        return (
+            bool(service.applied)
+            and not any(s is service for _, s, _ in self.pending)
+            and (set(service.wanted()) == service.applied)
         )
 
     def terminations_done(self):

@@ -51,7 +51,9 @@ def experiments():
 def load_plan(name):
     path = K8S / name / "lab.yaml"
     if not path.exists():
-        raise SystemExit(f"lab: k8s/{name} has no lab.yaml (experiments: {experiments()})")
+        raise SystemExit(
+            f"lab: k8s/{name} has no lab.yaml (experiments: {experiments()})"
+        )
     plan = yaml.safe_load(path.read_text())
     unknown = set(plan) - {"title", "steps", "expect"}
     if unknown:
@@ -105,10 +107,14 @@ class Run:
             for assignment in words[3:]:
                 container, image = assignment.split("=", 1)
                 matched = [
-                    c for c in dep.template["spec"]["containers"] if c["name"] == container
+                    c
+                    for c in dep.template["spec"]["containers"]
+                    if c["name"] == container
                 ]
                 if not matched:
-                    raise StepError(f"deployment {dep.name} has no container {container}")
+                    raise StepError(
+                        f"deployment {dep.name} has no container {container}"
+                    )
                 obj = json.loads(json.dumps(dep.obj))
                 for c in obj["spec"]["template"]["spec"]["containers"]:
                     if c["name"] == container:
@@ -119,9 +125,14 @@ class Run:
         if verb == "rollout":
             action, dep = words[1], self._deployment(words[2], namespace)
             if action == "status":
-                self.cluster.wait(
-                    dep.complete, self.args.rollout_timeout, f"rollout of deployment/{dep.name}"
-                )
+                try:
+                    self.cluster.wait(
+                        dep.complete,
+                        self.args.rollout_timeout,
+                        f"rollout of deployment/{dep.name}",
+                    )
+                except StepError as error:
+                    raise StepError(f"{error} ({dep.describe()})") from None
             elif action in ("pause", "resume"):
                 obj = json.loads(json.dumps(dep.obj))
                 obj["spec"]["paused"] = action == "pause"
@@ -129,7 +140,11 @@ class Run:
                     dep.update(obj)
             elif action == "undo":
                 to = next(
-                    (int(w.split("=", 1)[1]) for w in words if w.startswith("--to-revision=")),
+                    (
+                        int(w.split("=", 1)[1])
+                        for w in words
+                        if w.startswith("--to-revision=")
+                    ),
                     None,
                 )
                 with self.cluster.lock:
@@ -139,7 +154,9 @@ class Run:
             return
         if verb == "scale":
             dep = self._deployment(words[1], namespace)
-            replicas = next(w.split("=", 1)[1] for w in words if w.startswith("--replicas="))
+            replicas = next(
+                w.split("=", 1)[1] for w in words if w.startswith("--replicas=")
+            )
             obj = json.loads(json.dumps(dep.obj))
             obj["spec"]["replicas"] = int(replicas)
             with self.cluster.lock:
@@ -147,7 +164,10 @@ class Run:
             return
         if verb == "patch" and words[1].startswith(("deployment/", "deploy/")):
             dep = self._deployment(words[1], namespace)
-            obj = merge(json.loads(json.dumps(dep.obj)), json.loads(words[words.index("-p") + 1]))
+            obj = merge(
+                json.loads(json.dumps(dep.obj)),
+                json.loads(words[words.index("-p") + 1]),
+            )
             with self.cluster.lock:
                 dep.update(obj)
             return
@@ -156,7 +176,9 @@ class Run:
             patch = json.loads(words[words.index("-p") + 1])
             unknown = set(patch.get("spec", {})) - {"selector"}
             if set(patch) - {"spec"} or unknown:
-                raise ManifestError("kubectl patch service: only spec.selector is played")
+                raise ManifestError(
+                    "kubectl patch service: only spec.selector is played"
+                )
             with self.cluster.lock:
                 service.selector = {**service.selector, **patch["spec"]["selector"]}
             return
@@ -171,18 +193,20 @@ class Run:
     # --- the lab's own steps
 
     def lab(self, words):
-        verb = words[0]
         namespace = "default"
         if "-n" in words:
             i = words.index("-n")
             namespace = words[i + 1]
             del words[i : i + 2]
+        verb = words[0]
         if verb == "load":
             # As a user would: once the Service answers (its endpoints reached haproxy).
             for name in words[1:]:
                 service = self.cluster.service(namespace, name)
                 self.cluster.wait(
-                    lambda s=service: self.cluster.settled(s), 30, f"endpoints of {name}"
+                    lambda s=service: self.cluster.settled(s),
+                    30,
+                    f"endpoints of {name}",
                 )
                 self.start_load(service)
         elif verb == "sleep":
@@ -281,10 +305,14 @@ class Run:
                     if words[0] != "kubectl":
                         raise ManifestError(f"{command}: not a kubectl command")
                     self.kubectl(words[1:])
+                    # The controllers watch the API: they act on a change at once.
+                    self.cluster.sync_now()
             elif isinstance(step, str) and step.startswith("lab "):
                 self.lab(shlex.split(step)[1:])
             else:
-                raise ManifestError(f"step {step!r}: a kubectl command, lab ..., or expect")
+                raise ManifestError(
+                    f"step {step!r}: a kubectl command, lab ..., or expect"
+                )
             if self.cluster.errors:
                 raise StepError(self.cluster.errors[0])
             record["ok"] = True
@@ -296,12 +324,13 @@ class Run:
 
     # --- what the run showed
 
-    def terminations(self):
-        """Per deleted pod: when it got SIGTERM and when its endpoints were removed."""
+    def terminations(self, service):
+        """Per pod of `service` that was deleted: from its deletion to its endpoint removal
+        (+ SLACK_MS), the window in which a request routed to it can fail."""
         by_pod = {}
         for e in self.cluster.events:
-            if e["event"] in ("deleted", "SIGTERM") or e["event"].startswith(
-                "endpoint removed"
+            if e["event"] in ("deleted", "SIGTERM") or e["event"] == (
+                f"endpoint removed from {service}"
             ):
                 by_pod.setdefault(e["pod"], []).append(e)
         windows = []
@@ -313,10 +342,10 @@ class Run:
         return windows
 
     def final_checks(self):
-        windows = self.terminations()
         for spec in self.plan.get("expect", []):
             if "service" in spec:
                 name = spec["service"]
+                windows = self.terminations(name)
                 report = self.reports.get(name)
                 if report is None:
                     self.check(f"service {name}", False, "was not under load")
@@ -381,7 +410,9 @@ class Run:
             elif "deployment" in spec:
                 name = spec["deployment"]
                 start = min((t for _, t in self.loads.values()), default=0)
-                samples = [s[name] for t, s in self.cluster.samples if t >= start and name in s]
+                samples = [
+                    s[name] for t, s in self.cluster.samples if t >= start and name in s
+                ]
                 if "available_min" in spec:
                     low = min((a for a, _ in samples), default=0)
                     self.check(
@@ -423,7 +454,8 @@ class Run:
                 for name, r in self.reports.items()
             },
             "checks": self.checks,
-            "ok": all(c["ok"] for c in self.checks) and all(s.get("ok") for s in self.steps),
+            "ok": all(c["ok"] for c in self.checks)
+            and all(s.get("ok") for s in self.steps),
             "skipped": self.skipped,
             "events": self.cluster.events,
         }
@@ -459,7 +491,11 @@ def wilson(n, total, z=1.96):
         return 0.0, 1.0
     p = n / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
+    half = (
+        z
+        * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5)
+        / (1 + z * z / total)
+    )
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
@@ -468,7 +504,8 @@ def wilson(n, total, z=1.96):
 
 def table(result):
     lines = [f"\n{result['experiment']}: {result['title']}"]
-    lines.append(f"  {'Service':<22} {'requests':>9} {'errors':>7}  versions")
+    if result["services"]:
+        lines.append(f"  {'Service':<22} {'requests':>9} {'errors':>7}  versions")
     for name, s in result["services"].items():
         versions = "  ".join(f"{v} {n}" for v, n in s["versions"].items())
         lines.append(f"  {name:<22} {s['requests']:>9} {s['errors']:>7}  {versions}")

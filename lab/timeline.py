@@ -32,12 +32,15 @@ def draw(result):
     start, end = span(result)
     services = list(result["services"].items())
     height = 40 + MARKS + LANE * max(1, len(services)) + 30
-    x = lambda ms: LEFT + (ms - start) / (end - start) * (WIDTH - LEFT - RIGHT)  # noqa: E731
+
+    def x(ms):
+        return LEFT + (ms - start) / (end - start) * (WIDTH - LEFT - RIGHT)
+
+    title = f"{escape(result['experiment'])}: {escape(result.get('title', ''))}"
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        'font-family="sans-serif" font-size="11">',
-        f'<text x="{LEFT}" y="16" font-size="13">{escape(result["experiment"])}: '
-        f"{escape(result.get('title', ''))}</text>",
+        + 'font-family="sans-serif" font-size="11">',
+        f'<text x="{LEFT}" y="16" font-size="13">{title}</text>',
     ]
     # Seconds along the axis.
     seconds = int((end - start) / 1000) + 1
@@ -76,7 +79,10 @@ def draw(result):
     colour_of = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(versions)}
     for lane, (name, s) in enumerate(services):
         base = top + MARKS + LANE * (lane + 1) - 10
-        peak = max((sum(sec["versions"].values()) + sec["errors"] for sec in s["timeline"]), default=1)
+        peak = max(
+            (sum(sec["versions"].values()) + sec["errors"] for sec in s["timeline"]),
+            default=1,
+        )
         scale = (LANE - 30) / max(peak, 1)
         out.append(f'<text x="4" y="{base - LANE + 30}">{escape(name)}</text>')
         for sec in s["timeline"]:
