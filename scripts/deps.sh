@@ -17,6 +17,8 @@ package_of() {
     taskset) echo util-linux ;;
     go) echo golang-go ;;
     hey) echo hey ;;
+    chromium) echo chromium ;;
+    chromedriver) echo chromium-driver ;;
     *) echo "" ;;
   esac
 }
