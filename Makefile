@@ -141,8 +141,8 @@ lab: $(VENV)/.done ## Every experiment (or EXP=folder) under load, DURATION=60 s
 	$(PY) lab/lab.py --duration $(DURATION) $(LAB_EXP)
 
 .PHONY: lab-short
-lab-short: $(VENV)/.done ## The lab's short run as a test, and the shared Python helpers' tests (part of make test)
-	@scripts/deps.sh docker haproxy
+lab-short: $(VENV)/.done ## The lab's short run, the live view in a browser, the Python helpers' tests (part of make test)
+	@scripts/deps.sh docker haproxy chromium chromedriver
 	@if docker info >/dev/null 2>&1; then \
 		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images; fi
 	$(PY) -m pytest -q -rs scripts/tests lab/tests

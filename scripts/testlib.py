@@ -42,6 +42,8 @@ PACKAGES = {
     "hey": "hey",
     "taskset": "util-linux",
     "qemu-aarch64-static": "qemu-user-static",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 

@@ -63,13 +63,17 @@ pub fn parse_fail_after(text: &str) -> Result<FailAfter, FailAfterError> {
     }
 }
 
-/// A change asked by `POST /fault?error_rate=0.2&latency=10ms..50ms`; either may be left out.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// A change asked by `POST /fault?error_rate=0.2&latency=10ms..50ms&version=0.9`; each may be
+/// left out. With `version`, only a pod of that version takes it: through a Service a request
+/// lands on any pod, and the live view (`/ui`) repeats it until every pod of the version has.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct FaultChange {
     /// The new fraction of failing answers.
     pub error_rate: Option<f64>,
     /// The new added latency.
     pub latency: Option<Spread>,
+    /// Only for pods of this version.
+    pub version: Option<String>,
 }
 
 /// A `/fault` query that cannot be applied.
@@ -82,7 +86,7 @@ pub(crate) enum FaultChangeError {
     #[error("latency: {0}")]
     Latency(#[from] DurationError),
     /// Another key.
-    #[error("unknown fault setting {0:?} (error_rate, latency)")]
+    #[error("unknown fault setting {0:?} (error_rate, latency, version)")]
     Unknown(String),
 }
 
@@ -96,6 +100,7 @@ impl std::str::FromStr for FaultChange {
             match key {
                 "error_rate" => change.error_rate = Some(parse_rate(value)?),
                 "latency" => change.latency = Some(parse_latency(value)?),
+                "version" => change.version = Some(value.to_owned()),
                 other => return Err(FaultChangeError::Unknown(other.to_owned())),
             }
         }
@@ -166,15 +171,16 @@ impl Faults {
             page_requests: AtomicU64::new(0),
             failed: CancellationToken::new(),
         };
-        faults.set(FaultChange {
+        faults.set(&FaultChange {
             error_rate: Some(error_rate),
             latency: Some(latency),
+            version: None,
         });
         faults
     }
 
     /// Changes the error rate and/or the latency.
-    pub(crate) fn set(&self, change: FaultChange) {
+    pub(crate) fn set(&self, change: &FaultChange) {
         if let Some(rate) = change.error_rate {
             let ppm = (rate.clamp(0.0, 1.0) * PPM).round() as u32;
             self.error_rate_ppm.store(ppm, Ordering::Relaxed);
@@ -291,7 +297,7 @@ mod tests {
         );
         assert_eq!(faults.draw().fail_with, Some(503));
         assert_eq!(faults.draw().delay, Duration::from_millis(5));
-        faults.set("error_rate=0".parse().unwrap());
+        faults.set(&"error_rate=0".parse().unwrap());
         assert_eq!(faults.draw().fail_with, None);
         assert_eq!(faults.settings().latency, "5ms");
         assert!(!faults.count_page_request());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::app::App;
@@ -21,6 +21,13 @@ use crate::lifecycle::{EnableError, State};
 /// Longest wait `/delay/{duration}` grants.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 
+/// The live rollout view: one self-contained page (HTML, CSS and script), polling `/`.
+const UI: &[u8] = include_bytes!("ui.html");
+
+/// Sent by the live view's polls; answered with `Connection: close`.
+const X_TESTPAGE_VIEW: HeaderName = HeaderName::from_static("x-testpage-view");
+
+const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const OPENMETRICS: HeaderValue =
@@ -52,7 +59,12 @@ pub(crate) async fn handle(
     // While draining, ask HTTP/1 clients to reconnect, so that keep-alive connections move to
     // the pods that are still ready instead of ending in a reset when this one exits. HTTP/2 has
     // no such header; its clients get a GOAWAY when the server closes.
-    if draining && req.version() <= Version::HTTP_11 {
+    //
+    // The live view's polls (`X-Testpage-View`) are always answered this way: a browser keeps
+    // one connection open and a Service balances connections, not requests, so the view would
+    // otherwise see one pod until that pod goes away.
+    let view = req.headers().contains_key(X_TESTPAGE_VIEW);
+    if (draining || view) && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
@@ -70,7 +82,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Bo
     }
     match path {
         "/" | "/healthz" | "/livez" | "/readyz" | "/healthy.html" | "/info" | "/metrics"
-        | "/headers" => {
+        | "/headers" | "/ui" => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             response
                 .headers_mut()
@@ -108,6 +120,7 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
             ),
         ),
         "/headers" => ("/headers", json(&headers_json(req))),
+        "/ui" | "/ui/" => ("/ui", body(StatusCode::OK, HTML, Bytes::from_static(UI))),
         "/fault" if app.admin() => ("/admin", json(&app.faults().settings())),
         _ => {
             if let Some(wait) = path.strip_prefix("/delay/") {
@@ -220,8 +233,18 @@ fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body
             text(StatusCode::OK, "liveness enabled\n")
         }
         "/fault" => match req.uri().query().unwrap_or("").parse::<FaultChange>() {
+            Ok(FaultChange {
+                version: Some(version),
+                ..
+            }) if version != app.info().pod_info.version => text(
+                StatusCode::CONFLICT,
+                format!(
+                    "this pod serves version {}, not {version}\n",
+                    app.info().pod_info.version
+                ),
+            ),
             Ok(change) => {
-                app.faults().set(change);
+                app.faults().set(&change);
                 tracing::info!(?change, "faults changed");
                 json(&app.faults().settings())
             }

@@ -144,3 +144,48 @@ fn delay_waits_then_answers_the_page() {
         assert_eq!(server.get(bad).status, 400, "{bad}");
     }
 }
+
+#[test]
+fn the_live_view_is_one_page_and_its_polls_each_get_a_new_connection() {
+    let server = Server::start(&[("VERSION", "0.9")]);
+    let ui = server.get("/ui");
+    assert_eq!(ui.status, 200);
+    assert_eq!(ui.header("content-type"), Some("text/html; charset=utf-8"));
+    let page = ui.text();
+    assert!(page.contains("dataset.version") && page.contains("X-Testpage-View"));
+    assert!(ui.body.len() < 32 * 1024, "{} bytes", ui.body.len());
+    // Nothing from elsewhere: no script, style or font from another origin.
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+
+    // A poll of the view is answered with Connection: close; a keep-alive client is not.
+    let mut conn = common::Conn::open(server.addr);
+    let plain = conn.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(plain.header("connection"), None);
+    let poll = conn
+        .send("GET / HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nX-Testpage-View: 1\r\n\r\n")
+        .unwrap();
+    assert_eq!(poll.header("connection"), Some("close"));
+    assert!(poll.text().contains("\"version\":\"0.9\""));
+    assert!(conn.closed_within(std::time::Duration::from_secs(2)));
+}
+
+#[test]
+fn a_fault_for_another_version_is_refused_and_changes_nothing() {
+    let server = Server::start(&[("VERSION", "0.9")]);
+    let post = |path: &str| {
+        server.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let other = post("/fault?error_rate=1&version=0.8");
+    assert_eq!(other.status, 409);
+    assert!(
+        other.text().contains("serves version 0.9"),
+        "{}",
+        other.text()
+    );
+    assert!(server.get("/fault").text().contains("\"error_rate\":0.0"));
+    let ours = post("/fault?error_rate=1&version=0.9");
+    assert_eq!(ours.status, 200);
+    assert!(server.get("/fault").text().contains("\"error_rate\":1.0"));
+}
