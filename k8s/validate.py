@@ -3,9 +3,9 @@
 
 Each folder is rendered with `kubectl kustomize`, and every YAML file is also read on its own (the
 alternative files, such as deployment-0.9.yaml, are applied by hand). Every object is validated
-strictly against the Kubernetes schemas of several minor versions, or, for Gateway API, Istio and
-Traefik kinds, against the structural reduction of their upstream CRD schemas kept in
-k8s/schemas/ (made strict: unknown fields fail).
+strictly against the Kubernetes schemas of several minor versions, or, for Gateway API, Istio,
+Traefik, Argo Rollouts and Flagger kinds, against the structural reduction of their upstream CRD
+schemas kept in k8s/schemas/ (made strict: unknown fields fail).
 Then the project's rules: see RULES below.
 
     python k8s/validate.py [ROOT]      # exit 1 with one line per problem
@@ -26,7 +26,16 @@ HERE = pathlib.Path(__file__).resolve().parent
 PROJECT = HERE.parent
 SCHEMAS = HERE / "schemas"
 K8S_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
-CRD_GROUPS = {"gateway.networking.k8s.io", "networking.istio.io", "traefik.io"}
+CRD_GROUPS = {
+    "gateway.networking.k8s.io",
+    "networking.istio.io",
+    "traefik.io",
+    "argoproj.io",
+    "flagger.app",
+}
+# Files in an experiment folder that are not Kubernetes objects: the lab's steps, and the
+# Prometheus scrape job the analysis queries rely on.
+NOT_MANIFESTS = {"kustomization.yaml", "lab.yaml", "prometheus-scrape.yaml"}
 REMOVED_API_VERSIONS = {
     "extensions/v1beta1",
     "apps/v1beta1",
@@ -52,6 +61,10 @@ RULES = """
 - images are ours, with a tag `make images` builds (images/variants.tsv)
 - the container port is the port the image listens on (PORT, else the variant's default)
 - every named port a Service or probe refers to exists on the container
+- a Rollout (Argo) names Services and AnalysisTemplates that exist, passes every arg a
+  template needs and none it does not declare; a query uses only the args it declares
+- a Canary (Flagger) targets a Deployment, a Gateway and MetricTemplates that exist; a
+  MetricTemplate's query uses only the variables Flagger fills in
 - every env var set is one testpage reads
 - an alternative file (applied on its own) lands in its folder's namespace
 - across experiment folders (every kustomization that is not another's base): no object
@@ -196,8 +209,10 @@ def pod_templates(obj):
         "DaemonSet",
         "ReplicaSet",
         "Job",
+        "Rollout",
     ):
-        yield obj["spec"]["template"]
+        if "template" in (obj.get("spec") or {}):
+            yield obj["spec"]["template"]
     elif obj.get("kind") == "Pod":
         yield obj
 
@@ -243,6 +258,146 @@ def rule_problems(obj, objects):
             )
     for template in pod_templates(obj):
         problems += pod_problems(obj, template)
+    if kind == "Rollout":
+        problems += rollout_problems(obj, objects)
+    if kind == "AnalysisTemplate":
+        problems += analysis_template_problems(obj)
+    if kind == "Canary":
+        problems += canary_problems(obj, objects)
+    if kind == "MetricTemplate":
+        problems += metric_template_problems(obj)
+    return problems
+
+
+def find(objects, kind, namespace, name):
+    """The object of that kind and name in that namespace, or None. namespace None (a file
+    read on its own, placed by its kustomization): in any namespace."""
+    for other in objects:
+        _, other_namespace, other_name = identity(other)
+        if (
+            other.get("kind") == kind
+            and other_name == name
+            and namespace in (None, other_namespace)
+        ):
+            return other
+    return None
+
+
+ARGO_ARG = re.compile(r"\{\{\s*args\.([A-Za-z0-9_.-]+?)\s*\}\}")
+FLAGGER_VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
+# What Flagger fills in a MetricTemplate's query (variables.NAME from templateVariables).
+FLAGGER_VARIABLES = {"namespace", "target", "service", "ingress", "interval"}
+
+
+def rollout_analyses(rollout):
+    """(where, analysis) for every analysis a Rollout runs: background, inline steps,
+    blue-green pre- and post-promotion."""
+    strategy = (rollout.get("spec") or {}).get("strategy") or {}
+    canary, blue_green = strategy.get("canary") or {}, strategy.get("blueGreen") or {}
+    if canary.get("analysis"):
+        yield "strategy.canary.analysis", canary["analysis"]
+    for i, step in enumerate(canary.get("steps") or []):
+        if isinstance(step, dict) and step.get("analysis"):
+            yield f"strategy.canary.steps.{i}.analysis", step["analysis"]
+    for key in ("prePromotionAnalysis", "postPromotionAnalysis"):
+        if blue_green.get(key):
+            yield f"strategy.blueGreen.{key}", blue_green[key]
+
+
+def rollout_problems(rollout, objects):
+    problems = []
+    namespace = (rollout.get("metadata") or {}).get("namespace")
+    strategy = (rollout.get("spec") or {}).get("strategy") or {}
+    for kind_key, services in (
+        ("canary", ("canaryService", "stableService")),
+        ("blueGreen", ("activeService", "previewService")),
+    ):
+        for key in services:
+            name = (strategy.get(kind_key) or {}).get(key)
+            if name and find(objects, "Service", namespace, name) is None:
+                problems.append(f"strategy.{kind_key}.{key}: no Service {name}")
+    for where, analysis in rollout_analyses(rollout):
+        passed = {a.get("name") for a in analysis.get("args") or []}
+        for ref in analysis.get("templates") or []:
+            name = ref.get("templateName")
+            if ref.get("clusterScope"):
+                continue
+            template = find(objects, "AnalysisTemplate", namespace, name)
+            if template is None:
+                problems.append(f"{where}: no AnalysisTemplate {name}")
+                continue
+            declared = {a.get("name"): a for a in template["spec"].get("args") or []}
+            for arg in sorted(passed - set(declared)):
+                problems.append(f"{where}: arg {arg} is not one {name} declares")
+            for arg, spec in sorted(declared.items()):
+                if (
+                    arg not in passed
+                    and "value" not in spec
+                    and "valueFrom" not in spec
+                ):
+                    problems.append(f"{where}: {name} needs arg {arg}, not passed")
+    return problems
+
+
+def analysis_template_problems(template):
+    problems = []
+    declared = {a.get("name") for a in template["spec"].get("args") or []}
+    for metric in template["spec"].get("metrics") or []:
+        query = ((metric.get("provider") or {}).get("prometheus") or {}).get("query")
+        for arg in sorted(set(ARGO_ARG.findall(query or "")) - declared):
+            problems.append(
+                f"metric {metric.get('name')}: query uses {{{{args.{arg}}}}}, not a declared arg"
+            )
+    return problems
+
+
+def canary_problems(canary, objects):
+    problems = []
+    namespace = (canary.get("metadata") or {}).get("namespace")
+    spec = canary.get("spec") or {}
+    target = spec.get("targetRef") or {}
+    if find(objects, target.get("kind"), namespace, target.get("name")) is None:
+        problems.append(f"targetRef: no {target.get('kind')} {target.get('name')}")
+    for ref in (spec.get("service") or {}).get("gatewayRefs") or []:
+        ref_namespace = ref.get("namespace") or namespace
+        if find(objects, "Gateway", ref_namespace, ref.get("name")) is None:
+            problems.append(f"service.gatewayRefs: no Gateway {ref.get('name')}")
+    for metric in (spec.get("analysis") or {}).get("metrics") or []:
+        ref = metric.get("templateRef")
+        if not ref:
+            continue
+        template = find(
+            objects,
+            "MetricTemplate",
+            ref.get("namespace") or namespace,
+            ref.get("name"),
+        )
+        if template is None:
+            problems.append(
+                f"analysis.metrics {metric.get('name')}: no MetricTemplate {ref.get('name')}"
+            )
+            continue
+        given = set(metric.get("templateVariables") or {})
+        used = {
+            v.removeprefix("variables.")
+            for v in FLAGGER_VARIABLE.findall(template["spec"].get("query", ""))
+            if v.startswith("variables.")
+        }
+        for variable in sorted(used - given):
+            problems.append(
+                f"analysis.metrics {metric.get('name')}: {ref.get('name')} uses "
+                f"variables.{variable}, not in templateVariables"
+            )
+    return problems
+
+
+def metric_template_problems(template):
+    problems = []
+    for variable in FLAGGER_VARIABLE.findall(template["spec"].get("query", "")):
+        if variable not in FLAGGER_VARIABLES and not variable.startswith("variables."):
+            problems.append(
+                f"query uses {{{{ {variable} }}}}, not a variable Flagger fills in"
+            )
     return problems
 
 
@@ -382,7 +537,7 @@ def alternative_problems(own, rendered):
     return problems
 
 
-WORKLOADS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet")
+WORKLOADS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Rollout")
 
 
 def selects(selector, labels):
@@ -484,8 +639,7 @@ def validate_tree(root):
         resources = set(kustomization(folder).get("resources") or [])
         alternatives = []
         for path in sorted(folder.glob("*.yaml")):
-            # lab.yaml: the experiment's steps for the lab, not a manifest.
-            if path.name not in ("kustomization.yaml", "lab.yaml"):
+            if path.name not in NOT_MANIFESTS:
                 # Alternative files are applied on their own, next to the folder's objects.
                 own = load(path.read_text(), str(path.relative_to(root)))
                 sources.append(own + [(d, o) for d, o in rendered])

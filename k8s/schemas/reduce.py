@@ -17,7 +17,13 @@ import sys
 
 import yaml
 
-GROUPS = {"gateway.networking.k8s.io", "networking.istio.io", "traefik.io"}
+GROUPS = {
+    "gateway.networking.k8s.io",
+    "networking.istio.io",
+    "traefik.io",
+    "argoproj.io",
+    "flagger.app",
+}
 KEEP = {
     "type",
     "enum",
