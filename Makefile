@@ -141,11 +141,18 @@ lab: $(VENV)/.done ## Every experiment (or EXP=folder) under load, DURATION=60 s
 	$(PY) lab/lab.py --duration $(DURATION) $(LAB_EXP)
 
 .PHONY: lab-short
-lab-short: $(VENV)/.done ## The lab's short run, the live view in a browser, the Python helpers' tests (part of make test)
-	@scripts/deps.sh docker haproxy chromium chromedriver
+lab-short: $(VENV)/.done ## The lab's short run, the live view in a browser, the analysis queries (lab-analysis), the Python helpers' tests (part of make test)
+	@scripts/deps.sh docker haproxy chromium chromedriver prometheus
 	@if docker info >/dev/null 2>&1; then \
 		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images; fi
 	$(PY) -m pytest -q -rs scripts/tests lab/tests
+
+# Prometheus runs as the scenario's own process (Debian's package), never as a service.
+.PHONY: lab-analysis
+lab-analysis: $(VENV)/.done ## The Argo Rollouts and Flagger queries on a real Prometheus; writes target/lab/analysis.json
+	@scripts/deps.sh docker prometheus
+	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.9 >/dev/null 2>&1 || $(MAKE) images
+	$(PY) lab/analysis.py
 
 ##@ Benchmarks
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the tools a workflow needs are here, installing Debian packages when it can.
 #
-#   scripts/deps.sh TOOL...      e.g. scripts/deps.sh docker haproxy qemu-aarch64-static
+#   scripts/deps.sh TOOL...      e.g. scripts/deps.sh docker haproxy prometheus
 #
 # A tool that is still missing afterwards is an error under REQUIRE_DOCKER=1 (CI), and a
 # warning otherwise: the checks that need it then skip, saying why.
@@ -17,6 +17,7 @@ package_of() {
     taskset) echo util-linux ;;
     go) echo golang-go ;;
     hey) echo hey ;;
+    prometheus) echo prometheus ;;
     chromium) echo chromium ;;
     chromedriver) echo chromium-driver ;;
     *) echo "" ;;
