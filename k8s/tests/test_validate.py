@@ -157,15 +157,15 @@ CASES = [
     (
         "typo in a Rollout step",
         "argo-rollouts/rollout-canary.yaml",
-        "- setWeight: 40",
-        "- setWieght: 40",
+        "- setWeight: 50",
+        "- setWieght: 50",
         "setWieght",
     ),
     (
         "pause as a bare duration in a Rollout step",
         "argo-rollouts/rollout-canary.yaml",
-        "- pause: {duration: 1m}",
-        "- pause: 1m",
+        "- pause: {duration: 30s}",
+        "- pause: 30s",
         "steps.1.pause",
     ),
     (
