@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::faults::Faults;
 use crate::lifecycle::Lifecycle;
+use crate::live::Streams;
 use crate::metrics::{Metrics, Snapshot};
 use crate::pod_info::{Info, PodInfo, X_POD, X_POD_IP, X_VERSION};
 
@@ -23,6 +24,8 @@ pub(crate) struct App {
     faults: Faults,
     metrics: Metrics,
     admin: bool,
+    /// The streams of events (`/events`), and the order to go.
+    streams: Streams,
     /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
     /// slow requests can never hold every connection and lock probes out.
     slow: Semaphore,
@@ -67,6 +70,7 @@ impl App {
             metrics,
             admin,
             slow: Semaphore::new(slow_slots(max_connections)),
+            streams: Streams::default(),
         }
     }
 
@@ -83,6 +87,11 @@ impl App {
     /// The metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The streams of events.
+    pub(crate) fn streams(&self) -> &Streams {
+        &self.streams
     }
 
     /// The rendered page.

@@ -26,6 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -176,9 +180,15 @@ impl Connections {
                 let app = Arc::clone(&app);
                 let request = activity.begin();
                 async move {
+                    // The request stays in flight until its body is sent: a stream of events
+                    // keeps its connection from counting as idle for as long as it runs.
                     let response = routes::handle(app, req).await;
-                    drop(request);
-                    response
+                    response.map(|r| {
+                        r.map(|body| Tracked {
+                            body,
+                            _request: request,
+                        })
+                    })
                 }
             })
         };
@@ -321,6 +331,32 @@ impl Drop for RequestGuard {
         self.0.served.store(true, Ordering::Relaxed);
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that ends its request when it is done (or dropped).
+struct Tracked<B> {
+    body: B,
+    _request: RequestGuard,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`readiness`] — the ready file, written and removed only by its owner.
 //! - `app` — what the handlers share: identity, page, lifecycle, faults, metrics.
 //! - `routes` — the HTTP handlers.
+//! - `live` — `/events`, the long-lived answers, and how they leave at shutdown.
 //! - [`pod_info`] — the pod's IP, names and version; the `/info` document; the `X-*` headers.
 //! - [`page`] — the `MESSAGE` template.
 //! - [`faults`] — error rate, latency and `FAIL_AFTER` for rollout tests.
@@ -28,6 +29,7 @@ pub mod connections;
 pub mod duration;
 pub mod faults;
 pub(crate) mod lifecycle;
+pub(crate) mod live;
 pub(crate) mod metrics;
 pub mod page;
 pub mod pod_info;
@@ -143,10 +145,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
     };
     let outcome = server::serve(listener, Arc::clone(&app), timings, shutdown).await;
     let (since_sigterm, drain_requests, closed) = app.metrics().shutdown_summary();
+    let streams = app.streams().counts();
     tracing::info!(
         seconds_since_sigterm = format!("{since_sigterm:.3}"),
         drain_requests,
         connections_closed_at_shutdown = closed,
+        streams_ended_cleanly = streams.clean,
+        // Still open now means cut with the connections: their tasks have not noticed yet.
+        streams_cut = streams.cut + streams.open,
         "shutdown summary"
     );
     outcome

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::duration;
 use crate::faults::FaultChange;
 use crate::lifecycle::{EnableError, State};
+use crate::live::{self, EventStream};
 
 /// Longest wait `/delay/{duration}` grants.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
@@ -28,13 +29,14 @@ const UI: &[u8] = include_bytes!("ui.html");
 const X_TESTPAGE_VIEW: HeaderName = HeaderName::from_static("x-testpage-view");
 
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const OPENMETRICS: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
-/// The response body type.
-pub(crate) type Body = Full<Bytes>;
+/// The response body: the whole answer at once, or a stream of events (`/events`).
+pub(crate) type Body = Either<Full<Bytes>, EventStream>;
 
 /// Answers one request. Never fails: every problem is an HTTP status.
 pub(crate) async fn handle(
@@ -43,7 +45,12 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let _in_flight = app.lifecycle().track_request();
     let started = Instant::now();
-    let (route, mut response) = route(&app, &req).await;
+    let streaming = req.uri().path() == "/events" && req.method() == Method::GET;
+    let (route, mut response) = if streaming {
+        ("/events", events(&app))
+    } else {
+        route(&app, &req).await
+    };
     let draining =
         app.lifecycle().state() != State::Serving && app.lifecycle().state() != State::Starting;
     app.metrics().record(
@@ -63,8 +70,10 @@ pub(crate) async fn handle(
     // The live view's polls (`X-Testpage-View`) are always answered this way: a browser keeps
     // one connection open and a Service balances connections, not requests, so the view would
     // otherwise see one pod until that pod goes away.
+    //
+    // A stream of events is too: when it ends, its client reconnects on a new connection.
     let view = req.headers().contains_key(X_TESTPAGE_VIEW);
-    if (draining || view) && req.version() <= Version::HTTP_11 {
+    if (draining || view || streaming) && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
@@ -82,7 +91,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Bo
     }
     match path {
         "/" | "/healthz" | "/livez" | "/readyz" | "/healthy.html" | "/info" | "/metrics"
-        | "/headers" | "/ui" => {
+        | "/headers" | "/ui" | "/events" => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             response
                 .headers_mut()
@@ -341,8 +350,17 @@ fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
     body(status, TEXT, message.into())
 }
 
+/// `GET /events`: server-sent events, one a second, until the drain tells the stream to go.
+fn events(app: &Arc<App>) -> Response<Body> {
+    let mut response = Response::new(Either::Right(live::events(Arc::clone(app))));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, EVENT_STREAM);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 fn body(status: StatusCode, content_type: HeaderValue, bytes: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(bytes));
+    let mut response = Response::new(Either::Left(Full::new(bytes)));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -178,8 +178,10 @@ async fn sequence(
     let stopping = async {
         // 2. Readiness withdrawn.
         let withdrawn = lifecycle.begin_draining();
-        // 3. Drain decision.
+        // 3. Drain decision. Streams of events (`/events`) are told to go within it, each at
+        //    its own moment, so their clients reconnect elsewhere (see `live`).
         let drain = drain_time(withdrawn, timings.drain);
+        app.streams().depart(drain);
         tracing::info!(
             drain = %crate::duration::format(drain),
             withdrawn_ago = %crate::duration::format(withdrawn.ago),

@@ -1,0 +1,183 @@
+//! `/events`: a stream of server-sent events that leaves cleanly during the drain.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Server, Signal};
+
+/// One `/events` stream, read line by line: each event with the moment it arrived.
+struct Stream {
+    reader: BufReader<TcpStream>,
+}
+
+#[derive(Debug)]
+struct Event {
+    kind: String,
+    id: u64,
+    data: serde_json::Value,
+    at: Instant,
+}
+
+impl Stream {
+    fn open(server: &Server) -> Stream {
+        let mut socket = TcpStream::connect(server.addr).unwrap();
+        socket
+            .write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut reader = BufReader::new(socket);
+        let mut head = String::new();
+        while reader.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        Stream { reader }
+    }
+
+    /// The next event, or `None` at the end of the stream.
+    fn next(&mut self) -> Option<Event> {
+        let (mut kind, mut id, mut data) = (None, 0, None);
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            // Chunk sizes of the chunked encoding, and the stream's end (`0`).
+            if line.chars().all(|c| c.is_ascii_hexdigit()) && !line.is_empty() {
+                if line == "0" {
+                    return None;
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("event: ") {
+                kind = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse().unwrap();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(v).unwrap());
+            } else if line.is_empty() {
+                if let (Some(kind), Some(data)) = (kind.take(), data.take()) {
+                    return Some(Event {
+                        kind,
+                        id,
+                        data,
+                        at: Instant::now(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_event_every_second_with_version_pod_and_sequence() {
+    let server = Server::start(&[("VERSION", "0.9"), ("POD_NAME", "p-1")]);
+    let mut stream = Stream::open(&server);
+    let first = stream.next().unwrap();
+    let third = {
+        stream.next().unwrap();
+        stream.next().unwrap()
+    };
+    assert_eq!(first.kind, "message");
+    assert_eq!(first.data["version"], "0.9");
+    assert_eq!(first.data["pod"], "p-1");
+    assert_eq!((first.id, third.id), (1, 3));
+    let between = third.at - first.at;
+    assert!(
+        between > Duration::from_millis(1500) && between < Duration::from_millis(3000),
+        "{between:?}"
+    );
+}
+
+#[test]
+fn sigterm_sends_every_stream_its_goodbye_spread_over_the_drain_then_exits_0() {
+    let mut server = Server::start(&[("VERSION", "0.9"), ("DRAIN", "2s")]);
+    let streams: Vec<Stream> = (0..12).map(|_| Stream::open(&server)).collect();
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                let mut last = None;
+                while let Some(event) = s.next() {
+                    last = Some(event);
+                }
+                (last, Instant::now())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let mut byes = Vec::new();
+    for reader in readers {
+        let (last, ended) = reader.join().unwrap();
+        let last = last.expect("events before the end");
+        assert_eq!(last.kind, "bye", "{last:?}");
+        byes.push(last.at - signalled);
+        // The stream ends right after its goodbye.
+        assert!(ended - last.at < Duration::from_millis(500));
+    }
+    byes.sort();
+    // Within the second half of the drain (with margin for a loaded machine), not all at once.
+    assert!(byes[0] >= Duration::from_millis(900), "{byes:?}");
+    assert!(
+        byes[byes.len() - 1] <= Duration::from_millis(2800),
+        "{byes:?}"
+    );
+    assert!(
+        byes[byes.len() - 1] - byes[0] >= Duration::from_millis(100),
+        "{byes:?}"
+    );
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert!(
+        server
+            .stderr()
+            .contains("streams_ended_cleanly=12 streams_cut=0"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn without_a_drain_streams_leave_at_once() {
+    let mut server = Server::start(&[("VERSION", "0.9"), ("DRAIN", "0")]);
+    let mut stream = Stream::open(&server);
+    stream.next().unwrap();
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let mut last = None;
+    while let Some(event) = stream.next() {
+        last = Some(event);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.kind, "bye");
+    assert!(last.at - signalled < Duration::from_millis(800));
+    let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+}
+
+#[test]
+fn a_stream_opened_late_in_the_drain_says_goodbye_before_it_ends() {
+    let mut server = Server::start(&[("VERSION", "0.9"), ("DRAIN", "3s")]);
+    let mut early = Stream::open(&server);
+    early.next().unwrap();
+    server.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(2500));
+    let opened = Instant::now();
+    let mut late = Stream::open(&server);
+    let mut kinds = Vec::new();
+    while let Some(event) = late.next() {
+        kinds.push(event.kind);
+    }
+    assert_eq!(kinds.last().map(String::as_str), Some("bye"), "{kinds:?}");
+    assert!(opened.elapsed() < Duration::from_millis(1500));
+    let _ = server.wait_exit(Duration::from_secs(10));
+}
