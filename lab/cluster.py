@@ -87,7 +87,6 @@ _CONTAINER = {
     ],
     "readinessProbe": _PROBE,
     "livenessProbe": _PROBE,
-    "startupProbe": _PROBE,
     "resources": {"requests": None, "limits": {"cpu": None, "memory": None}},
     "securityContext": {
         "allowPrivilegeEscalation": None,
@@ -220,6 +219,16 @@ def check_supported(obj):
                     raise ManifestError(
                         f"{where}: env {env['name']}: fieldRef {path} is not simulated"
                     )
+    if kind == "Deployment":
+        for c in spec["template"]["spec"]["containers"]:
+            for probe in ("readinessProbe", "livenessProbe"):
+                scheme = c.get(probe, {}).get("httpGet", {}).get("scheme", "HTTP")
+                if scheme != "HTTP":
+                    raise ManifestError(
+                        f"{where}: {probe}.httpGet.scheme {scheme}: only HTTP"
+                    )
+    if kind == "Service" and not spec.get("selector"):
+        raise ManifestError(f"{where}: a Service without a selector (manual endpoints)")
     if kind == "Service" and spec.get("type", "ClusterIP") not in (
         "ClusterIP",
         "NodePort",
@@ -401,6 +410,10 @@ class Pod:
         ]
         user = sc.get("runAsUser", pod_sc.get("runAsUser"))
         group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+        if user is None and group is not None:
+            raise ManifestError(
+                f"pod {self.name}: runAsGroup without runAsUser is not simulated"
+            )
         if user is not None:
             args += ["--user", f"{user}:{group if group is not None else user}"]
         elif sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
@@ -432,13 +445,13 @@ class Pod:
         for m in c.get("volumeMounts", []):
             if m["name"] not in volumes:
                 raise ManifestError(f"pod {self.name}: no volume named {m['name']!r}")
-            owner = (
-                f",uid={user},gid={group if group is not None else user}"
-                if user
-                else ""
-            )
+            # fsGroup owns the volume, as the kubelet sets it; else the pod's user does.
+            gid = pod_sc.get("fsGroup", group if group is not None else user)
+            owner = f",uid={user},gid={gid}" if user else ""
+            size = volumes[m["name"]]["emptyDir"].get("sizeLimit")
+            limit = f",size={bytes_of(size)}" if size else ""
             mode = "ro" if m.get("readOnly") else "rw"
-            args += ["--tmpfs", f"{m['mountPath']}:{mode},mode=1777{owner}"]
+            args += ["--tmpfs", f"{m['mountPath']}:{mode},mode=1777{owner}{limit}"]
         for env in c.get("env", []):
             args += ["-e", f"{env['name']}={self._env_value(env)}"]
         command = c.get("command")
@@ -563,7 +576,8 @@ class Pod:
     def _restart_after_exit(self):
         code = docker("inspect", "-f", "{{.State.ExitCode}}", self.cid, check=False)
         self._set_ready(False, "exited")
-        backoff = min(10 * 2**self.restarts, 300)
+        # The kubelet restarts at once the first time, then after 10 s, 20 s, ... 300 s.
+        backoff = 0 if self.restarts == 0 else min(10 * 2 ** (self.restarts - 1), 300)
         self.cluster.event(f"exited {code.stdout.strip()}; restart in {backoff}s", self)
         if self.stop.wait(backoff):
             return
@@ -708,8 +722,12 @@ class Deployment:
     def sync(self):
         """One pass of the controller, as level-triggered as the real one."""
         new = self.new_rs
+        latest = max((rs.revision for rs in self.replica_sets), default=0)
+        if new is not None and new.revision < latest and not self.paused:
+            # An old template back (apply or undo): its ReplicaSet becomes the newest revision.
+            new.revision = latest + 1
         if new is None and not self.paused:
-            revision = max((rs.revision for rs in self.replica_sets), default=0) + 1
+            revision = latest + 1
             new = ReplicaSet(self, self.template, revision)
             self.replica_sets.append(new)
             self.cluster.event(f"ReplicaSet revision {revision} ({new.hash})", None)
@@ -732,6 +750,8 @@ class Deployment:
             (rs for rs in self.replica_sets if rs.replicas > 0),
             key=lambda rs: rs.revision,
         )
+        if not live:
+            return
         if len(live) == 1:
             live[0].replicas = self.replicas
             return
@@ -857,7 +877,9 @@ class Deployment:
 
 class Service:
     """haproxy with no retries and no health checks of its own: its endpoints change only
-    through the runtime API, as kube-proxy's rules change only when the control plane says."""
+    through the runtime API, as kube-proxy's rules change only when the control plane says.
+    Like kube-proxy, it picks a pod at random per connection (TCP mode): requests on a kept-alive
+    connection stay on its pod, even after the Service's selector moves elsewhere."""
 
     SLOTS = 32
 
@@ -888,7 +910,7 @@ class Service:
             )
             frontends.append(
                 f"frontend f{i}\n    bind {bind}\n    default_backend b{i}\n"
-                f"backend b{i}\n    balance roundrobin\n{servers}\n"
+                f"backend b{i}\n    balance random\n{servers}\n"
             )
         config = self.dir / "haproxy.cfg"
         config.write_text(
@@ -896,9 +918,8 @@ class Service:
     stats socket {self.socket} level admin
     maxconn 4096
 defaults
-    mode http
+    mode tcp
     retries 0
-    option http-keep-alive
     timeout connect 1s
     timeout client 30s
     timeout server 30s
@@ -1057,7 +1078,12 @@ class Cluster:
             with self.lock:
                 if kind == "Deployment":
                     if key in self.deployments:
-                        self.deployments[key].update(obj)
+                        old = self.deployments[key]
+                        # As apply's three-way merge: `paused`, set by `rollout pause` and
+                        # absent from the file, stays.
+                        if "paused" not in obj["spec"] and old.paused:
+                            obj["spec"]["paused"] = True
+                        old.update(obj)
                     else:
                         self.deployments[key] = Deployment(self, obj)
                 elif kind == "Service":

@@ -85,6 +85,15 @@ class Run:
                 i = words.index(flag)
                 namespace = words[i + 1]
                 del words[i : i + 2]
+        for i, word in enumerate(words):
+            if word.startswith("--namespace="):
+                namespace = word.split("=", 1)[1]
+                del words[i]
+                break
+        # `--replicas N` as `--replicas=N`.
+        if "--replicas" in words:
+            i = words.index("--replicas")
+            words[i : i + 2] = [f"--replicas={words[i + 1]}"]
         # `deployment NAME` and `deployment/NAME` alike.
         for i, word in enumerate(words[:-1]):
             if word in ("deployment", "deploy", "service", "svc") and not words[
@@ -125,10 +134,12 @@ class Run:
         if verb == "rollout":
             action, dep = words[1], self._deployment(words[2], namespace)
             if action == "status":
+                # kubectl gives up when the Deployment's progress deadline passes.
+                deadline = dep.obj["spec"].get("progressDeadlineSeconds", 600)
                 try:
                     self.cluster.wait(
                         dep.complete,
-                        self.args.rollout_timeout,
+                        min(deadline, self.args.rollout_timeout),
                         f"rollout of deployment/{dep.name}",
                     )
                 except StepError as error:
@@ -200,15 +211,19 @@ class Run:
             del words[i : i + 2]
         verb = words[0]
         if verb == "load":
+            # `--new-connections`: each request on a new connection, as a `curl` loop or
+            # `probe watch` sends them (a kept-alive connection stays on its pod).
+            fresh = "--new-connections" in words
+            names = [w for w in words[1:] if w != "--new-connections"]
             # As a user would: once the Service answers (its endpoints reached haproxy).
-            for name in words[1:]:
+            for name in names:
                 service = self.cluster.service(namespace, name)
                 self.cluster.wait(
                     lambda s=service: self.cluster.settled(s),
                     30,
                     f"endpoints of {name}",
                 )
-                self.start_load(service)
+                self.start_load(service, fresh)
         elif verb == "sleep":
             time.sleep(float(words[1]))
         else:
@@ -254,11 +269,13 @@ class Run:
 
     # --- load
 
-    def start_load(self, service):
+    def start_load(self, service, fresh=False):
         if service.name in self.loads:
             return
         command = [BIN / "probe", "load", service.url(), "-c", self.args.connections]
         command += ["--qps", self.args.qps, "-t", "3600s", "--json"]
+        if fresh:
+            command.append("--keepalive=false")
         proc = testlib.Process(command, stdout=subprocess.PIPE, text=True)
         self.loads[service.name] = (proc, now_ms())
         self.cluster.event(f"load on {service.name}", None)

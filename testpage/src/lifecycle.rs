@@ -80,6 +80,9 @@ pub(crate) struct Lifecycle {
     in_flight: AtomicUsize,
     connections: AtomicUsize,
     live: AtomicBool,
+    /// Readiness has been withdrawn (by anyone): a copy of `withdrawal.since.is_some()` that the
+    /// request path can read without the lock.
+    withdrawn: AtomicBool,
     addr: OnceLock<SocketAddr>,
     ready_file: ReadyFile,
     /// Readiness changes (ready, withdrawn, re-enabled, draining) happen under this lock, so
@@ -95,6 +98,7 @@ impl Lifecycle {
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             live: AtomicBool::new(true),
+            withdrawn: AtomicBool::new(false),
             addr: OnceLock::new(),
             ready_file,
             withdrawal: Mutex::new(Withdrawal::default()),
@@ -130,6 +134,7 @@ impl Lifecycle {
         self.ready_file.create(addr)?;
         self.set_state(State::Serving);
         *withdrawal = Withdrawal::default();
+        self.withdrawn.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -139,6 +144,7 @@ impl Lifecycle {
         let mut withdrawal = self.withdrawal();
         withdrawal.by_admin = true;
         withdrawal.since.get_or_insert_with(Instant::now);
+        self.withdrawn.store(true, Ordering::Relaxed);
         self.ready_file.remove().map(drop)
     }
 
@@ -150,6 +156,7 @@ impl Lifecycle {
                 self.ready_file.create(*addr)?;
                 withdrawal.by_admin = false;
                 withdrawal.since = None;
+                self.withdrawn.store(false, Ordering::Relaxed);
                 Ok(())
             }
             (state, _) => Err(EnableError::NotServing(state)),
@@ -162,7 +169,17 @@ impl Lifecycle {
     pub(crate) fn observe_ready_file(&self) {
         if self.state() == State::Serving && !self.ready_file.exists() {
             self.withdrawal().since.get_or_insert_with(Instant::now);
+            self.withdrawn.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The pod is on its way out: readiness withdrawn (a preStop hook, the admin route) or the
+    /// shutdown under way. Its answers then ask HTTP/1 clients to reconnect: a Service keeps a
+    /// kept-alive connection on its pod after the endpoint is gone, so without that the
+    /// connection would stay here until the pod closes it, racing the client's next request.
+    pub(crate) fn leaving(&self) -> bool {
+        self.withdrawn.load(Ordering::Relaxed)
+            || matches!(self.state(), State::Draining | State::Closing)
     }
 
     /// Liveness: false after `POST /healthz/disable`.

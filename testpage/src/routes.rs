@@ -63,9 +63,10 @@ pub(crate) async fn handle(
     for (name, value) in app.identity() {
         headers.insert(name.clone(), value.clone());
     }
-    // While draining, ask HTTP/1 clients to reconnect, so that keep-alive connections move to
-    // the pods that are still ready instead of ending in a reset when this one exits. HTTP/2 has
-    // no such header; its clients get a GOAWAY when the server closes.
+    // Once readiness is withdrawn (a preStop hook, SIGTERM), ask HTTP/1 clients to reconnect, so
+    // that keep-alive connections move to the pods that are still ready instead of ending in a
+    // reset when this one exits. HTTP/2 has no such header; its clients get a GOAWAY when the
+    // server closes.
     //
     // The live view's polls (`X-Testpage-View`) are always answered this way: a browser keeps
     // one connection open and a Service balances connections, not requests, so the view would
@@ -73,7 +74,7 @@ pub(crate) async fn handle(
     //
     // A stream of events is too: when it ends, its client reconnects on a new connection.
     let view = req.headers().contains_key(X_TESTPAGE_VIEW);
-    if (draining || view || streaming) && req.version() <= Version::HTTP_11 {
+    if (app.lifecycle().leaving() || view || streaming) && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)

@@ -353,3 +353,20 @@ fn exits_zero_on_sigterm_as_pid_1() {
     let _ = unshare.kill();
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn once_readiness_is_withdrawn_keep_alive_clients_are_asked_to_reconnect() {
+    // A preStop hook removes the ready file long before SIGTERM; a Service keeps kept-alive
+    // connections on the pod meanwhile, so its answers must send them elsewhere.
+    let server = Server::start(&[("VERSION", "1")]);
+    let mut conn = common::Conn::open(server.addr);
+    let before = conn.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(before.header("connection"), None);
+    std::fs::remove_file(&server.ready_file).unwrap();
+    // Noticed within the serving loop's look at the file (4 times a second).
+    std::thread::sleep(Duration::from_millis(600));
+    let after = conn.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("connection"), Some("close"));
+    assert!(conn.closed_within(Duration::from_secs(2)));
+}
