@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
-use tokio::sync::Semaphore;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::faults::Faults;
 use crate::lifecycle::Lifecycle;
@@ -28,7 +30,7 @@ pub(crate) struct App {
     streams: Streams,
     /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
     /// slow requests can never hold every connection and lock probes out.
-    slow: Semaphore,
+    slow: Arc<Semaphore>,
 }
 
 /// How many requests may sleep (`/delay`, `LATENCY`) at once with `max_connections`: all but an
@@ -69,7 +71,7 @@ impl App {
             faults,
             metrics,
             admin,
-            slow: Semaphore::new(slow_slots(max_connections)),
+            slow: Arc::new(Semaphore::new(slow_slots(max_connections))),
             streams: Streams::default(),
         }
     }
@@ -125,6 +127,12 @@ impl App {
             in_flight: self.lifecycle.in_flight(),
             connections: self.lifecycle.connections(),
         }
+    }
+
+    /// One of the slow slots for as long as the permit lives (a stream of events); `None` when
+    /// every slot is taken.
+    pub(crate) fn slow_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slow).try_acquire_owned().ok()
     }
 
     /// Waits `wait` in one of the slow slots; `false`, at once, when every slot is taken.

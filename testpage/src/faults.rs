@@ -97,6 +97,7 @@ impl std::str::FromStr for FaultChange {
         let mut change = FaultChange::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = &percent_decode(value);
             match key {
                 "error_rate" => change.error_rate = Some(parse_rate(value)?),
                 "latency" => change.latency = Some(parse_latency(value)?),
@@ -106,6 +107,33 @@ impl std::str::FromStr for FaultChange {
         }
         Ok(change)
     }
+}
+
+/// A query value as a form sends it: `+` for a space, `%XX` for a byte (an invalid escape is
+/// kept as written).
+fn percent_decode(value: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A value that is not a fraction from 0.0 to 1.0.
@@ -260,6 +288,14 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fault_queries_are_decoded_as_forms_send_them() {
+        let change: FaultChange = "error_rate=0.3&version=v2+beta%2Brc".parse().unwrap();
+        assert_eq!(change.version.as_deref(), Some("v2 beta+rc"));
+        assert_eq!(percent_decode("%E7%89%88%zz%"), "版%zz%");
+        assert_eq!(percent_decode("a%4"), "a%4");
+    }
 
     #[test]
     fn fail_after_is_a_count_or_a_duration() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -95,10 +95,22 @@ impl Streams {
     }
 }
 
-/// The body of an `/events` answer: what its task sends, as it sends it.
+/// One message of a stream: an event, or the last one.
+#[derive(Debug)]
+enum Message {
+    Event(Bytes),
+    Bye(Bytes),
+}
+
+/// The body of an `/events` answer: what its task sends, as it sends it. It holds one of the
+/// slow slots (like `/delay`) for as long as it lives, and counts how its stream ended when it
+/// is dropped.
 #[derive(Debug)]
 pub(crate) struct EventStream {
-    events: mpsc::Receiver<Bytes>,
+    messages: mpsc::Receiver<Message>,
+    app: Arc<App>,
+    said_bye: bool,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Body for EventStream {
@@ -109,9 +121,18 @@ impl Body for EventStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.events
-            .poll_recv(cx)
-            .map(|event| event.map(|bytes| Ok(Frame::data(bytes))))
+        if self.said_bye {
+            return Poll::Ready(None);
+        }
+        match self.messages.poll_recv(cx) {
+            Poll::Ready(Some(Message::Event(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(Some(Message::Bye(bytes))) => {
+                self.said_bye = true;
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -119,17 +140,42 @@ impl Body for EventStream {
     }
 }
 
-/// Starts the stream of one `/events` answer and returns its body.
-pub(crate) fn events(app: Arc<App>) -> EventStream {
-    // A client that reads slowly holds one event at most here; the task then waits for it.
-    let (sender, events) = mpsc::channel(1);
-    tokio::spawn(send_events(app, sender));
-    EventStream { events }
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let streams = self.app.streams();
+        let ended = if self.said_bye {
+            &streams.clean
+        } else if streams.departure.borrow().is_some() {
+            // Told to go, but dropped before its goodbye was handed to the connection.
+            &streams.cut
+        } else {
+            &streams.by_client
+        };
+        ended.fetch_add(1, Ordering::Relaxed);
+        streams.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-async fn send_events(app: Arc<App>, sender: mpsc::Sender<Bytes>) {
+/// Starts the stream of one `/events` answer and returns its body, or `None` when every slow
+/// slot is taken (streams and waiting requests together keep an eighth of `MAX_CONNECTIONS`
+/// for probes and quick requests).
+pub(crate) fn events(app: &Arc<App>) -> Option<EventStream> {
+    let slot = app.slow_slot()?;
+    // One message waits here at most: a client that does not read misses events (they are
+    // dropped, not queued) but still gets its goodbye on time.
+    let (sender, messages) = mpsc::channel(1);
+    app.streams().open.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(send_events(Arc::clone(app), sender));
+    Some(EventStream {
+        messages,
+        app: Arc::clone(app),
+        said_bye: false,
+        _slot: slot,
+    })
+}
+
+async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message>) {
     let streams = app.streams();
-    streams.open.fetch_add(1, Ordering::Relaxed);
     let mut departure = streams.departure.subscribe();
     let identity = app.info();
     let pod = identity.pod_info.pod_name().to_owned();
@@ -138,52 +184,50 @@ async fn send_events(app: Arc<App>, sender: mpsc::Sender<Bytes>) {
         let data = serde_json::json!({ "version": version, "pod": pod, "seq": seq });
         Bytes::from(format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n"))
     };
+    // First of all, how soon to reconnect: a stream may end with its first event.
+    if sender
+        .send(Message::Event(Bytes::from(format!(
+            "retry: {RETRY_MS}\n\n"
+        ))))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let mut tick = tokio::time::interval(EVENT_EVERY);
-    let mut seq = 0;
+    tick.tick().await;
+    let mut seq = 1;
     // A stream opened during the drain has been told already.
     let mut goodbye: Option<Instant> = departure.borrow_and_update().map(goodbye_at);
-    let ended = loop {
+    loop {
         let at_goodbye = async {
             match goodbye {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
-        let sent = tokio::select! {
+        tokio::select! {
             biased;
             () = at_goodbye => {
-                let _ = sender.send(event("bye", seq)).await;
-                break &streams.clean;
+                // The goodbye waits for room if it must: it is the one message that matters.
+                let _ = sender.send(Message::Bye(event("bye", seq))).await;
+                return;
             }
-            changed = departure.changed(), if goodbye.is_none() => {
-                // The server is gone with its sender: serving ended.
-                let Ok(()) = changed else { break &streams.cut };
+            Ok(()) = departure.changed(), if goodbye.is_none() => {
                 if let Some(d) = *departure.borrow_and_update() {
                     goodbye = Some(goodbye_at(d));
                 }
-                continue;
             }
             _ = tick.tick() => {
-                let message = if seq == 0 {
-                    Bytes::from(format!("retry: {RETRY_MS}\n\n"))
-                } else {
-                    event("message", seq)
-                };
-                seq += 1;
-                sender.send(message).await
+                // A client that does not keep up misses events rather than piling them up.
+                match sender.try_send(Message::Event(event("message", seq))) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    _ => seq += 1,
+                }
             }
-        };
-        if sent.is_err() {
-            // The body is gone: its client left, or the connection was cut at the end.
-            break if goodbye.is_some() {
-                &streams.cut
-            } else {
-                &streams.by_client
-            };
+            () = sender.closed() => return,
         }
-    };
-    ended.fetch_add(1, Ordering::Relaxed);
-    streams.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A moment in the second half of the departure window, drawn at random: by then the pod's

@@ -45,9 +45,10 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let _in_flight = app.lifecycle().track_request();
     let started = Instant::now();
-    let streaming = req.uri().path() == "/events" && req.method() == Method::GET;
+    let streaming = req.uri().path() == "/events"
+        && (req.method() == Method::GET || req.method() == Method::HEAD);
     let (route, mut response) = if streaming {
-        ("/events", events(&app))
+        ("/events", events(&app, req.method() == Method::HEAD))
     } else {
         route(&app, &req).await
     };
@@ -352,8 +353,18 @@ fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// `GET /events`: server-sent events, one a second, until the drain tells the stream to go.
-fn events(app: &Arc<App>) -> Response<Body> {
-    let mut response = Response::new(Either::Right(live::events(Arc::clone(app))));
+/// `HEAD` gets the headers alone; no stream starts. Streams share the slow slots with `/delay`
+/// and `LATENCY`: when all are taken, 503 with `Retry-After`, which `EventSource` retries.
+fn events(app: &Arc<App>, head: bool) -> Response<Body> {
+    let body = if head {
+        Either::Left(Full::new(Bytes::new()))
+    } else {
+        match live::events(app) {
+            Some(stream) => Either::Right(stream),
+            None => return too_many_slow(),
+        }
+    };
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, EVENT_STREAM);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

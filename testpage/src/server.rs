@@ -209,8 +209,10 @@ async fn sequence(
         tokio::select! {
             () = conns.all_closed() => Outcome::Graceful,
             () = tokio::time::sleep(timings.shutdown_timeout) => {
-                // Only requests count: a connection with none in flight has nothing to lose.
-                match lifecycle.in_flight() {
+                // Only requests count, streams of events included: a connection with none in
+                // flight has nothing to lose.
+                let streams = usize::try_from(app.streams().counts().open).unwrap_or(usize::MAX);
+                match lifecycle.in_flight() + streams {
                     0 => Outcome::Graceful,
                     in_flight => Outcome::TimedOut { in_flight },
                 }

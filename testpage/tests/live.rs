@@ -181,3 +181,20 @@ fn a_stream_opened_late_in_the_drain_says_goodbye_before_it_ends() {
     assert!(opened.elapsed() < Duration::from_millis(1500));
     let _ = server.wait_exit(Duration::from_secs(10));
 }
+
+#[test]
+fn streams_share_the_slow_slots_so_probes_always_get_through() {
+    // MAX_CONNECTIONS 8: 7 slow slots; the eighth stream is refused, probes still answer.
+    let server = Server::start(&[("VERSION", "0.9"), ("MAX_CONNECTIONS", "8")]);
+    let streams: Vec<Stream> = (0..7).map(|_| Stream::open(&server)).collect();
+    let refused = server.get("/events");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(server.get("/healthz").status, 200);
+    drop(streams);
+    // HEAD: the headers alone, and no stream (a slot is free once the streams above are gone).
+    assert!(common::eventually(Duration::from_secs(3), || {
+        let head = server.request("HEAD /events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        head.status == 200 && head.body.is_empty()
+    }));
+}
