@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::builder::TypedValueParser as _;
+use hyper::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,10 @@ pub struct Settings {
     /// Per-request timeout (more than 0).
     #[arg(long, default_value = "10s", value_parser = duration::positive)]
     pub timeout: Duration,
+    /// Extra request header, Name:value (repeatable): `x-version:v2` for an A/B rule,
+    /// `Host:app.example` for an Ingress or Gateway route.
+    #[arg(short = 'H', long = "header", value_parser = crate::pod::parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Settings {
@@ -474,8 +479,13 @@ async fn exchange(
                 conn.insert(c)
             }
         };
-        c.get(&settings.target, &[], settings.keep_alive, BodyRead::PAGE)
-            .await
+        c.get(
+            &settings.target,
+            &settings.headers,
+            settings.keep_alive,
+            BodyRead::PAGE,
+        )
+        .await
     };
     tokio::time::timeout(settings.timeout, attempt)
         .await

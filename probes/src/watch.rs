@@ -13,6 +13,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use clap::builder::{BoolValueParser, TypedValueParser as _};
+use hyper::header::{HeaderName, HeaderValue};
 use serde::Serialize;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::time::Instant;
@@ -113,6 +114,10 @@ pub struct Settings {
     /// Stop after this many requests (default: until Ctrl-C).
     #[arg(long)]
     pub count: Option<u64>,
+    /// Extra request header, Name:value (repeatable): `x-version:v2` for an A/B rule,
+    /// `Host:app.example` for an Ingress or Gateway route.
+    #[arg(short = 'H', long = "header", value_parser = crate::pod::parse_header)]
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Per-request timeout (more than 0).
     #[arg(long, default_value = "2s",
           value_parser = testpage::duration::positive)]
@@ -191,7 +196,12 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Sum
             .map(|at| at.max(Instant::now()))
             .and_then(|at| at.checked_add(settings.interval));
         let time = settings.clock.now();
-        let request = client::get_once(&settings.target, &[], settings.timeout, BodyRead::PAGE);
+        let request = client::get_once(
+            &settings.target,
+            &settings.headers,
+            settings.timeout,
+            BodyRead::PAGE,
+        );
         let result = tokio::select! {
             biased;
             () = &mut interrupt => break,

@@ -921,3 +921,59 @@ kill $resolver"#,
         assert!(ms < 3000, "{command}: {ms} ms against a 1 s timeout");
     }
 }
+
+/// A server that answers a minimal page and sends each request's head to `heads`.
+fn recording_server() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (sender, heads) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let _ = sender.send(head);
+                    let page = "HTTP/1.1 200 OK\r\nX-Version: 7\r\nContent-Length: 3\r\n\r\nok\n";
+                    if stream.write_all(page.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+#[test]
+fn watch_and_load_send_the_headers_they_are_given() {
+    let (url, heads) = recording_server();
+    let args = ["-H", "x-version: v2", "--header", "Host: app.example"];
+    let watch = probe(&[&["watch", "--count", "1", &url][..], &args].concat());
+    assert_eq!(watch.status.code(), Some(0), "{}", text(&watch.stderr));
+    let load = probe(&[&["load", "-n", "2", "-c", "1", &url][..], &args].concat());
+    assert_eq!(load.status.code(), Some(0), "{}", text(&load.stderr));
+    let seen: Vec<String> = heads.try_iter().collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for head in &seen {
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("x-version: v2\r\n"), "{head}");
+        // The Host header given replaces the URL's.
+        assert!(lower.contains("host: app.example\r\n"), "{head}");
+        assert_eq!(lower.matches("host:").count(), 1, "{head}");
+    }
+    let bad = probe(&["load", "-H", "no colon", &url]);
+    assert_eq!(bad.status.code(), Some(2));
+}
