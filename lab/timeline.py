@@ -31,7 +31,7 @@ def span(result):
 def draw(result):
     start, end = span(result)
     services = list(result["services"].items())
-    height = 40 + MARKS + LANE * max(1, len(services)) + 30
+    height = 62 + MARKS + LANE * max(1, len(services)) + 50
 
     def x(ms):
         return LEFT + (ms - start) / (end - start) * (WIDTH - LEFT - RIGHT)
@@ -48,22 +48,30 @@ def draw(result):
     for i in range(0, seconds + 1, every):
         ms = start + i * 1000
         out.append(
-            f'<line x1="{x(ms):.1f}" y1="30" x2="{x(ms):.1f}" y2="{height - 25}" '
+            f'<line x1="{x(ms):.1f}" y1="52" x2="{x(ms):.1f}" y2="{height - 45}" '
             'stroke="#eee"/>'
-            f'<text x="{x(ms):.1f}" y="{height - 10}" text-anchor="middle">{i}s</text>'
+            f'<text x="{x(ms):.1f}" y="{height - 30}" text-anchor="middle">{i}s</text>'
         )
     # Steps and pod events.
-    top = 30
+    top = 52
+    # Labels of steps taken close together go on separate rows (three), each where it fits.
+    row_ends = [0.0, 0.0, 0.0]
     for step in result["steps"]:
         t = step.get("started_unix_ms", 0)
         if start <= t <= end:
             label = step["step"] if isinstance(step["step"], str) else "expect"
             label = label.replace("kubectl ", "")[:40]
+            row = next((r for r, e in enumerate(row_ends) if e <= x(t)), None)
             out.append(
-                f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{height - 25}" '
+                f'<line x1="{x(t):.1f}" y1="{top - 24}" x2="{x(t):.1f}" y2="{height - 45}" '
                 'stroke="#333" stroke-dasharray="3,3"/>'
-                f'<text x="{x(t) + 2:.1f}" y="{top + 10}" fill="#333">{escape(label)}</text>'
             )
+            if row is not None:
+                row_ends[row] = x(t) + 6 * len(label) + 8
+                out.append(
+                    f'<text x="{x(t) + 2:.1f}" y="{top - 16 + 11 * row}" fill="#333" '
+                    f'font-size="10">{escape(label)}</text>'
+                )
     colours = {"SIGTERM": "#e15759", "endpoint removed": "#7b3294", "ready": "#59a14f"}
     for row, (kind, colour) in enumerate(colours.items()):
         y = top + 24 + row * 14
@@ -114,8 +122,8 @@ def draw(result):
             f"{errors} failed</text>"
         )
     legend = "".join(
-        f'<rect x="{LEFT + 110 * i}" y="{height - 24}" width="10" height="10" '
-        f'fill="{colour_of[v]}"/><text x="{LEFT + 110 * i + 14}" y="{height - 15}">'
+        f'<rect x="{LEFT + 110 * i}" y="{height - 14}" width="10" height="10" '
+        f'fill="{colour_of[v]}"/><text x="{LEFT + 110 * i + 14}" y="{height - 5}">'
         f"{escape(v)}</text>"
         for i, v in enumerate(versions)
     )
