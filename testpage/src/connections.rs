@@ -194,7 +194,7 @@ impl Connections {
         };
         let conn = self
             .builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let app = Arc::clone(&self.app);
         let rules = Rules {

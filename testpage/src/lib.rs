@@ -15,7 +15,7 @@
 //! - [`readiness`] — the ready file, written and removed only by its owner.
 //! - `app` — what the handlers share: identity, page, lifecycle, faults, metrics.
 //! - `routes` — the HTTP handlers.
-//! - `live` — `/events`, the long-lived answers, and how they leave at shutdown.
+//! - `live` — `/events` and `/ws`, the long-lived answers, and how they leave at shutdown.
 //! - [`pod_info`] — the pod's IP, names and version; the `/info` document; the `X-*` headers.
 //! - [`page`] — the `MESSAGE` template.
 //! - [`faults`] — error rate, latency and `FAIL_AFTER` for rollout tests.

@@ -239,3 +239,122 @@ fn goodbye_at(d: Departure) -> Instant {
     let at = d.at + half + jitter;
     at.max(Instant::now())
 }
+
+/// `GET /ws`: a WebSocket that sends an event a second, echoes what its client sends, and
+/// closes with 1001 "going away" when the drain tells it to go (at the same random moment as
+/// the streams of events). It holds a slow slot for as long as it lives; it is counted clean
+/// when its client answers the close, cut when it is still open as serving ends.
+pub(crate) fn websocket(
+    app: &Arc<App>,
+    req: &mut hyper::Request<hyper::body::Incoming>,
+) -> Option<Result<hyper::Response<http_body_util::Empty<Bytes>>, String>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Some(Err("a WebSocket upgrade is required\n".into()));
+    }
+    let slot = app.slow_slot()?;
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(req) {
+        Ok(pair) => pair,
+        Err(error) => return Some(Err(format!("bad WebSocket upgrade: {error}\n"))),
+    };
+    app.streams().open.fetch_add(1, Ordering::Relaxed);
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let ended = match upgrade.await {
+            Ok(ws) => serve_socket(&app, ws).await,
+            Err(_) => Ended::ByClient,
+        };
+        let streams = app.streams();
+        match ended {
+            Ended::Clean => &streams.clean,
+            Ended::ByClient => &streams.by_client,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        streams.open.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
+    });
+    Some(Ok(response))
+}
+
+/// How a WebSocket ended (one still open when the process ends is counted as cut).
+enum Ended {
+    Clean,
+    ByClient,
+}
+
+async fn serve_socket(
+    app: &App,
+    mut ws: fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+) -> Ended {
+    use fastwebsockets::{Frame, OpCode, Payload};
+    ws.set_auto_close(true);
+    ws.set_auto_pong(true);
+    let streams = app.streams();
+    let mut departure = streams.departure.subscribe();
+    let identity = app.info();
+    let pod = identity.pod_info.pod_name().to_owned();
+    let version = identity.pod_info.version;
+    let mut tick = tokio::time::interval(EVENT_EVERY);
+    let mut seq = 0u64;
+    let mut goodbye: Option<Instant> = departure.borrow_and_update().map(goodbye_at);
+    loop {
+        let at_goodbye = async {
+            match goodbye {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = at_goodbye => {
+                let close = Frame::close(1001, b"going away");
+                if ws.write_frame(close).await.is_err() {
+                    return Ended::ByClient;
+                }
+                // The client's close answers ours. A client that never answers keeps the socket
+                // until the shutdown timeout, which cuts it (counted as cut, outcome TimedOut).
+                loop {
+                    match ws.read_frame().await {
+                        Ok(frame) if frame.opcode == OpCode::Close => return Ended::Clean,
+                        Ok(_) => {}
+                        Err(_) => return Ended::ByClient,
+                    }
+                }
+            }
+            Ok(()) = departure.changed(), if goodbye.is_none() => {
+                if let Some(d) = *departure.borrow_and_update() {
+                    goodbye = Some(goodbye_at(d));
+                }
+            }
+            frame = ws.read_frame() => match frame {
+                Ok(frame) => match frame.opcode {
+                    OpCode::Text | OpCode::Binary => {
+                        let echo = Frame::new(true, frame.opcode, None, frame.payload);
+                        if ws.write_frame(echo).await.is_err() {
+                            return Ended::ByClient;
+                        }
+                    }
+                    OpCode::Close => return Ended::ByClient,
+                    _ => {}
+                },
+                Err(_) => return Ended::ByClient,
+            },
+            _ = tick.tick() => {
+                seq += 1;
+                let data = serde_json::json!({ "version": version, "pod": pod, "seq": seq });
+                let text = Frame::text(Payload::Owned(data.to_string().into_bytes()));
+                if ws.write_frame(text).await.is_err() {
+                    return Ended::ByClient;
+                }
+            }
+        }
+    }
+}
+
+impl Streams {
+    /// Completes once no stream or WebSocket is open.
+    pub(crate) async fn all_ended(&self) {
+        while self.open.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -41,7 +41,7 @@ pub(crate) type Body = Either<Full<Bytes>, EventStream>;
 /// Answers one request. Never fails: every problem is an HTTP status.
 pub(crate) async fn handle(
     app: Arc<App>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let _in_flight = app.lifecycle().track_request();
     let started = Instant::now();
@@ -49,6 +49,8 @@ pub(crate) async fn handle(
         && (req.method() == Method::GET || req.method() == Method::HEAD);
     let (route, mut response) = if streaming {
         ("/events", events(&app, req.method() == Method::HEAD))
+    } else if req.uri().path() == "/ws" && req.method() == Method::GET {
+        ("/ws", websocket(&app, &mut req))
     } else {
         route(&app, &req).await
     };
@@ -60,6 +62,7 @@ pub(crate) async fn handle(
         started.elapsed(),
         draining,
     );
+    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     for (name, value) in app.identity() {
         headers.insert(name.clone(), value.clone());
@@ -75,7 +78,10 @@ pub(crate) async fn handle(
     //
     // A stream of events is too: when it ends, its client reconnects on a new connection.
     let view = req.headers().contains_key(X_TESTPAGE_VIEW);
-    if (app.lifecycle().leaving() || view || streaming) && req.version() <= Version::HTTP_11 {
+    if (app.lifecycle().leaving() || view || streaming)
+        && !upgraded
+        && req.version() <= Version::HTTP_11
+    {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
@@ -93,7 +99,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Bo
     }
     match path {
         "/" | "/healthz" | "/livez" | "/readyz" | "/healthy.html" | "/info" | "/metrics"
-        | "/headers" | "/ui" | "/events" => {
+        | "/headers" | "/ui" | "/events" | "/ws" => {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             response
                 .headers_mut()
@@ -369,6 +375,18 @@ fn events(app: &Arc<App>, head: bool) -> Response<Body> {
     headers.insert(header::CONTENT_TYPE, EVENT_STREAM);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// `GET /ws`: the upgrade (101), or 426 without one, or 503 when every slow slot is taken.
+fn websocket(app: &Arc<App>, req: &mut Request<Incoming>) -> Response<Body> {
+    match live::websocket(app, req) {
+        Some(Ok(upgrade)) => {
+            let (parts, _) = upgrade.into_parts();
+            Response::from_parts(parts, Either::Left(Full::new(Bytes::new())))
+        }
+        Some(Err(problem)) => text(StatusCode::UPGRADE_REQUIRED, problem),
+        None => too_many_slow(),
+    }
 }
 
 fn body(status: StatusCode, content_type: HeaderValue, bytes: Bytes) -> Response<Body> {

@@ -206,8 +206,13 @@ async fn sequence(
 
         // 6. Close idle connections, finish in-flight requests, up to the timeout.
         conns.close();
+        let everything_closed = async {
+            conns.all_closed().await;
+            // WebSockets live on their own once upgraded: they close in the drain (see `live`).
+            app.streams().all_ended().await;
+        };
         tokio::select! {
-            () = conns.all_closed() => Outcome::Graceful,
+            () = everything_closed => Outcome::Graceful,
             () = tokio::time::sleep(timings.shutdown_timeout) => {
                 // Only requests count, streams of events included: a connection with none in
                 // flight has nothing to lose.
