@@ -38,62 +38,47 @@ if [ "$list" = 1 ]; then # print the references `make images` builds, one per li
   exit 0
 fi
 
-if [ "$buildx" = 1 ]; then # compile inside images/Dockerfile.build; no toolchain on the host
-  revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-  built=0
-  while IFS=$'\t' read -r name tag version port message color _; do
-    case "$name" in ''|'#'*) continue ;; esac
-    [ -n "$want_name" ] && [ "$name" != "$want_name" ] && continue
-    if [ -n "$want_version" ]; then
-      [ "$built" -gt 0 ] && break
-      tag=$want_version version=$want_version
-    fi
-    [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
-    [ "$color" = - ] && color=
-    # The build stage takes no variant argument: buildx compiles once and reuses it for each tag.
-    docker buildx build --load --platform "$platform" -f images/Dockerfile.build \
-      --build-arg "VERSION=$version" --build-arg "PORT=$port" --build-arg "MESSAGE=$message" \
-      --build-arg "COLOR=$color" --build-arg "TITLE=$name" --build-arg "REVISION=$revision" \
-      -t "$registry$name:$tag$suffix" .
-    built=$((built + 1))
-  done < images/variants.tsv
-  [ "$built" -gt 0 ] || { echo "images: no variant named '$want_name' in images/variants.tsv" >&2; exit 2; }
-  exit 0
-fi
-
-dist=target/dist/$arch
-for bin in testpage probe; do
-  [ -x "$dist/$bin" ] || { echo "images: $dist/$bin missing: run 'make build ARCH=$arch'" >&2; exit 1; }
-done
-command -v docker >/dev/null || { echo "images: docker not found" >&2; exit 1; }
-
-# A minimal build context: the two binaries and an empty tmp/ for the ready file.
-context=target/image-context/$arch
-rm -rf "$context"
-mkdir -p "$context/tmp"
-cp "$dist/testpage" "$dist/probe" "$context/"
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-# The classic builder caches metadata-only steps without their platform; a foreign-arch build
-# must not reuse the native ones.
-cache=()
-[ -n "$suffix" ] && cache=(--no-cache)
-log=$context.log
+if [ "$buildx" = 1 ]; then # compile inside images/Dockerfile.build; no toolchain on the host
+  build() { # name tag version port message color
+    # The build stage takes no variant argument: buildx compiles once and reuses it for each tag.
+    docker buildx build --load --platform "$platform" -f images/Dockerfile.build \
+      --build-arg "VERSION=$3" --build-arg "PORT=$4" --build-arg "MESSAGE=$5" \
+      --build-arg "COLOR=$6" --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
+      -t "$registry$1:$2$suffix" .
+  }
+else
+  dist=target/dist/$arch
+  for bin in testpage probe; do
+    [ -x "$dist/$bin" ] || { echo "images: $dist/$bin missing: run 'make build ARCH=$arch'" >&2; exit 1; }
+  done
+  command -v docker >/dev/null || { echo "images: docker not found" >&2; exit 1; }
 
-build() { # name tag version port message color
-  local ref="$registry$1:$2$suffix"
-  local message=$5 color=$6
-  [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
-  [ "$color" = - ] && color=
-  if ! docker build --quiet "${cache[@]}" --platform "$platform" -f images/Dockerfile \
-      --build-arg "VERSION=$3" --build-arg "PORT=$4" --build-arg "MESSAGE=$message" \
-      --build-arg "COLOR=$color" --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
-      -t "$ref" "$context" >"$log" 2>&1; then
-    cat "$log" >&2
-    exit 1
-  fi
-  printf 'images: %-32s %s\n' "$ref" "$(docker image inspect -f '{{.Size}}' "$ref") bytes"
-}
+  # A minimal build context: the two binaries and an empty tmp/ for the ready file.
+  context=target/image-context/$arch
+  rm -rf "$context"
+  mkdir -p "$context/tmp"
+  cp "$dist/testpage" "$dist/probe" "$context/"
+
+  # The classic builder caches metadata-only steps without their platform; a foreign-arch build
+  # must not reuse the native ones.
+  cache=()
+  [ -n "$suffix" ] && cache=(--no-cache)
+  log=$context.log
+
+  build() { # name tag version port message color
+    local ref="$registry$1:$2$suffix"
+    if ! docker build --quiet "${cache[@]}" --platform "$platform" -f images/Dockerfile \
+        --build-arg "VERSION=$3" --build-arg "PORT=$4" --build-arg "MESSAGE=$5" \
+        --build-arg "COLOR=$6" --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
+        -t "$ref" "$context" >"$log" 2>&1; then
+      cat "$log" >&2
+      exit 1
+    fi
+    printf 'images: %-32s %s\n' "$ref" "$(docker image inspect -f '{{.Size}}' "$ref") bytes"
+  }
+fi
 
 built=0
 while IFS=$'\t' read -r name tag version port message color _; do
@@ -103,6 +88,8 @@ while IFS=$'\t' read -r name tag version port message color _; do
     [ "$built" -gt 0 ] && break
     tag=$want_version version=$want_version
   fi
+  [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
+  [ "$color" = - ] && color=
   build "$name" "$tag" "$version" "$port" "$message" "$color"
   built=$((built + 1))
 done < images/variants.tsv
