@@ -91,6 +91,11 @@ impl App {
         &self.metrics
     }
 
+    /// The pod facts this app reports.
+    pub(crate) fn pod(&self) -> &PodInfo {
+        &self.pod
+    }
+
     /// The streams of events.
     pub(crate) fn streams(&self) -> &Streams {
         &self.streams

@@ -178,8 +178,12 @@ impl Lifecycle {
     /// kept-alive connection on its pod after the endpoint is gone, so without that the
     /// connection would stay here until the pod closes it, racing the client's next request.
     pub(crate) fn leaving(&self) -> bool {
-        self.withdrawn.load(Ordering::Relaxed)
-            || matches!(self.state(), State::Draining | State::Closing)
+        self.withdrawn.load(Ordering::Relaxed) || self.is_draining()
+    }
+
+    /// The shutdown is under way: draining or closing.
+    pub(crate) fn is_draining(&self) -> bool {
+        matches!(self.state(), State::Draining | State::Closing)
     }
 
     /// Liveness: false after `POST /healthz/disable`.

@@ -1,5 +1,5 @@
-//! Long-lived answers: `GET /events`, a stream of server-sent events, and their part in the
-//! shutdown.
+//! Long-lived answers: `GET /events`, a stream of server-sent events, and `GET /ws`, a
+//! WebSocket, and their part in the shutdown.
 //!
 //! A stream never ends by itself, so a pod that only waited for it would be held until SIGKILL
 //! and the client would see the connection cut. Instead, once the drain begins (step 3 of
@@ -8,7 +8,10 @@
 //! pod's endpoint is gone (to a pod that stays) and not every client at the same instant. The
 //! stream's `retry:` field tells the client how soon to reconnect. Answers to `/events` always
 //! carry `Connection: close`: the reconnection opens a new connection, which the Service sends
-//! to a ready pod.
+//! to a ready pod. A WebSocket closes with 1001 "going away" at the same kind of moment.
+//!
+//! Both kinds share one [`Goodbye`] timer, one payload ([`stamp`]) and one count of how they
+//! ended ([`Open`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -95,6 +98,104 @@ impl Streams {
     }
 }
 
+/// How a long-lived answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Said goodbye when told to go: the last event handed to the connection, or the close
+    /// answered by the WebSocket's client.
+    Clean,
+    /// Its client left.
+    ByClient,
+}
+
+/// One long-lived answer (a stream of events or a WebSocket) while it lasts. It holds one of
+/// the slow slots (like `/delay`), and counts how its answer ended when it is dropped: as it
+/// was told, or, if nobody told it, as cut once the drain had begun and as left by its client
+/// before.
+#[derive(Debug)]
+struct Open {
+    app: Arc<App>,
+    ended: Option<Ended>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Open {
+    /// `None` when every slow slot is taken: streams and waiting requests together keep an
+    /// eighth of `MAX_CONNECTIONS` for probes and quick requests.
+    fn new(app: &Arc<App>) -> Option<Open> {
+        let slot = app.slow_slot()?;
+        app.streams().open.fetch_add(1, Ordering::Relaxed);
+        Some(Open {
+            app: Arc::clone(app),
+            ended: None,
+            _slot: slot,
+        })
+    }
+
+    /// Notes how the answer ended, for the count at drop.
+    fn ended(&mut self, how: Ended) {
+        self.ended = Some(how);
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let streams = self.app.streams();
+        let counter = match self.ended {
+            Some(Ended::Clean) => &streams.clean,
+            Some(Ended::ByClient) => &streams.by_client,
+            // Told to go, but gone before its goodbye: serving ended under it.
+            None if streams.departure.borrow().is_some() => &streams.cut,
+            None => &streams.by_client,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        streams.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// When a long-lived answer says goodbye: once the drain has begun, at a moment drawn at random
+/// in its second half (by then the pod's endpoint is gone, and the clients do not all
+/// reconnect at once); at once for an answer opened after that moment.
+#[derive(Debug)]
+struct Goodbye {
+    departure: watch::Receiver<Option<Departure>>,
+    at: Option<Instant>,
+}
+
+impl Goodbye {
+    fn new(app: &App) -> Goodbye {
+        let mut departure = app.streams().departure.subscribe();
+        let at = departure.borrow_and_update().map(Goodbye::moment);
+        Goodbye { departure, at }
+    }
+
+    fn moment(d: Departure) -> Instant {
+        let half = d.window / 2;
+        let jitter = Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64));
+        (d.at + half + jitter).max(Instant::now())
+    }
+
+    /// Completes at the goodbye. Cancel-safe: a `select!` may drop it and call it again.
+    async fn due(&mut self) {
+        loop {
+            if let Some(at) = self.at {
+                return tokio::time::sleep_until(at).await;
+            }
+            // The sender lives in the `App`, which every answer holds: it is never dropped first.
+            if self.departure.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            self.at = self.departure.borrow_and_update().map(Goodbye::moment);
+        }
+    }
+}
+
+/// The data of every message: the pod's version and name, and a sequence number, as JSON.
+fn stamp(app: &App) -> impl Fn(u64) -> String {
+    let (version, pod) = (app.pod().version.clone(), app.pod().pod_name().to_owned());
+    move |seq| serde_json::json!({ "version": version, "pod": pod, "seq": seq }).to_string()
+}
+
 /// One message of a stream: an event, or the last one.
 #[derive(Debug)]
 enum Message {
@@ -102,15 +203,11 @@ enum Message {
     Bye(Bytes),
 }
 
-/// The body of an `/events` answer: what its task sends, as it sends it. It holds one of the
-/// slow slots (like `/delay`) for as long as it lives, and counts how its stream ended when it
-/// is dropped.
+/// The body of an `/events` answer: what its task sends, as it sends it.
 #[derive(Debug)]
 pub(crate) struct EventStream {
     messages: mpsc::Receiver<Message>,
-    app: Arc<App>,
-    said_bye: bool,
-    _slot: OwnedSemaphorePermit,
+    open: Open,
 }
 
 impl Body for EventStream {
@@ -121,18 +218,20 @@ impl Body for EventStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.said_bye {
+        if self.open.ended.is_some() {
             return Poll::Ready(None);
         }
-        match self.messages.poll_recv(cx) {
-            Poll::Ready(Some(Message::Event(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-            Poll::Ready(Some(Message::Bye(bytes))) => {
-                self.said_bye = true;
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        self.messages.poll_recv(cx).map(|message| {
+            message.map(|message| {
+                Ok(Frame::data(match message {
+                    Message::Event(bytes) => bytes,
+                    Message::Bye(bytes) => {
+                        self.open.ended(Ended::Clean);
+                        bytes
+                    }
+                }))
+            })
+        })
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -140,83 +239,41 @@ impl Body for EventStream {
     }
 }
 
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        let streams = self.app.streams();
-        let ended = if self.said_bye {
-            &streams.clean
-        } else if streams.departure.borrow().is_some() {
-            // Told to go, but dropped before its goodbye was handed to the connection.
-            &streams.cut
-        } else {
-            &streams.by_client
-        };
-        ended.fetch_add(1, Ordering::Relaxed);
-        streams.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Starts the stream of one `/events` answer and returns its body, or `None` when every slow
-/// slot is taken (streams and waiting requests together keep an eighth of `MAX_CONNECTIONS`
-/// for probes and quick requests).
+/// slot is taken.
 pub(crate) fn events(app: &Arc<App>) -> Option<EventStream> {
-    let slot = app.slow_slot()?;
+    let open = Open::new(app)?;
     // One message waits here at most: a client that does not read misses events (they are
     // dropped, not queued) but still gets its goodbye on time.
     let (sender, messages) = mpsc::channel(1);
-    app.streams().open.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(send_events(Arc::clone(app), sender));
-    Some(EventStream {
-        messages,
-        app: Arc::clone(app),
-        said_bye: false,
-        _slot: slot,
-    })
+    Some(EventStream { messages, open })
 }
 
 async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message>) {
-    let streams = app.streams();
-    let mut departure = streams.departure.subscribe();
-    let identity = app.info();
-    let pod = identity.pod_info.pod_name().to_owned();
-    let version = identity.pod_info.version;
+    let stamp = stamp(&app);
     let event = |kind: &str, seq: u64| {
-        let data = serde_json::json!({ "version": version, "pod": pod, "seq": seq });
-        Bytes::from(format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n"))
+        Bytes::from(format!(
+            "id: {seq}\nevent: {kind}\ndata: {}\n\n",
+            stamp(seq)
+        ))
     };
     // First of all, how soon to reconnect: a stream may end with its first event.
-    if sender
-        .send(Message::Event(Bytes::from(format!(
-            "retry: {RETRY_MS}\n\n"
-        ))))
-        .await
-        .is_err()
-    {
+    let retry = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
+    if sender.send(Message::Event(retry)).await.is_err() {
         return;
     }
+    let mut goodbye = Goodbye::new(&app);
     let mut tick = tokio::time::interval(EVENT_EVERY);
     tick.tick().await;
     let mut seq = 1;
-    // A stream opened during the drain has been told already.
-    let mut goodbye: Option<Instant> = departure.borrow_and_update().map(goodbye_at);
     loop {
-        let at_goodbye = async {
-            match goodbye {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
-            () = at_goodbye => {
+            () = goodbye.due() => {
                 // The goodbye waits for room if it must: it is the one message that matters.
                 let _ = sender.send(Message::Bye(event("bye", seq))).await;
                 return;
-            }
-            Ok(()) = departure.changed(), if goodbye.is_none() => {
-                if let Some(d) = *departure.borrow_and_update() {
-                    goodbye = Some(goodbye_at(d));
-                }
             }
             _ = tick.tick() => {
                 // A client that does not keep up misses events rather than piling them up.
@@ -230,20 +287,9 @@ async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message>) {
     }
 }
 
-/// A moment in the second half of the departure window, drawn at random: by then the pod's
-/// endpoint is gone (the first half covers its removal), and the clients do not all reconnect
-/// at once. Past the window (a stream opened late in the drain), at once.
-fn goodbye_at(d: Departure) -> Instant {
-    let half = d.window / 2;
-    let jitter = Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64));
-    let at = d.at + half + jitter;
-    at.max(Instant::now())
-}
-
 /// `GET /ws`: a WebSocket that sends an event a second, echoes what its client sends, and
-/// closes with 1001 "going away" when the drain tells it to go (at the same random moment as
-/// the streams of events). It holds a slow slot for as long as it lives; it is counted clean
-/// when its client answers the close, cut when it is still open as serving ends.
+/// closes with 1001 "going away" at its goodbye, like a stream of events. `Err` without an
+/// upgrade; `None` when every slow slot is taken.
 pub(crate) fn websocket(
     app: &Arc<App>,
     req: &mut hyper::Request<hyper::body::Incoming>,
@@ -251,34 +297,20 @@ pub(crate) fn websocket(
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Some(Err("a WebSocket upgrade is required\n".into()));
     }
-    let slot = app.slow_slot()?;
+    let mut open = Open::new(app)?;
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
         Err(error) => return Some(Err(format!("bad WebSocket upgrade: {error}\n"))),
     };
-    app.streams().open.fetch_add(1, Ordering::Relaxed);
     let app = Arc::clone(app);
     tokio::spawn(async move {
-        let ended = match upgrade.await {
+        let how = match upgrade.await {
             Ok(ws) => serve_socket(&app, ws).await,
             Err(_) => Ended::ByClient,
         };
-        let streams = app.streams();
-        match ended {
-            Ended::Clean => &streams.clean,
-            Ended::ByClient => &streams.by_client,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        streams.open.fetch_sub(1, Ordering::Relaxed);
-        drop(slot);
+        open.ended(how);
     });
     Some(Ok(response))
-}
-
-/// How a WebSocket ended (one still open when the process ends is counted as cut).
-enum Ended {
-    Clean,
-    ByClient,
 }
 
 async fn serve_socket(
@@ -288,26 +320,15 @@ async fn serve_socket(
     use fastwebsockets::{Frame, OpCode, Payload};
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
-    let streams = app.streams();
-    let mut departure = streams.departure.subscribe();
-    let identity = app.info();
-    let pod = identity.pod_info.pod_name().to_owned();
-    let version = identity.pod_info.version;
+    let stamp = stamp(app);
+    let mut goodbye = Goodbye::new(app);
     let mut tick = tokio::time::interval(EVENT_EVERY);
     let mut seq = 0u64;
-    let mut goodbye: Option<Instant> = departure.borrow_and_update().map(goodbye_at);
     loop {
-        let at_goodbye = async {
-            match goodbye {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
-            () = at_goodbye => {
-                let close = Frame::close(1001, b"going away");
-                if ws.write_frame(close).await.is_err() {
+            () = goodbye.due() => {
+                if ws.write_frame(Frame::close(1001, b"going away")).await.is_err() {
                     return Ended::ByClient;
                 }
                 // The client's close answers ours. A client that never answers keeps the socket
@@ -318,11 +339,6 @@ async fn serve_socket(
                         Ok(_) => {}
                         Err(_) => return Ended::ByClient,
                     }
-                }
-            }
-            Ok(()) = departure.changed(), if goodbye.is_none() => {
-                if let Some(d) = *departure.borrow_and_update() {
-                    goodbye = Some(goodbye_at(d));
                 }
             }
             frame = ws.read_frame() => match frame {
@@ -340,8 +356,7 @@ async fn serve_socket(
             },
             _ = tick.tick() => {
                 seq += 1;
-                let data = serde_json::json!({ "version": version, "pod": pod, "seq": seq });
-                let text = Frame::text(Payload::Owned(data.to_string().into_bytes()));
+                let text = Frame::text(Payload::Owned(stamp(seq).into_bytes()));
                 if ws.write_frame(text).await.is_err() {
                     return Ended::ByClient;
                 }

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use crate::app::App;
 use crate::duration;
 use crate::faults::FaultChange;
-use crate::lifecycle::{EnableError, State};
+use crate::lifecycle::EnableError;
 use crate::live::{self, EventStream};
 
 /// Longest wait `/delay/{duration}` grants.
@@ -54,13 +54,11 @@ pub(crate) async fn handle(
     } else {
         route(&app, &req).await
     };
-    let draining =
-        app.lifecycle().state() != State::Serving && app.lifecycle().state() != State::Starting;
     app.metrics().record(
         route,
         response.status().as_u16(),
         started.elapsed(),
-        draining,
+        app.lifecycle().is_draining(),
     );
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -77,11 +75,10 @@ pub(crate) async fn handle(
     // otherwise see one pod until that pod goes away.
     //
     // A stream of events is too: when it ends, its client reconnects on a new connection.
-    let view = req.headers().contains_key(X_TESTPAGE_VIEW);
-    if (app.lifecycle().leaving() || view || streaming)
-        && !upgraded
-        && req.version() <= Version::HTTP_11
-    {
+    // (The header lookup comes last: most requests never get that far.)
+    let reconnect =
+        streaming || app.lifecycle().leaving() || req.headers().contains_key(X_TESTPAGE_VIEW);
+    if reconnect && !upgraded && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
@@ -253,11 +250,11 @@ fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body
             Ok(FaultChange {
                 version: Some(version),
                 ..
-            }) if version != app.info().pod_info.version => text(
+            }) if version != app.pod().version => text(
                 StatusCode::CONFLICT,
                 format!(
                     "this pod serves version {}, not {version}\n",
-                    app.info().pod_info.version
+                    app.pod().version
                 ),
             ),
             Ok(change) => {
