@@ -44,6 +44,7 @@ PACKAGES = {
     "qemu-aarch64-static": "qemu-user-static",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "prometheus": "prometheus",
 }
 
 

@@ -4,7 +4,6 @@ to the same port on localhost."""
 
 import pathlib
 import re
-import shutil
 
 import yaml
 
@@ -61,11 +60,9 @@ def test_no_mapping_is_left_over():
     assert {m["containerPort"] for m in mappings(K8S)} <= used
 
 
-def test_a_new_node_port_is_caught(tmp_path):
-    root = tmp_path / "k8s"
-    shutil.copytree(K8S, root, ignore=shutil.ignore_patterns("tests", "__pycache__"))
-    service = root / "rolling-update" / "service.yaml"
-    service.write_text(
-        service.read_text().replace("nodePort: 30080", "nodePort: 30999")
+def test_a_new_node_port_is_caught(broken):
+    service = broken(
+        "rolling-update/service.yaml", "nodePort: 30080", "nodePort: 30999"
     )
+    root = service.parents[1]
     assert unmapped(root) == {30999: "rolling-update/service.yaml"}

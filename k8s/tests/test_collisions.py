@@ -2,7 +2,6 @@
 each kind of collision in a broken copy of the whole tree."""
 
 import pathlib
-import shutil
 import sys
 
 import pytest
@@ -11,23 +10,6 @@ K8S = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(K8S))
 
 import validate
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kubectl():
-    if shutil.which("kubectl") is None:
-        pytest.fail("kubectl is required to render the kustomizations")
-
-
-def tree_with(tmp_path, relative, old, new):
-    """Problems of a copy of k8s/ with one replacement in one file, validated as a whole."""
-    root = tmp_path / "k8s"
-    shutil.copytree(K8S, root, ignore=shutil.ignore_patterns("tests", "__pycache__"))
-    path = root / relative
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {relative}"
-    path.write_text(text.replace(old, new, 1))
-    return [p for p in validate.validate_tree(root) if "collision" in p]
 
 
 def test_shipped_folders_do_not_collide():
@@ -85,17 +67,18 @@ CASES = [
 @pytest.mark.parametrize(
     "case,relative,old,new,expected", CASES, ids=[c[0] for c in CASES]
 )
-def test_collision_is_caught(tmp_path, case, relative, old, new, expected):
-    problems = tree_with(tmp_path, relative, old, new)
+def test_collision_is_caught(broken, case, relative, old, new, expected):
+    # The whole tree: a collision is between folders.
+    root = broken(relative, old, new).parents[len(pathlib.Path(relative).parts) - 1]
+    problems = [p for p in validate.validate_tree(root) if "collision" in p]
     assert any(expected in p for p in problems), f"{case}: {problems}"
 
 
-def test_alternative_file_in_another_namespace_is_caught(tmp_path):
-    root = tmp_path / "k8s"
-    shutil.copytree(K8S, root, ignore=shutil.ignore_patterns("tests", "__pycache__"))
-    path = root / "004-strategies/recreate/app-v2.yaml"
-    path.write_text(path.read_text().replace("  namespace: strategy-recreate\n", "", 1))
-    problems = validate.validate_tree(root / "004-strategies/recreate")
+def test_alternative_file_in_another_namespace_is_caught(broken):
+    path = broken(
+        "004-strategies/recreate/app-v2.yaml", "  namespace: strategy-recreate\n", ""
+    )
+    problems = validate.validate_tree(path.parent)
     assert any(
         "in namespace default, the folder's copy is in strategy-recreate" in p
         for p in problems

@@ -127,9 +127,8 @@ def test_flagger_pod_regex_tells_the_canary_from_the_primary():
 
 
 def require():
-    missing = testlib.tool_problem("prometheus")
     testlib.skip_or_fail(
-        missing and f"{missing} (Debian: apt-get install prometheus)",
+        testlib.tool_problem("prometheus"),
         testlib.docker_problem(),
         testlib.binaries_problem("probe"),
         testlib.tool_problem("kubectl"),
