@@ -286,33 +286,32 @@ def pod_suffix(seed):
 
 
 class Pods:
-    """Containers of our images on a Docker network of their own (Docker picks the subnet),
-    all carrying one label; `cleanup` removes every one of them and the network. A label of
-    its own, not the lab's: a lab run beside this one never takes these for its leftovers."""
+    """Containers of our images on a network of their own (the lab's `cluster.Network`), under
+    this scenario's label, not the lab's: a lab run beside this one never takes these for its
+    leftovers. `cleanup` removes every one of them and the network."""
 
     def __init__(self, run_id):
-        self.label = f"{LABEL}={run_id}"
-        self.name = f"{LABEL}-{run_id}"
-        cluster.docker("network", "create", "--label", self.label, self.name)
+        self.network = cluster.Network(run_id, prefix=LABEL)
 
     def start(self, name, image, env):
         """Starts a pod; returns its IP address."""
-        args = ["run", "-d", "--label", self.label, "--network", self.name]
-        args += ["--name", f"{self.name}-{name}"]
+        ip = self.network.allocate()
+        args = [
+            "run",
+            "-d",
+            "--label",
+            self.network.label,
+            "--network",
+            self.network.name,
+        ]
+        args += ["--ip", ip, "--name", f"{self.network.name}-{name}"]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
-        cid = cluster.docker(*args, os.environ.get("REGISTRY", "") + image).stdout
-        return testlib.wait_until(
-            lambda: testlib.container_ip(cid.strip()), 10, f"{name}'s address"
-        )
+        cluster.docker(*args, os.environ.get("REGISTRY", "") + image)
+        return ip
 
     def cleanup(self):
-        ids = cluster.docker(
-            "ps", "-aq", "--filter", f"label={self.label}", check=False
-        ).stdout.split()
-        if ids:
-            cluster.docker("rm", "-f", *ids, check=False)
-        cluster.docker("network", "rm", self.name, check=False)
+        self.network.cleanup()
 
 
 def leftovers():

@@ -304,9 +304,10 @@ class Network:
     """A bridge network with a subnet no other network uses, so that each pod's IP is known
     before it starts (the Downward API's status.podIP)."""
 
-    def __init__(self, run_id):
-        self.label = f"{LABEL}={run_id}"
-        self.name = f"{LABEL}-{run_id}"
+    def __init__(self, run_id, prefix=LABEL):
+        """`prefix` names the label that marks everything on it, for `cleanup` and leftovers."""
+        self.label = f"{prefix}={run_id}"
+        self.name = f"{prefix}-{run_id}"
         used = []
         for nid in docker("network", "ls", "-q").stdout.split():
             for cfg in (
