@@ -158,16 +158,15 @@ lab-analysis: $(VENV)/.done ## The Argo Rollouts and Flagger queries on a real P
 
 .PHONY: bench
 bench: ## Side-by-side benchmarks; writes bench/RESULTS.md and bench/results.svg (about 5 min)
-	@scripts/deps.sh wrk taskset nginx go hey
+	@scripts/deps.sh wrk taskset nginx valgrind strace go hey
 	@[ -x target/dist/$(ARCH)/testpage ] || $(MAKE) build
 	python3 bench/run.py
 
 .PHONY: bench-quick
 bench-quick: $(VENV)/.done ## The benchmark harness in a second per figure (part of make test; asserts nothing about numbers)
-	@scripts/deps.sh wrk taskset nginx
+	@scripts/deps.sh wrk taskset nginx valgrind strace
 	@[ -x target/dist/$(ARCH)/testpage ] || $(MAKE) build
-	$(PY) -m pytest -q -rs bench/tests
-	python3 bench/run.py --quick
+	$(PY) -m pytest -q -rs -s bench/tests
 
 ##@ Kubernetes experiments (k8s/; against the current kubectl context)
 

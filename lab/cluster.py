@@ -4,7 +4,7 @@ It plays the parts that decide a rollout's outcome, from the objects as written:
 
 - the kubelet: pods as containers of our images on a private Docker network (one IP each), with
   env (the Downward API too), command/args, ports, securityContext, emptyDir, resource limits;
-  readiness and liveness probes (httpGet, tcpSocket, exec) with their timings; termination as
+  readiness and liveness probes (httpGet, tcpSocket, grpc, exec) with their timings; termination as
   the kubelet does it: preStop (exec or sleep), SIGTERM, SIGKILL when the grace period, counted
   from the start of preStop, runs out; restarts after a failed liveness probe or an exit;
 - the Deployment controller: ReplicaSets per pod template, RollingUpdate (maxSurge rounded up,
@@ -65,6 +65,7 @@ _PROBE = {
     "httpGet": {"path": None, "port": None, "scheme": None, "httpHeaders": [None]},
     "tcpSocket": {"port": None},
     "exec": {"command": None},
+    "grpc": {"port": None, "service": None},
     "initialDelaySeconds": None,
     "periodSeconds": None,
     "timeoutSeconds": None,
@@ -500,6 +501,32 @@ class Pod:
                 port = self.port(probe["tcpSocket"]["port"])
                 with socket.create_connection((self.ip, port), timeout=timeout):
                     return True, "connected"
+            if "grpc" in probe:
+                # The kubelet's own gRPC health client, played by probe's (same question:
+                # grpc.health.v1 Check over h2c). Kubernetes takes only a port number here.
+                grpc = probe["grpc"]
+                if not isinstance(grpc.get("port"), int):
+                    raise ManifestError(
+                        f"pod {self.name}: grpc.port must be a number (got {grpc.get('port')!r})"
+                    )
+                result = subprocess.run(
+                    [
+                        testlib.DIST / "probe",
+                        "grpc",
+                        f"{self.ip}:{grpc['port']}",
+                        "--service",
+                        grpc.get("service", ""),
+                        "--timeout",
+                        f"{timeout}s",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=timeout + 5,
+                )
+                return result.returncode == 0, (result.stdout + result.stderr).strip()[
+                    :200
+                ]
             if "exec" in probe:
                 result = docker(
                     "exec",
@@ -514,7 +541,7 @@ class Pod:
         except (OSError, subprocess.TimeoutExpired) as error:
             return False, str(error)
         raise ManifestError(
-            f"pod {self.name}: a probe needs httpGet, tcpSocket or exec"
+            f"pod {self.name}: a probe needs httpGet, tcpSocket, grpc or exec"
         )
 
     def _run(self):
@@ -880,7 +907,8 @@ class Service:
     """haproxy with no retries and no health checks of its own: its endpoints change only
     through the runtime API, as kube-proxy's rules change only when the control plane says.
     Like kube-proxy, it picks a pod at random per connection (TCP mode): requests on a kept-alive
-    connection stay on its pod, even after the Service's selector moves elsewhere."""
+    connection stay on its pod, even after the Service's selector moves elsewhere; and an
+    established connection may stay idle (for an hour here)."""
 
     SLOTS = 32
 
@@ -924,6 +952,8 @@ defaults
     timeout connect 1s
     timeout client 30s
     timeout server 30s
+    # kube-proxy closes no idle connection: a gRPC Watch sends nothing while its status holds.
+    timeout tunnel 1h
     timeout http-keep-alive 30s
 """
             + "".join(frontends)

@@ -2,9 +2,10 @@
 """Runs the experiments of k8s/ from their own manifests, on one machine.
 
 Each experiment folder holds `lab.yaml`: the steps its README tells (the same `kubectl`
-commands), the Services to load while they run, and what the run must show. The lab renders the
-manifests, plays the kubelet, the Deployment controller and the Services (see lab/cluster.py),
-runs the steps under `probe load`, and checks the outcome.
+commands), the Services to load or to hold long-lived clients on while they run, and what the
+run must show. The lab renders the manifests, plays the kubelet, the Deployment controller and
+the Services (see lab/cluster.py), runs the steps under `probe load` or with the clients of
+lab/streams.py connected, and checks the outcome.
 
     python lab/lab.py [EXP ...] [--duration 60] [--qps 500] [-c 8] [--lag 1]
 
@@ -28,6 +29,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab")]
+import streams
 import testlib
 from cluster import Cluster, ManifestError, StepError, now_ms, render
 
@@ -37,6 +39,7 @@ BIN = testlib.DIST
 # Errors up to this long after an endpoint removal reached haproxy still belong to the
 # termination that caused it (requests already sent to the pod).
 SLACK_MS = 250
+STREAM_KINDS = streams.KINDS
 
 
 def log(message):
@@ -55,7 +58,7 @@ def load_plan(name):
             f"lab: k8s/{name} has no lab.yaml (experiments: {experiments()})"
         )
     plan = yaml.safe_load(path.read_text())
-    unknown = set(plan) - {"title", "steps", "expect"}
+    unknown = set(plan) - {"title", "lag", "steps", "expect"}
     if unknown:
         raise ManifestError(f"k8s/{name}/lab.yaml: unknown keys {sorted(unknown)}")
     return plan
@@ -69,9 +72,13 @@ class Run:
 
     def __init__(self, name, plan, args):
         self.name, self.plan, self.args = name, plan, args
-        self.cluster = Cluster(lag=args.lag, registry=args.registry)
+        # --lag if given, else the experiment's own (lab.yaml `lag:`), else 1 s.
+        self.lag = args.lag if args.lag is not None else plan.get("lag", 1.0)
+        self.cluster = Cluster(lag=self.lag, registry=args.registry)
         self.loads = {}  # service name -> (Process, started unix ms)
         self.reports = {}
+        self.streams = {}  # service name -> (Process, started unix ms)
+        self.stream_reports = {}
         self.steps = []
         self.skipped = []
         self.checks = []
@@ -215,19 +222,44 @@ class Run:
             # `probe watch` sends them (a kept-alive connection stays on its pod).
             fresh = "--new-connections" in words
             names = [w for w in words[1:] if w != "--new-connections"]
-            # As a user would: once the Service answers (its endpoints reached haproxy).
-            for name in names:
-                service = self.cluster.service(namespace, name)
-                self.cluster.wait(
-                    lambda s=service: self.cluster.settled(s),
-                    30,
-                    f"endpoints of {name}",
-                )
+            for service in self.settled_services(namespace, names):
                 self.start_load(service, fresh)
+        elif verb == "streams":
+            counts = {k: 0 for k in STREAM_KINDS}
+            names = []
+            for word in words[1:]:
+                kind, eq, n = word.partition("=")
+                if not eq:
+                    names.append(word)
+                elif kind in counts and n.isdigit() and int(n) <= streams.MAX_CLIENTS:
+                    counts[kind] = int(n)
+                else:
+                    raise ManifestError(
+                        f"lab streams {word}: ws=N, sse=N or grpc=N, N at most "
+                        f"{streams.MAX_CLIENTS}"
+                    )
+            if not names or not any(counts.values()):
+                raise ManifestError(
+                    "lab streams SERVICE... ws=N sse=N grpc=N: a Service and a client"
+                )
+            for service in self.settled_services(namespace, names):
+                self.start_streams(service, counts)
         elif verb == "sleep":
             time.sleep(float(words[1]))
         else:
-            raise ManifestError(f"lab {verb}: unknown (load, sleep)")
+            raise ManifestError(f"lab {verb}: unknown (load, streams, sleep)")
+
+    def settled_services(self, namespace, names):
+        """The Services named, each once it answers (its endpoints reached haproxy), as a user
+        would start a client."""
+        for name in names:
+            service = self.cluster.service(namespace, name)
+            self.cluster.wait(
+                lambda s=service: self.cluster.settled(s),
+                30,
+                f"endpoints of {name}",
+            )
+            yield service
 
     def expect_now(self, spec):
         """A check of the state right now: which versions answer, how many pods are ready."""
@@ -280,8 +312,21 @@ class Run:
         self.loads[service.name] = (proc, now_ms())
         self.cluster.event(f"load on {service.name}", None)
 
+    def start_streams(self, service, counts):
+        """lab/streams.py's clients on `service`: they connect now and reconnect until the
+        end of the run."""
+        if service.name in self.streams:
+            return
+        command = [sys.executable, ROOT / "lab" / "streams.py", service.url()]
+        for kind, n in counts.items():
+            command += [f"--{kind}", n]
+        proc = testlib.Process(command, stdout=subprocess.PIPE, text=True)
+        self.streams[service.name] = (proc, now_ms())
+        self.cluster.event(f"streams on {service.name}", None)
+
     def stop_loads(self):
-        for name, (proc, started) in self.loads.items():
+        running = {**self.loads, **{f"streams {n}": p for n, p in self.streams.items()}}
+        for proc, started in running.values():
             left = self.args.duration - (now_ms() - started) / 1000
             if left > 0:
                 time.sleep(left)
@@ -289,6 +334,17 @@ class Run:
         for name, (proc, _) in self.loads.items():
             out = proc.communicate(timeout=30)[0]
             self.reports[name] = json.loads(out)
+            proc.close()
+        for name, (proc, _) in self.streams.items():
+            # The clients wait up to streams.FINAL_WAIT_S for their last reconnections.
+            try:
+                out = proc.communicate(timeout=30)[0]
+            except subprocess.TimeoutExpired:
+                proc.close()
+                raise StepError(
+                    f"the clients on {name} did not stop within 30 s"
+                ) from None
+            self.stream_reports[name] = json.loads(out)
             proc.close()
 
     # --- the run
@@ -303,7 +359,7 @@ class Run:
             self.stop_loads()
             self.final_checks()
         finally:
-            for proc, _ in self.loads.values():
+            for proc, _ in [*self.loads.values(), *self.streams.values()]:
                 proc.close()
             self.cluster.close()
         return self.result()
@@ -424,9 +480,13 @@ class Run:
                         lo <= share <= hi,
                         f"{share:.1%} ({n} of {answered}; 95% interval {low:.1%}-{high:.1%})",
                     )
+            elif "streams" in spec:
+                self.stream_checks(spec)
             elif "deployment" in spec:
                 name = spec["deployment"]
-                start = min((t for _, t in self.loads.values()), default=0)
+                # From the moment the load or the long-lived clients start.
+                running = [*self.loads.values(), *self.streams.values()]
+                start = min((t for _, t in running), default=0)
                 samples = [
                     s[name] for t, s in self.cluster.samples if t >= start and name in s
                 ]
@@ -445,14 +505,76 @@ class Run:
                         f"at most {high}",
                     )
             else:
-                raise ManifestError(f"expect {spec}: needs service or deployment")
+                raise ManifestError(
+                    f"expect {spec}: needs service, streams or deployment"
+                )
+
+    def stream_checks(self, spec):
+        """What the long-lived clients on a Service saw: how their streams ended, the
+        versions they ended on, the longest time without a message or without a stream."""
+        name = spec["streams"]
+        report = self.stream_reports.get(name)
+        if report is None:
+            self.check(f"streams on {name}", False, "no clients were connected")
+            return
+        kinds = report["summary"]
+        per_kind = ", ".join(
+            f"{k} {s['clean']} clean {s['cut']} cut {s['failed']} failed"
+            for k, s in kinds.items()
+        )
+        abnormal = sum(s["abnormal"] for s in kinds.values())
+        if "abnormal" in spec:
+            self.check(
+                f"streams on {name}: {spec['abnormal']} abnormal closes or failed connections",
+                abnormal == spec["abnormal"],
+                per_kind,
+            )
+        if "abnormal_min" in spec:
+            self.check(
+                f"streams on {name}: at least {spec['abnormal_min']} abnormal closes or "
+                "failed connections",
+                abnormal >= spec["abnormal_min"],
+                per_kind,
+            )
+        if "ends_on" in spec:
+            wanted = {str(v) for v in spec["ends_on"]}
+            elsewhere = [
+                f"{c['kind']} {c['client']}: {c['version_at_end']}"
+                for c in report["clients"]
+                if str(c["version_at_end"]) not in wanted
+            ]
+            at_end = "; ".join(f"{k} {s['versions_at_end']}" for k, s in kinds.items())
+            self.check(
+                f"streams on {name}: every client ends on {sorted(wanted)}",
+                not elsewhere,
+                at_end + (f" (not: {', '.join(elsewhere[:5])})" if elsewhere else ""),
+            )
+        if "max_gap_s" in spec:
+            gaps = {
+                k: s["max_gap_s"]
+                for k, s in kinds.items()
+                if s["max_gap_s"] is not None
+            }
+            self.check(
+                f"streams on {name}: no gap between messages over {spec['max_gap_s']:g}s",
+                all(g <= spec["max_gap_s"] for g in gaps.values()),
+                ", ".join(f"{k} {g:.2f}s" for k, g in gaps.items()),
+            )
+        if "max_offline_s" in spec:
+            offline = {k: s["max_offline_s"] for k, s in kinds.items()}
+            self.check(
+                f"streams on {name}: no client without a stream for over "
+                f"{spec['max_offline_s']:g}s",
+                all(t <= spec["max_offline_s"] for t in offline.values()),
+                ", ".join(f"{k} {t:.2f}s" for k, t in offline.items()),
+            )
 
     def result(self):
         return {
             "experiment": self.name,
             "title": self.plan.get("title", ""),
             "settings": {
-                "lag_s": self.args.lag,
+                "lag_s": self.lag,
                 "connections": self.args.connections,
                 "qps": self.args.qps,
                 "duration_s": self.args.duration,
@@ -470,6 +592,8 @@ class Run:
                 }
                 for name, r in self.reports.items()
             },
+            # Per Service: per kind of client the figures, and each client's record.
+            "streams": self.stream_reports,
             "checks": self.checks,
             "ok": all(c["ok"] for c in self.checks)
             and all(s.get("ok") for s in self.steps),
@@ -526,6 +650,20 @@ def table(result):
     for name, s in result["services"].items():
         versions = "  ".join(f"{v} {n}" for v, n in s["versions"].items())
         lines.append(f"  {name:<22} {s['requests']:>9} {s['errors']:>7}  {versions}")
+    if result.get("streams"):
+        lines.append(
+            f"  {'Streams':<22} {'clients':>7} {'messages':>8} {'clean':>5} {'cut':>4} "
+            f"{'failed':>6} {'reconn.':>7} {'max gap':>7} {'offline':>7}  at the end"
+        )
+    for name, report in result.get("streams", {}).items():
+        for kind, s in report["summary"].items():
+            gap = "-" if s["max_gap_s"] is None else f"{s['max_gap_s']:.2f}s"
+            at_end = "  ".join(f"{v} {n}" for v, n in s["versions_at_end"].items())
+            lines.append(
+                f"  {name + ' ' + kind:<22} {s['clients']:>7} {s['messages']:>8} "
+                f"{s['clean']:>5} {s['cut']:>4} {s['failed']:>6} {s['reconnections']:>7} "
+                f"{gap:>7} {s['max_offline_s']:>6.2f}s  {at_end}"
+            )
     for c in result["checks"]:
         lines.append(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
     for s in result["steps"]:
@@ -557,7 +695,12 @@ def parse_args(argv=None):
     p.add_argument(
         "--cooldown", type=float, default=2, help="seconds of load after the last step"
     )
-    p.add_argument("--lag", type=float, default=1.0, help="endpoint propagation lag, s")
+    p.add_argument(
+        "--lag",
+        type=float,
+        default=None,
+        help="endpoint propagation lag, s (default: the experiment's lag:, else 1)",
+    )
     p.add_argument("-c", "--connections", type=int, default=8)
     p.add_argument("--qps", type=float, default=500)
     p.add_argument("--rollout-timeout", type=float, default=120)

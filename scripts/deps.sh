@@ -15,6 +15,8 @@ package_of() {
     aarch64-linux-gnu-gcc) echo gcc-aarch64-linux-gnu ;;
     wrk) echo wrk ;;
     taskset) echo util-linux ;;
+    valgrind) echo valgrind ;;
+    strace) echo strace ;;
     go) echo golang-go ;;
     hey) echo hey ;;
     prometheus) echo prometheus ;;

@@ -41,6 +41,8 @@ PACKAGES = {
     "go": "golang-go",
     "hey": "hey",
     "taskset": "util-linux",
+    "valgrind": "valgrind",
+    "strace": "strace",
     "qemu-aarch64-static": "qemu-user-static",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",

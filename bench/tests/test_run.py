@@ -1,5 +1,6 @@
 """The bench's skips: without wrk it says so and exits 0; under REQUIRE_DOCKER=1 it fails."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -44,3 +45,50 @@ def test_without_wrk_the_bench_fails_under_require_docker(without_tools, tmp_pat
     assert run.returncode == 1
     assert "REQUIRE_DOCKER=1 allows no skip" in run.stderr
     assert "wrk not found" in run.stderr and "nginx not found" in run.stderr
+
+
+# The figures `run.py --quick` must produce for testpage and nginx, and for the load clients.
+SERVER_COSTS = (
+    "instr_keepalive",
+    "instr_new_conn",
+    "syscalls_keepalive",
+    "syscalls_new_conn",
+    "kib_per_idle_conn",
+    "rss_idle_conns_kib",
+)
+
+
+def test_the_quick_run_produces_every_cost_figure():
+    """`make bench-quick`: the whole harness runs against the real binaries, nginx and the load
+    clients, and writes every figure, testpage's beside nginx's, with their ratios. What the
+    numbers are is not checked: only that they were measured."""
+    sys.path.insert(0, str(RUN.parents[1] / "scripts"))
+    import testlib
+
+    tools = ("wrk", "taskset", "nginx", "valgrind", "strace")
+    testlib.skip_or_fail(
+        *map(testlib.tool_problem, tools),
+        testlib.binaries_problem("testpage", "probe"),
+    )
+    run = subprocess.run(
+        [sys.executable, RUN, "--quick"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = RUN.parents[1] / "target" / "bench" / "RESULTS-quick.md"
+    results = json.loads(out.with_suffix(".json").read_text())
+    costs = results["costs"]
+    for server in ("testpage", "nginx"):
+        assert results["rounds"][server]["rps_c8"] > 0, results["rounds"]
+    for server in ("testpage", "nginx"):
+        for figure in SERVER_COSTS:
+            assert isinstance(costs[server].get(figure), (int, float)), (server, figure)
+    assert costs["clients"]["wrk"] > 0 and costs["clients"]["probe load"] > 0
+    report = out.read_text()
+    assert "## Costs per request and per connection" in report
+    assert "instructions per keep-alive `GET /`" in report
+    assert "probe load's instructions per request" in report
+    print(report)

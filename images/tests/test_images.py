@@ -3,6 +3,9 @@
 import json
 import pathlib
 import re
+import resource
+import selectors
+import socket
 import subprocess
 import threading
 import time
@@ -108,6 +111,67 @@ def test_tutorial_limits_cpu_10m_memory_20mi(containers):
     assert probe.returncode == 0, probe.stderr
     state = c.state()
     assert state["Running"] and not state["OOMKilled"], state
+
+
+IDLE_CONNECTIONS = 2000
+
+
+def open_idle(addr, count, limit=30):
+    """Opens `count` connections to `addr` at once, each sending one keep-alive `GET /` as soon
+    as it is established and then nothing: what a pool of idle clients (or a flood of them)
+    looks like. Returns the sockets, and how many got as far as sending their request within
+    `limit` seconds (the rest wait in the server's listen queue or its SYN backlog)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 256), hard))
+    selector = selectors.DefaultSelector()
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(addr)
+        socks.append(sock)
+        selector.register(sock, selectors.EVENT_WRITE)
+    sent, deadline = 0, time.monotonic() + limit
+    request = b"GET / HTTP/1.1\r\nHost: testpage\r\n\r\n"
+    while sent < count and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=1):
+            selector.unregister(key.fileobj)
+            if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                key.fileobj.send(request)
+                sent += 1
+    selector.close()
+    return socks, sent
+
+
+def test_memory_20mi_survives_2000_idle_connections(containers):
+    """The tutorials' `memory: 20Mi` against 2,000 idle keep-alive connections, with the
+    default MAX_CONNECTIONS: at the limit, connections beyond it wait in the kernel's listen
+    queue and idle ones are closed to make room, so the container is not OOM-killed and a
+    normal request is still answered within a few seconds. (Without the limit, 2,000
+    connections of about 13 KiB each do not fit in 20 MiB: see the README.)"""
+    c = containers.run(image("testpage", "0.5"), opts=["--memory", "20m"])
+    ready(c, 8080)
+    socks, sent = open_idle((c.ip(), 8080), IDLE_CONNECTIONS)
+    try:
+        print(f"{sent} of {IDLE_CONNECTIONS} idle connections sent their request")
+        assert sent > 0
+        for _ in range(5):
+            started = time.monotonic()
+            status = get(c.url(8080), timeout=10)[0]
+            took = time.monotonic() - started
+            assert status == 200 and took < 5, (status, took)
+        metrics = get(c.url(8080, "/metrics"), timeout=10)[2].decode()
+        reached = re.search(
+            r"^testpage_connection_limit_reached_total (\S+)$", metrics, re.MULTILINE
+        )
+        # The limit, not spare memory, is what kept the container alive.
+        assert reached and float(reached.group(1)) >= 1, metrics[-2000:]
+        state = c.state()
+        assert state["Running"] and not state["OOMKilled"], state
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_read_only_root_with_tmpfs_runs_as_65532(containers):

@@ -72,6 +72,18 @@ def test_zero_downtime_losses_come_from_the_manifests(results):
     assert {e["code"] for e in without["error_events"]} <= {-1, 502, 503}
 
 
+def test_long_lived_clients_reach_the_new_version_cleanly_only_with_the_drain(results):
+    streams = results["long-lived"]["streams"]
+    for kind, s in streams["drain"]["summary"].items():
+        assert s["abnormal"] == 0 and s["clean"] >= s["clients"], (kind, s)
+        assert s["versions_at_end"] == {"0.9": s["clients"]}, (kind, s)
+    no_drain = streams["no-drain"]["summary"]
+    # DRAIN=0 still says goodbye to every stream, at SIGTERM: what fails is reconnecting to
+    # the pod while the Service still routes to it.
+    assert all(s["clean"] >= s["clients"] for s in no_drain.values()), no_drain
+    assert sum(s["failed"] for s in no_drain.values()) >= 1, no_drain
+
+
 @pytest.mark.usefixtures("results")
 def test_nothing_is_left_behind():
     assert leftovers() == ([], [], [])

@@ -2,8 +2,12 @@
 and close 1001 "going away" during the drain, counted as ended cleanly."""
 
 import asyncio
+import base64
+import itertools
+import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,3 +54,85 @@ def test_events_echo_and_a_clean_close_in_the_drain():
         assert proc.wait(10) == 0
     text = (tmp / "log").read_text()
     assert "streams_ended_cleanly=1 streams_cut=0" in text, text
+
+
+def start(env):
+    """A testpage on loopback with `env`; returns (Process, address, log path)."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="testpage-ws-"))
+    log = tmp / "log"
+    proc = testlib.Process(
+        [testlib.DIST / "testpage", "--listen", "127.0.0.1:0"],
+        env={"VERSION": "0.9", "READY_FILE": str(tmp / "ready"), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    return proc, tmp / "ready", log
+
+
+def test_every_socket_gets_an_event_a_second_and_1001_within_the_drain():
+    testlib.skip_or_fail(testlib.binaries_problem("testpage"))
+    import websockets
+
+    clients = 5
+    proc, ready, log = start({"DRAIN": "2s"})
+    with proc:
+        addr = testlib.ready_addr(ready, proc)
+
+        async def client(opened):
+            async with websockets.connect(f"ws://{addr}/ws") as ws:
+                arrivals = []
+                opened.release()
+                try:
+                    while True:
+                        await ws.recv()
+                        arrivals.append(time.monotonic())
+                except websockets.ConnectionClosed as closed:
+                    return arrivals, closed.rcvd, time.monotonic()
+
+        async def run():
+            opened = asyncio.Semaphore(0)
+            tasks = [asyncio.create_task(client(opened)) for _ in range(clients)]
+            for _ in range(clients):
+                await opened.acquire()
+            await asyncio.sleep(3.2)
+            proc.popen.send_signal(signal.SIGTERM)
+            return time.monotonic(), await asyncio.gather(*tasks)
+
+        signalled, results = asyncio.run(run())
+        for arrivals, close, closed_at in results:
+            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+            assert len(arrivals) >= 3 and all(0.5 <= g <= 1.5 for g in gaps), gaps
+            assert close is not None and close.code == 1001, close
+            # The drain's second half (1 s to 2 s after SIGTERM), with room for a busy machine.
+            assert 0.9 <= closed_at - signalled <= 2.8, closed_at - signalled
+        assert proc.wait(10) == 0
+    text = log.read_text()
+    assert f"streams_ended_cleanly={clients} streams_cut=0" in text, text
+
+
+def test_a_client_that_ignores_the_close_is_cut_at_the_shutdown_timeout():
+    testlib.skip_or_fail(testlib.binaries_problem("testpage"))
+    proc, ready, log = start({"DRAIN": "1s", "SHUTDOWN_TIMEOUT": "2s"})
+    with proc:
+        host, port = testlib.ready_addr(ready, proc).rsplit(":", 1)
+        # A handshake by hand, then silence: the close frame is never answered.
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\n\r\n"
+            ).encode()
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101"), "no upgrade"
+        signalled = time.monotonic()
+        proc.popen.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+        took = time.monotonic() - signalled
+        sock.close()
+    # Cut when SHUTDOWN_TIMEOUT ran out after the drain: exit 3, counted.
+    assert code == 3, code
+    assert 2.5 <= took <= 6, took
+    text = log.read_text()
+    assert "streams_ended_cleanly=0 streams_cut=1" in text, text

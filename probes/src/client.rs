@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, HOST};
-use hyper::{Request, Uri};
+use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use testpage::pod_info::{X_POD, X_POD_IP, X_VERSION};
 use tokio::net::TcpStream;
@@ -75,6 +75,8 @@ pub struct Target {
     /// `host:port` to connect to.
     pub addr: String,
     host: HeaderValue,
+    /// The request line's target (origin form), parsed once: each request clones it.
+    origin: Uri,
 }
 
 /// Why a URL was rejected.
@@ -160,12 +162,36 @@ impl Target {
             .path_and_query(path)
             .build()
             .map_err(|_| fail("not a URL"))?;
-        Ok(Target { uri, addr, host })
+        let origin = Uri::builder()
+            .path_and_query(path)
+            .build()
+            .map_err(|_| fail("not a URL"))?;
+        Ok(Target {
+            uri,
+            addr,
+            host,
+            origin,
+        })
     }
 
     /// The request line's target (path and query).
     pub fn path(&self) -> &str {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// A GET of this target with `headers` (which may replace `Host`).
+    pub fn get(
+        &self,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<Request<Empty<Bytes>>, RequestError> {
+        let mut request = Request::new(Empty::new());
+        *request.uri_mut() = self.origin.clone();
+        let request_headers = request.headers_mut();
+        request_headers.insert(HOST, self.host.clone());
+        for (name, value) in headers {
+            request_headers.insert(name.clone(), value.clone());
+        }
+        Ok(request)
     }
 }
 
@@ -196,9 +222,11 @@ impl Conn {
                 })?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        // The task ends when the peer closes, the sender is dropped, or the Conn is dropped.
+        // The task ends when the peer closes, the sender is dropped, or the Conn is dropped; or
+        // when a `101 Switching Protocols` hands the socket over to `hyper::upgrade::on` (a
+        // WebSocket). Without an upgrade, `with_upgrades` changes nothing.
         let driver = tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = connection.with_upgrades().await;
         });
         Ok(Conn {
             sender,
@@ -213,6 +241,18 @@ impl Conn {
         self.reusable && !self.sender.is_closed()
     }
 
+    /// Sends `request` and returns the answer with its body unread, for the caller to read as
+    /// it arrives (a stream of events) or to take the connection over (a WebSocket upgrade).
+    /// The connection carries no further request.
+    pub async fn send(
+        &mut self,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<Response<Incoming>, RequestError> {
+        self.reusable = false;
+        self.sender.ready().await?;
+        Ok(self.sender.send_request(request).await?)
+    }
+
     /// Sends a GET and reads as much of the body as `read` says.
     pub async fn get(
         &mut self,
@@ -222,15 +262,11 @@ impl Conn {
         read: BodyRead,
     ) -> Result<Answer, RequestError> {
         let started = Instant::now();
-        let mut request = Request::get(target.path())
-            .header(HOST, target.host.clone())
-            .body(Empty::new())?;
-        let request_headers = request.headers_mut();
-        for (name, value) in headers {
-            request_headers.insert(name.clone(), value.clone());
-        }
+        let mut request = target.get(headers)?;
         if !keep_alive {
-            request_headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            request
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
@@ -246,11 +282,17 @@ impl Conn {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let (body_version, body_ip) = identify_page(&body);
+        let (mut version, mut pod_ip) = (header(&X_VERSION), header(&X_POD_IP));
+        // Only an app that does not say who it is in headers is read from its page.
+        if version.is_none() || pod_ip.is_none() {
+            let (body_version, body_ip) = identify_page(&body);
+            version = version.or(body_version);
+            pod_ip = pod_ip.or(body_ip);
+        }
         Ok(Answer {
             status: parts.status.as_u16(),
-            version: header(&X_VERSION).or(body_version).map(bounded),
-            pod_ip: header(&X_POD_IP).or(body_ip),
+            version: version.map(bounded),
+            pod_ip,
             pod: header(&X_POD).map(bounded),
             close: parts
                 .headers
@@ -335,11 +377,25 @@ pub const MAX_NAMES: usize = 64;
 pub const OTHERS: &str = "(others)";
 
 /// `name`, cut to [`MAX_NAME_CHARS`] characters.
-fn bounded(name: String) -> String {
+pub(crate) fn bounded(name: String) -> String {
     match name.char_indices().nth(MAX_NAME_CHARS) {
         Some((cut, _)) => format!("{}…", &name[..cut]),
         None => name,
     }
+}
+
+/// The start of `text` on one line, for a message or a log: at most `max` characters, control
+/// characters (line ends, escape codes) shown as `�`, and `…` when cut.
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    let mut shown: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// The key under which `name` is tallied in a table of at most [`MAX_NAMES`] keys.

@@ -412,12 +412,29 @@ async fn worker(
     let mut stats = WorkerStats::default();
     let mut schedule = Schedule::new(&settings, id, start, end);
     let mut conn: Option<Conn> = None;
+    // One timer for the worker's whole run rather than one per request: it is moved only when
+    // it goes off, to the deadline of the request then in flight (if that is later).
+    let watchdog = tokio::time::sleep(settings.timeout);
+    tokio::pin!(watchdog);
     while take_ticket(tickets.as_deref()) && next_slot(schedule.as_mut(), &stop.sending).await {
         let sent = Instant::now();
-        let result = tokio::select! {
-            biased;
-            () = stop.cut.cancelled() => None,
-            result = exchange(&mut conn, &settings, &mut stats.sockets) => Some(result),
+        let deadline = sent + settings.timeout;
+        let result = {
+            let exchange = exchange(&mut conn, &settings, &mut stats.sockets);
+            tokio::pin!(exchange);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = stop.cut.cancelled() => break None,
+                    result = &mut exchange => break Some(result),
+                    () = &mut watchdog => {
+                        if Instant::now() >= deadline {
+                            break Some(Err(RequestError::Timeout(settings.timeout)));
+                        }
+                        watchdog.as_mut().reset(deadline.into());
+                    }
+                }
+            }
         };
         let at = sent.duration_since(start);
         match result {
@@ -464,32 +481,27 @@ async fn next_slot(schedule: Option<&mut Schedule>, stop_sending: &CancellationT
 }
 
 /// One request on the worker's connection, opening one (and counting it in `sockets`) when
-/// there is none or the last one closed; the request timeout covers both.
+/// there is none or the last one closed; the worker's timeout covers both.
 async fn exchange(
     conn: &mut Option<Conn>,
     settings: &Settings,
     sockets: &mut u64,
 ) -> Result<Answer, RequestError> {
-    let attempt = async {
-        let c = match conn.take() {
-            Some(c) if c.is_open() => conn.insert(c),
-            _ => {
-                let c = Conn::open(&settings.target).await?;
-                *sockets += 1;
-                conn.insert(c)
-            }
-        };
-        c.get(
-            &settings.target,
-            &settings.headers,
-            settings.keep_alive,
-            BodyRead::PAGE,
-        )
-        .await
+    let c = match conn.take() {
+        Some(c) if c.is_open() => conn.insert(c),
+        _ => {
+            let c = Conn::open(&settings.target).await?;
+            *sockets += 1;
+            conn.insert(c)
+        }
     };
-    tokio::time::timeout(settings.timeout, attempt)
-        .await
-        .unwrap_or(Err(RequestError::Timeout(settings.timeout)))
+    c.get(
+        &settings.target,
+        &settings.headers,
+        settings.keep_alive,
+        BodyRead::PAGE,
+    )
+    .await
 }
 
 fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: u128) -> Report {

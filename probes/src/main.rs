@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use probes::{load, pod, watch};
+use probes::{grpc, load, pod, watch};
 use testpage::duration;
 
 #[derive(Debug, Parser)]
@@ -35,6 +35,8 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = duration::positive)]
         timeout: Duration,
     },
+    /// Ask a gRPC health service (grpc.health.v1, h2c); ok when the service is SERVING.
+    Grpc(grpc::GrpcCheck),
     /// Succeed when the file exists.
     File {
         /// The file.
@@ -55,7 +57,8 @@ enum Command {
         #[arg(value_parser = duration::parse)]
         duration: Duration,
     },
-    /// Request a URL every interval and show which version and pod answered.
+    /// Request a URL every interval, or follow a WebSocket or event stream, and show which
+    /// version and pod answered.
     Watch(watch::Settings),
     /// Load a URL like `fortio load`: per-code counts (-1 = connection error), latency, versions.
     Load(LoadCommand),
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Http(check) => pod::http(&check).map_err(Failure::from),
         Command::Tcp { addr, timeout } => pod::tcp(&addr, timeout).map_err(Failure::from),
+        Command::Grpc(check) => grpc::grpc(&check).map_err(Failure::from),
         Command::File { path } => pod::file(&path).map_err(Failure::from),
         Command::Drain { ready_file, sleep } => {
             let ready_file = (!ready_file.is_empty()).then(|| PathBuf::from(ready_file));
@@ -141,10 +145,8 @@ fn run_watch(settings: watch::Settings) -> Result<(), Failure> {
 }
 
 fn run_load(command: LoadCommand) -> Result<(), Failure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::Start)?;
+    // A thread per CPU the process may use, a single thread on one CPU (`taskset`, a CPU limit).
+    let runtime = testpage::runtime().map_err(Failure::Start)?;
     let interrupt = runtime.block_on(async { interrupt() })?;
     let report = runtime.block_on(load::run(command.settings, interrupt));
     // Name lookups still running must not delay the report.

@@ -57,7 +57,7 @@ pub enum CheckError {
     TimedOut {
         /// HOST:PORT as given.
         addr: String,
-        /// `name lookup` or `connect`.
+        /// `name lookup`, `connect` or `health check`.
         what: &'static str,
         /// The timeout.
         timeout: Duration,
@@ -75,6 +75,24 @@ pub enum CheckError {
         /// Why it failed.
         #[source]
         source: io::Error,
+    },
+    /// `probe grpc`: the call failed (HTTP/2, or a gRPC status such as `NotFound`).
+    #[error("grpc {addr}: {message}")]
+    Grpc {
+        /// HOST:PORT as given.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// `probe grpc`: the health service answered, but not `SERVING`.
+    #[error("grpc {addr}: service {service:?} is {status}")]
+    NotServing {
+        /// HOST:PORT as given.
+        addr: String,
+        /// The service asked about.
+        service: String,
+        /// The status it has, e.g. `NOT_SERVING`.
+        status: &'static str,
     },
     /// `probe file`: the file is not there.
     #[error("{} does not exist", .0.display())]

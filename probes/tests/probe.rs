@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn probe(args: &[&str]) -> Output {
@@ -506,23 +506,14 @@ fn read_head(reader: &mut impl BufRead) -> bool {
 /// A server on 127.0.0.1:0 that answers every request of every connection with `answer`, each
 /// connection on its own thread, keeping connections open as long as `answer` succeeds.
 fn serve(answer: impl Fn(&mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let answer = Arc::new(answer);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let answer = Arc::clone(&answer);
-            std::thread::spawn(move || {
-                let Ok(read_half) = stream.try_clone() else {
-                    return;
-                };
-                let mut reader = BufReader::new(read_half);
-                while read_head(&mut reader) && answer(&mut stream).is_ok() {}
-            });
-        }
+    let addr = common::serve_each(move |mut stream| {
+        let Ok(read_half) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(read_half);
+        while read_head(&mut reader) && answer(&mut stream).is_ok() {}
     });
-    url
+    format!("http://{addr}/")
 }
 
 /// A 200 whose chunked body never ends: 64 KiB chunks until the client goes away, or 5 s.
@@ -677,20 +668,10 @@ fn wait_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus,
     }
 }
 
-/// A listener that accepts connections and never answers; each accepted connection is reported
-/// on the channel and held open.
+/// A listener that accepts connections and never answers, as a URL.
 fn hanging_listener() -> (String, mpsc::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming() {
-            held.push(stream);
-            let _ = tx.send(());
-        }
-    });
-    (url, rx)
+    let (addr, accepted) = common::silent_listener();
+    (format!("http://{addr}/"), accepted)
 }
 
 fn sigint(child: &Child) {
@@ -976,4 +957,32 @@ fn watch_and_load_send_the_headers_they_are_given() {
     }
     let bad = probe(&["load", "-H", "no colon", &url]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn load_times_out_each_request_that_is_not_answered_in_time() {
+    // /delay/2s answers after two seconds: each of three requests gives up at 300 ms.
+    let server = testpage("2", "0");
+    let started = Instant::now();
+    let (code, report) = load_json(&[
+        &server.url("/delay/2s"),
+        "-n",
+        "3",
+        "-c",
+        "1",
+        "--qps",
+        "0",
+        "--timeout",
+        "300ms",
+    ]);
+    let took = started.elapsed();
+    assert!(code.is_some(), "{report}");
+    assert_eq!(report["codes"]["-1"], 3, "{report}");
+    for event in report["error_events"].as_array().unwrap() {
+        assert_eq!(event["error"], "timed out after 300ms", "{report}");
+    }
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+        "{took:?}"
+    );
 }

@@ -1,12 +1,11 @@
 //! What every request handler and the server share: the pod's identity and page, the lifecycle,
 //! the faults, the metrics, and the slots for requests that wait.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hyper::header::{HeaderName, HeaderValue};
-use std::sync::Arc;
-
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::faults::Faults;
@@ -21,12 +20,14 @@ pub(crate) struct App {
     pod: PodInfo,
     page: Bytes,
     identity: [(HeaderName, HeaderValue); 3],
+    /// The page's headers, built once: a response takes a copy instead of hashing each name.
+    page_headers: HeaderMap,
     started_at: String,
     lifecycle: Lifecycle,
     faults: Faults,
     metrics: Metrics,
     admin: bool,
-    /// The streams of events (`/events`), and the order to go.
+    /// The long-lived answers (`/events`, `/ws`, gRPC `Watch`), and the order to go.
     streams: Streams,
     /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
     /// slow requests can never hold every connection and lock probes out.
@@ -61,10 +62,18 @@ impl App {
             (X_POD, header(pod.pod_name())),
             (X_POD_IP, header(&pod.ip.to_string())),
         ];
+        let mut page_headers = HeaderMap::with_capacity(identity.len() + 1);
+        page_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::routes::TEXT_PLAIN),
+        );
+        page_headers.extend(identity.iter().cloned().map(|(n, v)| (Some(n), v)));
         let metrics = Metrics::new(&pod.version, pod.color.as_deref().unwrap_or(""));
+        let streams = Streams::new(metrics.streams().clone());
         App {
             page: Bytes::from(page),
             identity,
+            page_headers,
             started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             pod,
             lifecycle,
@@ -72,7 +81,7 @@ impl App {
             metrics,
             admin,
             slow: Arc::new(Semaphore::new(slow_slots(max_connections))),
-            streams: Streams::default(),
+            streams,
         }
     }
 
@@ -96,7 +105,7 @@ impl App {
         &self.pod
     }
 
-    /// The streams of events.
+    /// The long-lived answers.
     pub(crate) fn streams(&self) -> &Streams {
         &self.streams
     }
@@ -109,6 +118,11 @@ impl App {
     /// `X-Version`, `X-Pod` and `X-Pod-IP`, sent with every answer.
     pub(crate) fn identity(&self) -> &[(HeaderName, HeaderValue); 3] {
         &self.identity
+    }
+
+    /// The headers of the page: `Content-Type: text/plain` and the identity.
+    pub(crate) fn page_headers(&self) -> &HeaderMap {
+        &self.page_headers
     }
 
     /// Whether the admin routes are on (`ADMIN`).
@@ -134,7 +148,7 @@ impl App {
         }
     }
 
-    /// One of the slow slots for as long as the permit lives (a stream of events); `None` when
+    /// One of the slow slots for as long as the permit lives (a long-lived answer); `None` when
     /// every slot is taken.
     pub(crate) fn slow_slot(&self) -> Option<OwnedSemaphorePermit> {
         Arc::clone(&self.slow).try_acquire_owned().ok()

@@ -5,7 +5,7 @@
 //!
 //! | phase | limit |
 //! |---|---|
-//! | from accept to the first request (protocol sniff, HTTP/1 head, HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
+//! | from accept to the first request (HTTP/1 head, or HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
 //! | after the first request, a connection with no request in flight (HTTP/1 keep-alive and each later head, HTTP/2 idle) | `IDLE_TIMEOUT` (75 s) |
 //! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
 //!
@@ -30,14 +30,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
+use crate::live::Departure;
+use crate::protocol::{Builders, Graceful};
 use crate::routes;
 
 /// How long a new connection may take to send its first request. Silent clients, and clients
@@ -62,7 +63,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything a new connection needs, and the signals that end connections.
 pub(crate) struct Connections {
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     app: Arc<App>,
     /// Open connections at most: each holds a permit until it closes, so all permits back
     /// means every connection is closed.
@@ -80,22 +81,20 @@ impl Connections {
     /// Ready to accept for `app`, at most `max_connections` at once, each closed after
     /// `idle_timeout` without a request once it has sent one.
     pub(crate) fn new(app: Arc<App>, max_connections: usize, idle_timeout: Duration) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
-            // After the first request, hyper's head timer is the keep-alive limit: it must outlast
-            // the idle timeout of the proxies in front (ingress-nginx and AWS load balancers keep
-            // upstream connections 60 s), or they reuse a connection as it closes and answer 502.
-            .header_read_timeout(idle_timeout)
+            // No timer of hyper's per request head: each connection's own timer (`drive`) bounds
+            // every phase, heads included, and costs nothing per request.
+            .header_read_timeout(None)
             .max_buf_size(MAX_HEADER_BYTES);
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEADER_BYTES as u32);
         app.metrics().max_connections(max_connections);
         Connections {
-            builder,
+            builders: Arc::new(Builders { http1, http2 }),
             app,
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
@@ -110,6 +109,12 @@ impl Connections {
     /// [`CLOSE_LINGER`]. Call once accepting has stopped.
     pub(crate) fn close(&self) {
         self.orders.send_modify(|o| o.closing = true);
+    }
+
+    /// Tells HTTP/2 connections to send GOAWAY, each at its own moment of `departure`'s span,
+    /// as long-lived answers say goodbye (HTTP/1 answers already carry `Connection: close`).
+    pub(crate) fn depart(&self, departure: Departure) {
+        self.orders.send_modify(|o| o.departure = Some(departure));
     }
 
     /// Ends every connection now, requests in flight included.
@@ -192,10 +197,9 @@ impl Connections {
                 }
             })
         };
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        // Boxed here, once: the task then holds a pointer, and spawning it copies a few words
+        // instead of the whole connection state.
+        let conn = Box::pin(self.builders.serve(stream, service));
         let app = Arc::clone(&self.app);
         let rules = Rules {
             orders: self.orders.subscribe(),
@@ -379,6 +383,8 @@ struct Orders {
     cut: bool,
     /// Bumped each time there is no room for a new connection: idle connections close.
     shed: u64,
+    /// The drain has begun: HTTP/2 connections send GOAWAY at a moment of its goodbye span.
+    departure: Option<Departure>,
 }
 
 /// What tells a connection to close.
@@ -389,19 +395,24 @@ struct Rules {
 
 /// Runs one connection to its end, closing it when it has no request in flight for longer
 /// than its phase allows, when room is needed, and at shutdown.
-async fn drive<C: GracefulConnection>(
-    conn: C,
+async fn drive<C: Graceful>(
+    mut conn: Pin<Box<C>>,
     activity: &Activity,
     mut rules: Rules,
-) -> (Result<(), C::Error>, End) {
-    tokio::pin!(conn);
-    let mut seen_shed = rules.orders.borrow().shed;
+) -> (Result<(), hyper::Error>, End) {
+    let (mut seen_shed, departure) = {
+        let orders = rules.orders.borrow();
+        (orders.shed, orders.departure)
+    };
     let mut end = End::Finished;
     let mut shutting_down = false;
     // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
     // requests reset the count without touching the timer.
     let check = HEADER_READ_TIMEOUT.min(rules.idle_timeout);
-    let timer = tokio::time::sleep(check);
+    // In the drain: when an HTTP/2 connection sends its GOAWAY. A connection accepted once the
+    // drain has begun draws its moment now.
+    let mut goaway = departure.map(Departure::moment);
+    let timer = tokio::time::sleep_until(sooner(tokio::time::Instant::now() + check, goaway));
     tokio::pin!(timer);
     // Asks the connection to finish (HTTP/1 closes once the response in flight is written,
     // HTTP/2 sends GOAWAY) and gives it CLOSE_LINGER once idle before the socket is dropped.
@@ -435,9 +446,29 @@ async fn drive<C: GracefulConnection>(
                     close!();
                 } else if orders.closing && !shutting_down {
                     close!();
+                } else if let Some(departure) =
+                    orders.departure.filter(|_| goaway.is_none() && !shutting_down)
+                {
+                    let at = departure.moment();
+                    goaway = Some(at);
+                    if at < timer.deadline() {
+                        timer.as_mut().reset(at);
+                    }
                 }
             }
             () = &mut timer => {
+                if goaway.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    goaway = None;
+                    if !shutting_down {
+                        // An HTTP/1 connection may still turn to HTTP/2 (its preface not read
+                        // yet): it then says goodbye at once, its moment being past.
+                        if conn.is_http2() {
+                            close!();
+                            continue;
+                        }
+                        conn.as_mut().leave_when_http2();
+                    }
+                }
                 let now = Instant::now();
                 match activity.deadline(shutting_down, rules.idle_timeout) {
                     // The peer ignored the close: drop the socket.
@@ -449,14 +480,19 @@ async fn drive<C: GracefulConnection>(
                         end = End::TimedOut;
                         close!();
                     }
-                    Some(due) => timer.as_mut().reset(due.into()),
+                    Some(due) => timer.as_mut().reset(sooner(due.into(), goaway)),
                     // A request in flight: look again later (its end restarts the count).
                     None => {
                         let again = if shutting_down { CLOSE_LINGER } else { check };
-                        timer.as_mut().reset((now + again).into());
+                        timer.as_mut().reset(sooner((now + again).into(), goaway));
                     }
                 }
             }
         }
     }
+}
+
+/// `at`, or the GOAWAY's moment if that comes first.
+fn sooner(at: tokio::time::Instant, goaway: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    goaway.map_or(at, |g| g.min(at))
 }

@@ -11,6 +11,7 @@
 //! - [`signals`] — SIGTERM and SIGINT, and [`signals::Shutdown`], what [`run`] waits on.
 //! - [`server`] — the lifecycle in order: ready, serve, the shutdown sequence and its policy.
 //! - [`connections`] — the accept loop, the connection cap and every connection's deadlines.
+//! - `protocol` — HTTP/1.1, or HTTP/2 (h2c) when a connection opens with its preface.
 //! - `lifecycle` — the state, readiness and in-flight counts the handlers and server share.
 //! - [`readiness`] — the ready file, written and removed only by its owner.
 //! - `app` — what the handlers share: identity, page, lifecycle, faults, metrics.
@@ -28,11 +29,13 @@ pub mod config;
 pub mod connections;
 pub mod duration;
 pub mod faults;
+pub(crate) mod grpc;
 pub(crate) mod lifecycle;
 pub(crate) mod live;
 pub(crate) mod metrics;
 pub mod page;
 pub mod pod_info;
+pub(crate) mod protocol;
 pub mod readiness;
 pub(crate) mod routes;
 pub mod server;
@@ -50,6 +53,24 @@ use pod_info::PodInfo;
 use readiness::{ReadyFile, ReadyFileError};
 use server::{Outcome, ServeSettings, Startup};
 use signals::Shutdown;
+
+/// A Tokio runtime with a worker thread per CPU the process may use. One CPU or less (the
+/// tutorial's `cpu: 10m`, `taskset`) gets a single-threaded runtime: worker threads beyond the
+/// CPU quota only add memory, throttling and hand-offs between threads.
+/// `available_parallelism` reads the affinity mask and the cgroup quota.
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .build()
+    }
+}
 
 /// A runtime failure; `main` exits 1 with it.
 #[derive(Debug, thiserror::Error)]

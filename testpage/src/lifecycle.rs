@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::readiness::{ReadyFile, ReadyFileError};
 
 /// Where the process is in its life.
@@ -88,6 +90,8 @@ pub(crate) struct Lifecycle {
     /// Readiness changes (ready, withdrawn, re-enabled, draining) happen under this lock, so
     /// that `/readyz/enable` cannot write the file again after SIGTERM has removed it.
     withdrawal: Mutex<Withdrawal>,
+    /// Readiness as last published, for those who watch it change (gRPC `Watch`).
+    readiness: watch::Sender<bool>,
 }
 
 impl Lifecycle {
@@ -102,7 +106,25 @@ impl Lifecycle {
             addr: OnceLock::new(),
             ready_file,
             withdrawal: Mutex::new(Withdrawal::default()),
+            readiness: watch::Sender::new(false),
         }
+    }
+
+    /// Readiness now, and each time it changes. A ready file removed from outside is noticed
+    /// within the shutdown's look at it (a quarter of a second).
+    pub(crate) fn readiness(&self) -> watch::Receiver<bool> {
+        self.readiness.subscribe()
+    }
+
+    /// Publishes readiness as it stands; called with the withdrawal lock held, after a change.
+    fn publish(&self, withdrawal: &Withdrawal) {
+        let ready = self.ready(withdrawal);
+        self.readiness
+            .send_if_modified(|was| std::mem::replace(was, ready) != ready);
+    }
+
+    fn ready(&self, withdrawal: &Withdrawal) -> bool {
+        self.state() == State::Serving && !withdrawal.by_admin && self.ready_file.exists()
     }
 
     fn withdrawal(&self) -> std::sync::MutexGuard<'_, Withdrawal> {
@@ -135,6 +157,7 @@ impl Lifecycle {
         self.set_state(State::Serving);
         *withdrawal = Withdrawal::default();
         self.withdrawn.store(false, Ordering::Relaxed);
+        self.publish(&withdrawal);
         Ok(())
     }
 
@@ -145,7 +168,9 @@ impl Lifecycle {
         withdrawal.by_admin = true;
         withdrawal.since.get_or_insert_with(Instant::now);
         self.withdrawn.store(true, Ordering::Relaxed);
-        self.ready_file.remove().map(drop)
+        let removed = self.ready_file.remove().map(drop);
+        self.publish(&withdrawal);
+        removed
     }
 
     /// `POST /readyz/enable`: writes the ready file again, while serving.
@@ -157,6 +182,7 @@ impl Lifecycle {
                 withdrawal.by_admin = false;
                 withdrawal.since = None;
                 self.withdrawn.store(false, Ordering::Relaxed);
+                self.publish(&withdrawal);
                 Ok(())
             }
             (state, _) => Err(EnableError::NotServing(state)),
@@ -167,10 +193,15 @@ impl Lifecycle {
     /// that the drain can be counted from it. Called a few times a second while serving; the
     /// moment noted is at most that late, which only lengthens the drain.
     pub(crate) fn observe_ready_file(&self) {
-        if self.state() == State::Serving && !self.ready_file.exists() {
-            self.withdrawal().since.get_or_insert_with(Instant::now);
+        if self.state() != State::Serving {
+            return;
+        }
+        let mut withdrawal = self.withdrawal();
+        if !self.ready_file.exists() {
+            withdrawal.since.get_or_insert_with(Instant::now);
             self.withdrawn.store(true, Ordering::Relaxed);
         }
+        self.publish(&withdrawal);
     }
 
     /// The pod is on its way out: readiness withdrawn (a preStop hook, the admin route) or the
@@ -215,7 +246,7 @@ impl Lifecycle {
     /// wrote still exists: deleting the file from outside (a preStop hook, `kubectl exec`)
     /// takes the pod out of the endpoints.
     pub(crate) fn is_ready(&self) -> bool {
-        self.state() == State::Serving && !self.withdrawal().by_admin && self.ready_file.exists()
+        self.ready(&self.withdrawal())
     }
 
     /// Withdraws readiness at once (step 2 of the shutdown) and says how it stood: whether
@@ -227,6 +258,7 @@ impl Lifecycle {
         if let Err(error) = self.ready_file.remove() {
             tracing::warn!(%error, "could not remove the ready file; draining anyway");
         }
+        self.publish(&withdrawal);
         // No withdrawal noted before the signal: the signal withdraws readiness now.
         let ago = withdrawal.since.map_or(Duration::ZERO, |at| at.elapsed());
         Withdrawn {

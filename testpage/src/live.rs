@@ -15,7 +15,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +25,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::metrics::StreamMeters;
+use crate::pod_info::Stamp;
 
 /// Time between two events of a stream.
 pub(crate) const EVENT_EVERY: Duration = Duration::from_secs(1);
@@ -33,24 +34,37 @@ pub(crate) const EVENT_EVERY: Duration = Duration::from_secs(1);
 /// What a client is told to wait before reconnecting (the `retry:` field), in milliseconds.
 pub(crate) const RETRY_MS: u64 = 1000;
 
-/// When the streams were told to go, and over how long they may spread their goodbyes.
+/// When the streams were told to go, and the span, from then, in which each says goodbye.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Departure {
     at: Instant,
-    window: Duration,
+    span: Goodbyes,
 }
 
-/// The streams open now and how the others ended, and the order to go.
+impl Departure {
+    /// A moment for one goodbye, drawn at random in the span (now, if that is past).
+    pub(crate) fn moment(self) -> Instant {
+        let spread = self.span.until.saturating_sub(self.span.from);
+        let jitter = Duration::from_micros(fastrand::u64(0..=spread.as_micros() as u64));
+        (self.at + self.span.from + jitter).max(Instant::now())
+    }
+}
+
+/// Where in the shutdown long-lived answers say goodbye, counted from the drain decision: each
+/// at its own moment drawn at random between `from` and `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Goodbyes {
+    /// The earliest goodbye.
+    pub from: Duration,
+    /// The latest goodbye.
+    pub until: Duration,
+}
+
+/// The streams open now and how the others ended (the metrics' meters), and the order to go.
 #[derive(Debug)]
 pub(crate) struct Streams {
     departure: watch::Sender<Option<Departure>>,
-    open: AtomicU64,
-    /// Ended with `bye` after the order to go.
-    clean: AtomicU64,
-    /// Ended by their client.
-    by_client: AtomicU64,
-    /// Still open when serving ended: cut.
-    cut: AtomicU64,
+    meters: StreamMeters,
 }
 
 /// How many streams ended each way, for the shutdown summary.
@@ -66,34 +80,33 @@ pub(crate) struct StreamCounts {
     pub cut: u64,
 }
 
-impl Default for Streams {
-    fn default() -> Self {
+impl Streams {
+    /// No stream yet, counted on `meters`.
+    pub(crate) fn new(meters: StreamMeters) -> Self {
         Streams {
             departure: watch::Sender::new(None),
-            open: AtomicU64::new(0),
-            clean: AtomicU64::new(0),
-            by_client: AtomicU64::new(0),
-            cut: AtomicU64::new(0),
+            meters,
         }
     }
-}
 
-impl Streams {
-    /// Tells every stream, open or yet to open, to go within `window` from now.
-    pub(crate) fn depart(&self, window: Duration) {
-        self.departure.send_replace(Some(Departure {
+    /// Tells every stream, open or yet to open, to go within `span` from now.
+    pub(crate) fn depart(&self, span: Goodbyes) -> Departure {
+        let departure = Departure {
             at: Instant::now(),
-            window,
-        }));
+            span,
+        };
+        self.departure.send_replace(Some(departure));
+        departure
     }
 
     /// The counts so far.
     pub(crate) fn counts(&self) -> StreamCounts {
+        let m = &self.meters;
         StreamCounts {
-            open: self.open.load(Ordering::Relaxed),
-            clean: self.clean.load(Ordering::Relaxed),
-            by_client: self.by_client.load(Ordering::Relaxed),
-            cut: self.cut.load(Ordering::Relaxed),
+            open: u64::try_from(m.open.get()).unwrap_or(0),
+            clean: m.clean.get(),
+            by_client: m.by_client.get(),
+            cut: m.cut.get(),
         }
     }
 }
@@ -113,7 +126,7 @@ enum Ended {
 /// was told, or, if nobody told it, as cut once the drain had begun and as left by its client
 /// before.
 #[derive(Debug)]
-struct Open {
+pub(crate) struct Open {
     app: Arc<App>,
     ended: Option<Ended>,
     _slot: OwnedSemaphorePermit,
@@ -122,9 +135,9 @@ struct Open {
 impl Open {
     /// `None` when every slow slot is taken: streams and waiting requests together keep an
     /// eighth of `MAX_CONNECTIONS` for probes and quick requests.
-    fn new(app: &Arc<App>) -> Option<Open> {
+    pub(crate) fn new(app: &Arc<App>) -> Option<Open> {
         let slot = app.slow_slot()?;
-        app.streams().open.fetch_add(1, Ordering::Relaxed);
+        app.streams().meters.open.inc();
         Some(Open {
             app: Arc::clone(app),
             ended: None,
@@ -141,15 +154,16 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         let streams = self.app.streams();
+        let m = &streams.meters;
         let counter = match self.ended {
-            Some(Ended::Clean) => &streams.clean,
-            Some(Ended::ByClient) => &streams.by_client,
+            Some(Ended::Clean) => &m.clean,
+            Some(Ended::ByClient) => &m.by_client,
             // Told to go, but gone before its goodbye: serving ended under it.
-            None if streams.departure.borrow().is_some() => &streams.cut,
-            None => &streams.by_client,
+            None if streams.departure.borrow().is_some() => &m.cut,
+            None => &m.by_client,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        streams.open.fetch_sub(1, Ordering::Relaxed);
+        counter.inc();
+        m.open.dec();
     }
 }
 
@@ -157,26 +171,20 @@ impl Drop for Open {
 /// in its second half (by then the pod's endpoint is gone, and the clients do not all
 /// reconnect at once); at once for an answer opened after that moment.
 #[derive(Debug)]
-struct Goodbye {
+pub(crate) struct Goodbye {
     departure: watch::Receiver<Option<Departure>>,
     at: Option<Instant>,
 }
 
 impl Goodbye {
-    fn new(app: &App) -> Goodbye {
+    pub(crate) fn new(app: &App) -> Goodbye {
         let mut departure = app.streams().departure.subscribe();
-        let at = departure.borrow_and_update().map(Goodbye::moment);
+        let at = departure.borrow_and_update().map(Departure::moment);
         Goodbye { departure, at }
     }
 
-    fn moment(d: Departure) -> Instant {
-        let half = d.window / 2;
-        let jitter = Duration::from_micros(fastrand::u64(0..=half.as_micros() as u64));
-        (d.at + half + jitter).max(Instant::now())
-    }
-
     /// Completes at the goodbye. Cancel-safe: a `select!` may drop it and call it again.
-    async fn due(&mut self) {
+    pub(crate) async fn due(&mut self) {
         loop {
             if let Some(at) = self.at {
                 return tokio::time::sleep_until(at).await;
@@ -185,30 +193,69 @@ impl Goodbye {
             if self.departure.changed().await.is_err() {
                 return std::future::pending().await;
             }
-            self.at = self.departure.borrow_and_update().map(Goodbye::moment);
+            self.at = self.departure.borrow_and_update().map(Departure::moment);
         }
     }
 }
 
-/// The data of every message: the pod's version and name, and a sequence number, as JSON.
+/// The data of every message: the pod's version and name, and a sequence number, as JSON
+/// ([`Stamp`]).
 fn stamp(app: &App) -> impl Fn(u64) -> String {
     let (version, pod) = (app.pod().version.clone(), app.pod().pod_name().to_owned());
-    move |seq| serde_json::json!({ "version": version, "pod": pod, "seq": seq }).to_string()
+    move |seq| {
+        let stamp = Stamp {
+            version: version.clone(),
+            pod: pod.clone(),
+            seq,
+        };
+        // Two strings and a number: serialising cannot fail.
+        serde_json::to_string(&stamp).unwrap_or_default()
+    }
 }
 
 /// One message of a stream: an event, or the last one.
 #[derive(Debug)]
-enum Message {
-    Event(Bytes),
-    Bye(Bytes),
+pub(crate) enum Message<T> {
+    Event(T),
+    Bye(T),
+}
+
+/// What a stream's task has sent and its answer has not yet passed on, and the count of how
+/// the answer ends: clean once its `Bye` has been passed on.
+#[derive(Debug)]
+pub(crate) struct Outbox<T> {
+    messages: mpsc::Receiver<Message<T>>,
+    open: Open,
+}
+
+impl<T> Outbox<T> {
+    /// A stream whose task sends at most one message ahead of its client (the rest are
+    /// dropped by the task, see [`send_events`]), and the sender for that task.
+    pub(crate) fn new(open: Open) -> (mpsc::Sender<Message<T>>, Outbox<T>) {
+        let (sender, messages) = mpsc::channel(1);
+        (sender, Outbox { messages, open })
+    }
+
+    /// The next message; `None` after the `Bye` or once the task has stopped.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if self.open.ended.is_some() {
+            return Poll::Ready(None);
+        }
+        self.messages.poll_recv(cx).map(|message| {
+            message.map(|message| match message {
+                Message::Event(item) => item,
+                Message::Bye(item) => {
+                    self.open.ended(Ended::Clean);
+                    item
+                }
+            })
+        })
+    }
 }
 
 /// The body of an `/events` answer: what its task sends, as it sends it.
 #[derive(Debug)]
-pub(crate) struct EventStream {
-    messages: mpsc::Receiver<Message>,
-    open: Open,
-}
+pub(crate) struct EventStream(Outbox<Bytes>);
 
 impl Body for EventStream {
     type Data = Bytes;
@@ -218,20 +265,9 @@ impl Body for EventStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.open.ended.is_some() {
-            return Poll::Ready(None);
-        }
-        self.messages.poll_recv(cx).map(|message| {
-            message.map(|message| {
-                Ok(Frame::data(match message {
-                    Message::Event(bytes) => bytes,
-                    Message::Bye(bytes) => {
-                        self.open.ended(Ended::Clean);
-                        bytes
-                    }
-                }))
-            })
-        })
+        self.0
+            .poll_next(cx)
+            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -242,15 +278,14 @@ impl Body for EventStream {
 /// Starts the stream of one `/events` answer and returns its body, or `None` when every slow
 /// slot is taken.
 pub(crate) fn events(app: &Arc<App>) -> Option<EventStream> {
-    let open = Open::new(app)?;
-    // One message waits here at most: a client that does not read misses events (they are
+    // One message waits at most: a client that does not read misses events (they are
     // dropped, not queued) but still gets its goodbye on time.
-    let (sender, messages) = mpsc::channel(1);
+    let (sender, outbox) = Outbox::new(Open::new(app)?);
     tokio::spawn(send_events(Arc::clone(app), sender));
-    Some(EventStream { messages, open })
+    Some(EventStream(outbox))
 }
 
-async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message>) {
+async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message<Bytes>>) {
     let stamp = stamp(&app);
     let event = |kind: &str, seq: u64| {
         Bytes::from(format!(
@@ -368,7 +403,7 @@ async fn serve_socket(
 impl Streams {
     /// Completes once no stream or WebSocket is open.
     pub(crate) async fn all_ended(&self) {
-        while self.open.load(Ordering::Relaxed) > 0 {
+        while self.meters.open.get() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

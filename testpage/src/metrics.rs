@@ -29,6 +29,25 @@ struct RouteLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabel {
+    how: &'static str,
+}
+
+/// The meters of long-lived answers (`/events`, `/ws`, gRPC `Watch`), kept by
+/// [`crate::live::Streams`] as they open and end.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamMeters {
+    /// Open now.
+    pub open: Gauge,
+    /// Ended with their goodbye when the pod went.
+    pub clean: Counter,
+    /// Ended by their client.
+    pub by_client: Counter,
+    /// Still open when serving ended.
+    pub cut: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     color: String,
@@ -65,6 +84,7 @@ pub(crate) struct Metrics {
     limit_reached: Counter,
     timed_out: Counter,
     accept_errors: Counter,
+    streams: StreamMeters,
     sigterm_at: OnceLock<Instant>,
 }
 
@@ -160,6 +180,25 @@ impl Metrics {
             "Failed accepts (e.g. the open-file limit reached)",
             accept_errors.clone(),
         );
+        let open = Gauge::default();
+        registry.register(
+            "testpage_streams_open",
+            "Long-lived answers open: /events, /ws, gRPC Watch",
+            open.clone(),
+        );
+        let ended = Family::<EndLabel, Counter>::default();
+        registry.register(
+            "testpage_streams_ended",
+            "Long-lived answers ended: clean (goodbye at shutdown), by_client, cut",
+            ended.clone(),
+        );
+        let end = |how| ended.get_or_create(&EndLabel { how }).clone();
+        let streams = StreamMeters {
+            open,
+            clean: end("clean"),
+            by_client: end("by_client"),
+            cut: end("cut"),
+        };
         // The page's own handles, so its hot path skips the label lookup.
         let page_ok = requests
             .get_or_create(&RequestLabels {
@@ -185,8 +224,14 @@ impl Metrics {
             limit_reached,
             timed_out,
             accept_errors,
+            streams,
             sigterm_at: OnceLock::new(),
         }
+    }
+
+    /// The meters of long-lived answers.
+    pub(crate) fn streams(&self) -> &StreamMeters {
+        &self.streams
     }
 
     /// Counts an answer.

@@ -75,6 +75,20 @@ pub struct Info {
     pub state: String,
 }
 
+/// The data of every message on `/events` and `/ws` (as JSON): who sent it, and its place in
+/// its stream, counted from 1 on each connection.
+///
+/// This crate owns the type; `probe watch` reads messages with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// `VERSION`.
+    pub version: String,
+    /// The pod name (or hostname).
+    pub pod: String,
+    /// 1 for the first message of a connection, then one more for each.
+    pub seq: u64,
+}
+
 /// Where the reported IP came from, for the start-up log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IpSource {

@@ -16,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use crate::app::App;
 use crate::duration;
 use crate::faults::FaultChange;
+use crate::grpc::{self, GrpcBody};
 use crate::lifecycle::EnableError;
 use crate::live::{self, EventStream};
 
@@ -30,13 +31,16 @@ const X_TESTPAGE_VIEW: HeaderName = HeaderName::from_static("x-testpage-view");
 
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+/// The page's and the plain answers' content type.
+pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const TEXT: HeaderValue = HeaderValue::from_static(TEXT_PLAIN);
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const OPENMETRICS: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 
-/// The response body: the whole answer at once, or a stream of events (`/events`).
-pub(crate) type Body = Either<Full<Bytes>, EventStream>;
+/// The response body: the whole answer at once, a stream of events (`/events`), or a gRPC
+/// answer.
+pub(crate) type Body = Either<Full<Bytes>, Either<EventStream, GrpcBody>>;
 
 /// Answers one request. Never fails: every problem is an HTTP status.
 pub(crate) async fn handle(
@@ -47,28 +51,25 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let streaming = req.uri().path() == "/events"
         && (req.method() == Method::GET || req.method() == Method::HEAD);
-    let (route, mut response) = if streaming {
+    let (route, response) = if streaming {
         ("/events", events(&app, req.method() == Method::HEAD))
     } else if req.uri().path() == "/ws" && req.method() == Method::GET {
         ("/ws", websocket(&app, &mut req))
+    } else if req.uri().path().starts_with(grpc::PATH) {
+        // gRPC (HTTP/2): its statuses travel in trailers, and no header asks to reconnect.
+        let response = grpc::serve(&app, req).await;
+        let response = response.map(|b| Either::Right(Either::Right(b)));
+        return Ok(answered(&app, grpc::ROUTE, started, response));
     } else {
         route(&app, &req).await
     };
-    app.metrics().record(
-        route,
-        response.status().as_u16(),
-        started.elapsed(),
-        app.lifecycle().is_draining(),
-    );
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let mut response = answered(&app, route, started, response);
     let headers = response.headers_mut();
-    for (name, value) in app.identity() {
-        headers.insert(name.clone(), value.clone());
-    }
     // Once readiness is withdrawn (a preStop hook, SIGTERM), ask HTTP/1 clients to reconnect, so
     // that keep-alive connections move to the pods that are still ready instead of ending in a
-    // reset when this one exits. HTTP/2 has no such header; its clients get a GOAWAY when the
-    // server closes.
+    // reset when this one exits. HTTP/2 has no such header; its connections get a GOAWAY in the
+    // drain's second half (see `server`, step 3).
     //
     // The live view's polls (`X-Testpage-View`) are always answered this way: a browser keeps
     // one connection open and a Service balances connections, not requests, so the view would
@@ -82,6 +83,30 @@ pub(crate) async fn handle(
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+/// Counts an answer in the metrics and adds the pod's identity headers.
+fn answered(
+    app: &App,
+    route: &'static str,
+    started: Instant,
+    mut response: Response<Body>,
+) -> Response<Body> {
+    app.metrics().record(
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+        app.lifecycle().is_draining(),
+    );
+    let headers = response.headers_mut();
+    // The page comes with its headers prebuilt (`App::page_headers`); other answers get the
+    // identity added here.
+    if !headers.contains_key(&app.identity()[0].0) {
+        for (name, value) in app.identity() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    response
 }
 
 async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Body>) {
@@ -164,7 +189,9 @@ async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     if wants_json(req) {
         json(&app.info())
     } else {
-        body(StatusCode::OK, TEXT, app.page())
+        let mut response = Response::new(Either::Left(Full::new(app.page())));
+        *response.headers_mut() = app.page_headers().clone();
+        response
     }
 }
 
@@ -363,7 +390,7 @@ fn events(app: &Arc<App>, head: bool) -> Response<Body> {
         Either::Left(Full::new(Bytes::new()))
     } else {
         match live::events(app) {
-            Some(stream) => Either::Right(stream),
+            Some(stream) => Either::Right(Either::Left(stream)),
             None => return too_many_slow(),
         }
     };

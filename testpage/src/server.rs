@@ -18,6 +18,10 @@
 //! 3. **Drain decision** (`drain_time`): keep serving for `DRAIN`, counted from the moment
 //!    readiness was withdrawn, by whoever withdrew it. A preStop hook that removed the file and
 //!    already waited shortens it or skips it; a pod that was never ready has nothing to drain.
+//!    Long-lived answers are told when to say goodbye (`goodbyes`): in the drain's second half,
+//!    or over the next second when a preStop hook already drained. HTTP/2 connections get their
+//!    GOAWAY in the same span: HTTP/2 has no `Connection: close`, and a client would otherwise
+//!    send its next calls (a gRPC `Watch` called again) to this pod until the drain ends.
 //! 4. **Drain.** Accept and serve as usual: endpoints, kube-proxy rules and load balancers
 //!    take a moment to notice, and connections that arrive meanwhile must be answered.
 //! 5. **Stop accepting.** The listener is closed; the kernel refuses new connections.
@@ -43,6 +47,7 @@ use crate::app::App;
 use crate::connections::Connections;
 use crate::faults::FailAfter;
 use crate::lifecycle::{State, Withdrawn};
+use crate::live::Goodbyes;
 use crate::signals::{self, Shutdown};
 use crate::Error;
 
@@ -181,7 +186,10 @@ async fn sequence(
         // 3. Drain decision. Streams of events (`/events`) are told to go within it, each at
         //    its own moment, so their clients reconnect elsewhere (see `live`).
         let drain = drain_time(withdrawn, timings.drain);
-        app.streams().depart(drain);
+        let departure = app
+            .streams()
+            .depart(goodbyes(withdrawn, drain, timings.shutdown_timeout));
+        conns.depart(departure);
         tracing::info!(
             drain = %crate::duration::format(drain),
             withdrawn_ago = %crate::duration::format(withdrawn.ago),
@@ -243,6 +251,35 @@ pub(crate) fn drain_time(withdrawn: Withdrawn, drain: Duration) -> Duration {
         drain.saturating_sub(withdrawn.ago)
     } else {
         Duration::ZERO
+    }
+}
+
+/// After a drain that already happened (a preStop hook waited it out), how long the goodbyes
+/// of long-lived answers are spread over, at most.
+pub(crate) const GOODBYES_AFTER_PRESTOP: Duration = Duration::from_secs(1);
+
+/// Step 3 for long-lived answers (`/events`, `/ws`, gRPC `Watch`, see `live`): when each says
+/// goodbye. In a drain, in its second half, when the endpoint is gone and the clients reconnect
+/// to pods that stay. After a drain that already happened before the signal (readiness
+/// withdrawn earlier, by a preStop hook or the admin route), over the next second (half
+/// `SHUTDOWN_TIMEOUT` at most), so that clients already routed elsewhere do not all reconnect
+/// at the same instant. With no drain at all (`DRAIN=0`, or never ready), at once.
+pub(crate) fn goodbyes(withdrawn: Withdrawn, drain: Duration, shutdown: Duration) -> Goodbyes {
+    if !drain.is_zero() {
+        Goodbyes {
+            from: drain / 2,
+            until: drain,
+        }
+    } else if withdrawn.was_serving && !withdrawn.ago.is_zero() {
+        Goodbyes {
+            from: Duration::ZERO,
+            until: GOODBYES_AFTER_PRESTOP.min(shutdown / 2),
+        }
+    } else {
+        Goodbyes {
+            from: Duration::ZERO,
+            until: Duration::ZERO,
+        }
     }
 }
 

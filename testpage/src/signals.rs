@@ -9,7 +9,8 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 /// SIGINT's number, for exit code 128 + N.
 pub const SIGINT: i32 = 2;
@@ -17,26 +18,41 @@ pub const SIGINT: i32 = 2;
 pub const SIGTERM: i32 = 15;
 
 /// SIGTERM and SIGINT, listened for from the moment they are installed.
+///
+/// A task of their own waits for them and passes each on through a channel: the accept loop
+/// waits on the signals beside every `accept`, and a channel is much cheaper to look at than
+/// the two signal streams.
 #[derive(Debug)]
 pub struct Signals {
-    term: Signal,
-    int: Signal,
+    received: mpsc::UnboundedReceiver<i32>,
 }
 
 impl Signals {
     /// Installs the handlers. Must be called inside a Tokio runtime.
     pub fn install() -> io::Result<Self> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let (tx, received) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let number = tokio::select! {
+                    _ = term.recv() => SIGTERM,
+                    _ = int.recv() => SIGINT,
+                };
+                if tx.send(number).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Signals { received })
     }
 
     /// Waits for the next SIGTERM or SIGINT and returns its number.
     pub async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.term.recv() => SIGTERM,
-            _ = self.int.recv() => SIGINT,
+        match self.received.recv().await {
+            Some(number) => number,
+            // The listening task is gone only with the runtime: nothing more will come.
+            None => std::future::pending().await,
         }
     }
 }

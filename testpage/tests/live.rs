@@ -96,12 +96,12 @@ fn an_event_every_second_with_version_pod_and_sequence() {
     );
 }
 
-#[test]
-fn sigterm_sends_every_stream_its_goodbye_spread_over_the_drain_then_exits_0() {
-    let mut server = Server::start(&[("VERSION", "0.9"), ("DRAIN", "2s")]);
-    let streams: Vec<Stream> = (0..12).map(|_| Stream::open(&server)).collect();
-    let readers: Vec<_> = streams
-        .into_iter()
+/// Reads `count` streams to their end on threads of their own, sends SIGTERM after `before`
+/// (run first), and returns when each said goodbye after the signal, sorted. Every stream must
+/// end with `bye`, right after it.
+fn goodbyes_after_sigterm(server: &Server, count: usize, before: impl FnOnce()) -> Vec<Duration> {
+    let readers: Vec<_> = (0..count)
+        .map(|_| Stream::open(server))
         .map(|mut s| {
             std::thread::spawn(move || {
                 let mut last = None;
@@ -112,7 +112,7 @@ fn sigterm_sends_every_stream_its_goodbye_spread_over_the_drain_then_exits_0() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1200));
+    before();
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
     let mut byes = Vec::new();
@@ -125,25 +125,43 @@ fn sigterm_sends_every_stream_its_goodbye_spread_over_the_drain_then_exits_0() {
         assert!(ended - last.at < Duration::from_millis(500));
     }
     byes.sort();
-    // Within the second half of the drain (with margin for a loaded machine), not all at once.
-    assert!(byes[0] >= Duration::from_millis(900), "{byes:?}");
-    assert!(
-        byes[byes.len() - 1] <= Duration::from_millis(2800),
-        "{byes:?}"
-    );
-    assert!(
-        byes[byes.len() - 1] - byes[0] >= Duration::from_millis(100),
-        "{byes:?}"
-    );
+    byes
+}
+
+/// Exit 0 with every one of `count` streams counted as ended cleanly.
+fn exits_0_with_clean_streams(server: &mut Server, count: usize) {
     let status = server.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
-    assert!(
-        server
-            .stderr()
-            .contains("streams_ended_cleanly=12 streams_cut=0"),
-        "{}",
-        server.stderr()
-    );
+    let summary = format!("streams_ended_cleanly={count} streams_cut=0");
+    assert!(server.stderr().contains(&summary), "{}", server.stderr());
+}
+
+#[test]
+fn sigterm_sends_every_stream_its_goodbye_spread_over_the_drain_then_exits_0() {
+    let mut server = Server::start(&[("VERSION", "0.9"), ("DRAIN", "2s")]);
+    let byes = goodbyes_after_sigterm(&server, 12, || {
+        std::thread::sleep(Duration::from_millis(1200));
+    });
+    // Within the second half of the drain (with margin for a loaded machine), not all at once.
+    assert!(byes[0] >= Duration::from_millis(900), "{byes:?}");
+    assert!(byes[11] <= Duration::from_millis(2800), "{byes:?}");
+    assert!(byes[11] - byes[0] >= Duration::from_millis(100), "{byes:?}");
+    exits_0_with_clean_streams(&mut server, 12);
+}
+
+#[test]
+fn after_a_prestop_drain_goodbyes_are_spread_over_a_second() {
+    let mut server = Server::start(&[("VERSION", "0.9"), ("DRAIN", "1s")]);
+    let ready_file = server.ready_file.clone();
+    let byes = goodbyes_after_sigterm(&server, 12, || {
+        // What `probe drain` does in a preStop hook: remove the file, wait out DRAIN.
+        std::fs::remove_file(&ready_file).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    // No drain left; the endpoint is long gone: over the next second, not all at once.
+    assert!(byes[11] <= Duration::from_millis(1800), "{byes:?}");
+    assert!(byes[11] - byes[0] >= Duration::from_millis(100), "{byes:?}");
+    exits_0_with_clean_streams(&mut server, 12);
 }
 
 #[test]

@@ -163,7 +163,7 @@ fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> Option<Du
 
 #[test]
 fn silent_connections_are_closed_within_the_header_timeout() {
-    // Nothing at all (the protocol sniff), half an HTTP/1 head, and an HTTP/2 preface with no
+    // Nothing at all, half an HTTP/1 head, and an HTTP/2 preface with no
     // request: each is closed once HEADER_READ_TIMEOUT has passed, never held open.
     let server = Server::start(&[("VERSION", "1")]);
     let limit = testpage::connections::HEADER_READ_TIMEOUT + Duration::from_secs(4);

@@ -282,3 +282,34 @@ pub fn skip(reason: &str) {
     );
     eprintln!("skipped: {reason}");
 }
+
+/// A listener on loopback that accepts connections and never answers: its address, and a
+/// channel told of each connection accepted (held open for as long as the test runs).
+pub fn silent_listener() -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+/// A server on loopback that runs `handle` for each connection, each on a thread of its own.
+pub fn serve_each(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let handle = std::sync::Arc::clone(&handle);
+            std::thread::spawn(move || handle(stream));
+        }
+    });
+    addr
+}
