@@ -57,7 +57,8 @@ pub(crate) async fn handle(
         ("/ws", websocket(&app, &mut req))
     } else if req.uri().path().starts_with(grpc::PATH) {
         // gRPC (HTTP/2): its statuses travel in trailers, and no header asks to reconnect.
-        let response = grpc::serve(&app, req).await;
+        // Boxed, as every rarely taken await below: the request future of the page stays small.
+        let response = Box::pin(grpc::serve(&app, req)).await;
         let response = response.map(|b| Either::Right(Either::Right(b)));
         return Ok(answered(&app, grpc::ROUTE, started, response));
     } else {
@@ -98,15 +99,19 @@ fn answered(
         started.elapsed(),
         app.lifecycle().is_draining(),
     );
-    let headers = response.headers_mut();
-    // The page comes with its headers prebuilt (`App::page_headers`); other answers get the
-    // identity added here.
-    if !headers.contains_key(&app.identity()[0].0) {
-        for (name, value) in app.identity() {
-            headers.insert(name.clone(), value.clone());
-        }
+    // The page (`/`) comes with the identity already (`page`); other answers get it here.
+    if route != "/" {
+        identify(app, &mut response);
     }
     response
+}
+
+/// Adds the pod's identity headers.
+fn identify(app: &App, response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    for (name, value) in app.identity() {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Body>) {
@@ -163,7 +168,7 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
         "/fault" if app.admin() => ("/admin", json(&app.faults().settings())),
         _ => {
             if let Some(wait) = path.strip_prefix("/delay/") {
-                ("/delay", delay(app, wait).await)
+                ("/delay", Box::pin(delay(app, wait)).await)
             } else if let Some(code) = path.strip_prefix("/status/") {
                 ("/status", status(code))
             } else {
@@ -177,22 +182,26 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
 /// `FAIL_AFTER` requests.
 async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let fault = app.faults().draw();
-    if !app.sleep_in_slot(fault.delay).await {
-        return too_many_slow();
+    if !fault.delay.is_zero() && !Box::pin(app.sleep_in_slot(fault.delay)).await {
+        let mut response = too_many_slow();
+        identify(app, &mut response);
+        return response;
     }
     // The request that reaches FAIL_AFTER is answered; the server then stops (see `server`).
     app.faults().count_page_request();
-    if let Some(code) = fault.fail_with {
+    let mut response = if let Some(code) = fault.fail_with {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return text(code, "injected error (ERROR_RATE)\n");
-    }
-    if wants_json(req) {
+        text(code, "injected error (ERROR_RATE)\n")
+    } else if wants_json(req) {
         json(&app.info())
     } else {
+        // The usual answer: its headers, identity included, are copied whole.
         let mut response = Response::new(Either::Left(Full::new(app.page())));
         *response.headers_mut() = app.page_headers().clone();
-        response
-    }
+        return response;
+    };
+    identify(app, &mut response);
+    response
 }
 
 /// The admin routes change the pod's state, so a web page from another origin must not be able
