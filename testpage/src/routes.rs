@@ -78,8 +78,7 @@ pub(crate) async fn handle(
     //
     // A stream of events is too: when it ends, its client reconnects on a new connection.
     // (The header lookup comes last: most requests never get that far.)
-    let reconnect =
-        streaming || app.lifecycle().leaving() || req.headers().contains_key(X_TESTPAGE_VIEW);
+    let reconnect = streaming || app.lifecycle().leaving() || has_header(&req, &X_TESTPAGE_VIEW);
     if reconnect && !upgraded && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -364,11 +363,23 @@ fn headers_json(req: &Request<Incoming>) -> serde_json::Map<String, serde_json::
     map
 }
 
+// A request has a few headers (at most hyper's limit of 100), and comparing their names one by one
+// costs less than hashing the name looked for: about 700 instructions less per page for the two
+// lookups below (bench/NOTES.md).
+
+/// Whether the request has a header named `name`.
+fn has_header(req: &Request<Incoming>, name: &HeaderName) -> bool {
+    req.headers().keys().any(|n| n == name)
+}
+
 fn wants_json(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| v.as_bytes().windows(16).any(|w| w == b"application/json"))
+    req.headers().iter().any(|(name, value)| {
+        name == header::ACCEPT
+            && value
+                .as_bytes()
+                .windows(16)
+                .any(|w| w == b"application/json")
+    })
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Body> {
