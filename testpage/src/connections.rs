@@ -87,8 +87,7 @@ impl Connections {
             // No timer of hyper's per request head: each connection's own timer (`drive`) bounds
             // every phase, heads included, and costs nothing per request.
             .header_read_timeout(None)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .writev(false);
+            .max_buf_size(MAX_HEADER_BYTES);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
