@@ -87,7 +87,10 @@ impl Connections {
             // No timer of hyper's per request head: each connection's own timer (`drive`) bounds
             // every phase, heads included, and costs nothing per request.
             .header_read_timeout(None)
-            .max_buf_size(MAX_HEADER_BYTES);
+            .max_buf_size(MAX_HEADER_BYTES)
+            // The buffer can hold more than the limit at once (it grows by doubling): a head
+            // that arrives whole is measured too.
+            .max_header_size(MAX_HEADER_BYTES);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())

@@ -42,6 +42,48 @@ fn one_mebibyte_header_is_refused_with_431() {
 }
 
 #[test]
+fn heads_over_64_kib_are_refused_however_they_arrive() {
+    let server = Server::start(&[("VERSION", "1")]);
+    let head = |size: usize| {
+        let start = "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ";
+        let filler = "a".repeat(size - start.len() - 4);
+        format!("{start}{filler}\r\n\r\n")
+    };
+    let limit = testpage::connections::MAX_HEADER_BYTES;
+    for (size, status) in [
+        (limit - 100, 200),
+        (limit, 200),
+        (limit + 1, 431),
+        (limit + 1_200, 431),
+        (100_060, 431),
+        (114_060, 431),
+    ] {
+        let request = head(size);
+        assert_eq!(request.len(), size);
+        // In one write, and in pieces of 16 KiB.
+        for pieces in [size, 16 * 1024] {
+            let mut conn = Conn::open(server.addr);
+            for piece in request.as_bytes().chunks(pieces) {
+                // The server may close before reading all of a refused head.
+                let _ = conn.write(piece);
+            }
+            match conn.read_response(false) {
+                Ok(r) => assert_eq!(r.status, status, "{size} bytes in pieces of {pieces}"),
+                Err(e) => assert!(
+                    status == 431
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                        ),
+                    "{size} bytes in pieces of {pieces}: {e}"
+                ),
+            }
+        }
+    }
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
 fn slow_client_is_cut_off_and_does_not_block_others() {
     let server = Server::start(&[("VERSION", "1")]);
     let mut slow = Conn::open(server.addr);
