@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
@@ -81,6 +81,16 @@ pub(crate) async fn handle(
     let reconnect = streaming || app.lifecycle().leaving() || has_header(&req, &X_TESTPAGE_VIEW);
     if reconnect && !upgraded && req.version() <= Version::HTTP_11 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // hyper leaves out a HEAD answer's body over HTTP/1 only; over HTTP/2 a body there is a
+    // protocol error to the client. The length stays that of the GET answer.
+    if req.method() == Method::HEAD && req.version() == Version::HTTP_2 {
+        if let Some(length) = response.body().size_hint().exact() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        *response.body_mut() = Either::Left(Full::new(Bytes::new()));
     }
     Ok(response)
 }

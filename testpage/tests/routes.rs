@@ -34,6 +34,47 @@ fn head_has_exact_length_and_no_body() {
 }
 
 #[test]
+fn head_over_http2_has_the_length_and_no_body() {
+    use http_body_util::{BodyExt, Empty};
+    let server = Server::start(&POD);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        for (method, path, body_len) in [
+            (hyper::Method::HEAD, "/", 0),
+            (hyper::Method::GET, "/", 39),
+            (hyper::Method::HEAD, "/healthz", 0),
+            (hyper::Method::HEAD, "/events", 0),
+        ] {
+            let request = hyper::Request::builder()
+                .method(method.clone())
+                .uri(format!("http://t{path}"))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{method} {path}");
+            if path == "/" {
+                assert_eq!(response.headers()["content-length"], "39", "{method}");
+            }
+            // A body on a HEAD answer is a protocol error to HTTP/2 clients (curl -I fails).
+            let body = response.into_body().collect().await;
+            let body = body.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            assert_eq!(body.to_bytes().len(), body_len, "{method} {path}");
+        }
+    });
+}
+
+#[test]
 fn identity_headers_on_every_response() {
     let server = Server::start(&POD);
     for path in ["/", "/healthz", "/readyz", "/info", "/nope", "/delay/x"] {
