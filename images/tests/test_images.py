@@ -116,11 +116,14 @@ def test_tutorial_limits_cpu_10m_memory_20mi(containers):
 IDLE_CONNECTIONS = 2000
 
 
-def open_idle(addr, count, limit=30):
-    """Opens `count` connections to `addr` at once, each sending one keep-alive `GET /` as soon
-    as it is established and then nothing: what a pool of idle clients (or a flood of them)
-    looks like. Returns the sockets, and how many got as far as sending their request within
-    `limit` seconds (the rest wait in the server's listen queue or its SYN backlog)."""
+def open_idle(
+    addr, count, limit=30, request=b"GET / HTTP/1.1\r\nHost: testpage\r\n\r\n"
+):
+    """Opens `count` connections to `addr` at once, each sending `request` (one keep-alive
+    `GET /`) as soon as it is established and then nothing: what a pool of idle clients (or a
+    flood of them) looks like. Returns the sockets, and how many got as far as sending their
+    request within `limit` seconds (the rest wait in the server's listen queue or its SYN
+    backlog)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 256), hard))
@@ -133,7 +136,6 @@ def open_idle(addr, count, limit=30):
         socks.append(sock)
         selector.register(sock, selectors.EVENT_WRITE)
     sent, deadline = 0, time.monotonic() + limit
-    request = b"GET / HTTP/1.1\r\nHost: testpage\r\n\r\n"
     while sent < count and time.monotonic() < deadline:
         for key, _ in selector.select(timeout=1):
             selector.unregister(key.fileobj)
@@ -167,6 +169,55 @@ def test_memory_20mi_survives_2000_idle_connections(containers):
         )
         # The limit, not spare memory, is what kept the container alive.
         assert reached and float(reached.group(1)) >= 1, metrics[-2000:]
+        state = c.state()
+        assert state["Running"] and not state["OOMKilled"], state
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def head(size, end=True):
+    """A `GET /` head of exactly `size` bytes, one long header filling it; without its final
+    empty line when not `end` (a head still arriving)."""
+    start = b"GET / HTTP/1.1\r\nHost: testpage\r\nX-Big: "
+    return start + b"a" * (size - len(start) - 4) + (b"\r\n\r\n" if end else b"\r\n")
+
+
+def largest_head_accepted(addr):
+    """The largest of 64, 32, 16 and 8 KiB that a request head may be, asked of the server."""
+    for size in (64 * 1024, 32 * 1024, 16 * 1024, 8 * 1024):
+        with socket.create_connection(addr, timeout=10) as sock:
+            try:
+                sock.sendall(head(size))
+                answer = sock.recv(64)
+            except OSError:  # refused before all of it was read: reset
+                continue
+            if answer.startswith(b"HTTP/1.1 200"):
+                return size
+    raise AssertionError("not even an 8 KiB head was accepted")
+
+
+def test_memory_20mi_survives_every_connection_holding_the_largest_head(containers):
+    """A connection keeps the buffer its largest request head needed: with every connection
+    holding a head just under the limit (the most one client can make the pod hold), the
+    tutorials' `memory: 20Mi` must still be enough. With a 64 KiB limit, 500 such connections
+    took 38 MiB."""
+    c = containers.run(image("testpage", "0.5"), opts=["--memory", "20m"])
+    ready(c, 8080)
+    addr = (c.ip(), 8080)
+    size = largest_head_accepted(addr)
+    socks, sent = open_idle(addr, 600, request=head(size - 64, end=False))
+    try:
+        print(
+            f"heads up to {size} bytes; {sent} of 600 connections sent {size - 64} bytes"
+        )
+        assert sent >= 500
+        time.sleep(1)
+        for _ in range(5):
+            started = time.monotonic()
+            status = get(c.url(8080), timeout=10)[0]
+            took = time.monotonic() - started
+            assert status == 200 and took < 5, (status, took)
         state = c.state()
         assert state["Running"] and not state["OOMKilled"], state
     finally:
