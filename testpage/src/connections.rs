@@ -420,6 +420,9 @@ async fn drive<C: Graceful>(
     // In the drain: when an HTTP/2 connection sends its GOAWAY. A connection accepted once the
     // drain has begun draws its moment now.
     let mut goaway = departure.map(Departure::moment);
+    // A connection draws its moment once: later orders (room needed, every SHED_AFTER / 4 at
+    // the limit) leave it alone.
+    let mut departing = departure.is_some();
     let timer = tokio::time::sleep_until(sooner(tokio::time::Instant::now() + check, goaway));
     tokio::pin!(timer);
     // Asks the connection to finish (HTTP/1 closes once the response in flight is written,
@@ -455,8 +458,9 @@ async fn drive<C: Graceful>(
                 } else if orders.closing && !shutting_down {
                     close!();
                 } else if let Some(departure) =
-                    orders.departure.filter(|_| goaway.is_none() && !shutting_down)
+                    orders.departure.filter(|_| !departing && !shutting_down)
                 {
+                    departing = true;
                     let at = departure.moment();
                     goaway = Some(at);
                     if at < timer.deadline() {

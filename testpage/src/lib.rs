@@ -93,6 +93,10 @@ pub enum Error {
 }
 
 /// Runs testpage with `config` until `shutdown` asks it to stop and the shutdown sequence ends.
+///
+/// Each run keeps its pod's identity header values (a few dozen bytes) for the rest of the
+/// process, so that answers copy them without reference counting: run it once per process, or
+/// a bounded number of times (as the tests do).
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
     // A ready file left by a previous run of this container must not make the kubelet route
     // traffic here before the port is bound.
