@@ -19,6 +19,7 @@
 //! a future completes (it runs once while serving and once while draining), then
 //! `Connections::close` and `Connections::cut` end them.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -190,18 +191,16 @@ impl Connections {
             let app = Arc::clone(&self.app);
             let activity = Arc::clone(&activity);
             service_fn(move |req| {
-                let app = Arc::clone(&app);
                 let request = activity.begin();
+                let answer = routes::handle(&app, req);
                 async move {
                     // The request stays in flight until its body is sent: a stream of events
                     // keeps its connection from counting as idle for as long as it runs.
-                    let response = routes::handle(app, req).await;
-                    response.map(|r| {
-                        r.map(|body| Tracked {
-                            body,
-                            _request: request,
-                        })
-                    })
+                    let response = answer.response().await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _request: request,
+                    }))
                 }
             })
         };

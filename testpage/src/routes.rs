@@ -1,9 +1,12 @@
 //! The HTTP routes. Everything a response shows is computed once in [`App::new`], so serving the
-//! page costs a clone of shared bytes, three header copies and two atomic loads for the faults.
+//! page costs a copy of its prebuilt headers, a clone of shared bytes and two atomic loads for
+//! the faults. Answers are made synchronously ([`Answer::Now`]); only those that wait (`LATENCY`,
+//! `/delay`, gRPC) become a future of their own.
 //!
 //! [`App::new`]: crate::app::App::new
 
-use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::app::App;
 use crate::duration;
-use crate::faults::FaultChange;
+use crate::faults::{Fault, FaultChange};
 use crate::grpc::{self, GrpcBody};
 use crate::lifecycle::EnableError;
 use crate::live::{self, EventStream};
@@ -42,31 +45,68 @@ const OPENMETRICS: HeaderValue =
 /// answer.
 pub(crate) type Body = Either<Full<Bytes>, Either<EventStream, GrpcBody>>;
 
+/// An answer: ready at once (almost every request), or after a wait (`LATENCY`, `/delay`,
+/// gRPC). Only an answer that waits is a future of its own, boxed: the page's request path
+/// allocates, moves and polls no state machine.
+pub(crate) enum Answer {
+    /// The response.
+    Now(Response<Body>),
+    /// The response once the wait is over.
+    Later(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+impl Answer {
+    /// `then` applied to the response, now or once it is ready.
+    fn map(self, then: impl FnOnce(Response<Body>) -> Response<Body> + Send + 'static) -> Answer {
+        match self {
+            Answer::Now(response) => Answer::Now(then(response)),
+            Answer::Later(response) => Answer::Later(Box::pin(async move { then(response.await) })),
+        }
+    }
+
+    /// Waits for the response.
+    pub(crate) async fn response(self) -> Response<Body> {
+        match self {
+            Answer::Now(response) => response,
+            Answer::Later(response) => response.await,
+        }
+    }
+}
+
+/// A wait that ends with an answer, counted in flight while it runs.
+fn later(app: &Arc<App>, wait: impl Future<Output = Response<Body>> + Send + 'static) -> Answer {
+    let app = Arc::clone(app);
+    Answer::Later(Box::pin(async move {
+        // Counted from the first poll, which hyper makes as soon as it has the answer.
+        let _in_flight = app.lifecycle().track_request();
+        wait.await
+    }))
+}
+
 /// Answers one request. Never fails: every problem is an HTTP status.
-pub(crate) async fn handle(
-    app: Arc<App>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
     let _in_flight = app.lifecycle().track_request();
     let started = Instant::now();
     let streaming = req.uri().path() == "/events"
         && (req.method() == Method::GET || req.method() == Method::HEAD);
-    let (route, response) = if streaming {
-        ("/events", events(&app, req.method() == Method::HEAD))
+    let (route, answer) = if streaming {
+        (
+            "/events",
+            Answer::Now(events(app, req.method() == Method::HEAD)),
+        )
     } else if req.uri().path() == "/ws" && req.method() == Method::GET {
-        ("/ws", websocket(&app, &mut req))
+        ("/ws", Answer::Now(websocket(app, &mut req)))
     } else if req.uri().path().starts_with(grpc::PATH) {
         // gRPC (HTTP/2): its statuses travel in trailers, and no header asks to reconnect.
-        // Boxed, as every rarely taken await below: the request future of the page stays small.
-        let response = Box::pin(grpc::serve(&app, req)).await;
-        let response = response.map(|b| Either::Right(Either::Right(b)));
-        return Ok(answered(&app, grpc::ROUTE, started, response));
+        let serving = Arc::clone(app);
+        return later(app, async move {
+            let response = grpc::serve(&serving, req).await;
+            let response = response.map(|b| Either::Right(Either::Right(b)));
+            answered(&serving, grpc::ROUTE, started, response)
+        });
     } else {
-        route(&app, &req).await
+        route(app, &req)
     };
-    let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let mut response = answered(&app, route, started, response);
-    let headers = response.headers_mut();
     // Once readiness is withdrawn (a preStop hook, SIGTERM), ask HTTP/1 clients to reconnect, so
     // that keep-alive connections move to the pods that are still ready instead of ending in a
     // reset when this one exits. HTTP/2 has no such header; its connections get a GOAWAY in the
@@ -77,22 +117,57 @@ pub(crate) async fn handle(
     // otherwise see one pod until that pod goes away.
     //
     // A stream of events is too: when it ends, its client reconnects on a new connection.
-    // (The header lookup comes last: most requests never get that far.)
-    let reconnect = streaming || app.lifecycle().leaving() || has_header(&req, &X_TESTPAGE_VIEW);
-    if reconnect && !upgraded && req.version() <= Version::HTTP_11 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    let http1 = req.version() <= Version::HTTP_11;
+    let asked_to_reconnect = http1 && (streaming || has_header(&req, &X_TESTPAGE_VIEW));
     // hyper leaves out a HEAD answer's body over HTTP/1 only; over HTTP/2 a body there is a
     // protocol error to the client. The length stays that of the GET answer.
-    if req.method() == Method::HEAD && req.version() == Version::HTTP_2 {
-        if let Some(length) = response.body().size_hint().exact() {
+    let head_over_http2 = req.method() == Method::HEAD && req.version() == Version::HTTP_2;
+    let finish = Finish {
+        route,
+        started,
+        http1,
+        asked_to_reconnect,
+        head_over_http2,
+    };
+    match answer {
+        Answer::Now(response) => Answer::Now(finish.apply(app, response)),
+        later => {
+            let app = Arc::clone(app);
+            later.map(move |response| finish.apply(&app, response))
+        }
+    }
+}
+
+/// What every answer gets once it is ready, noted from its request.
+#[derive(Clone, Copy)]
+struct Finish {
+    route: &'static str,
+    started: Instant,
+    http1: bool,
+    asked_to_reconnect: bool,
+    head_over_http2: bool,
+}
+
+impl Finish {
+    fn apply(self, app: &App, response: Response<Body>) -> Response<Body> {
+        let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let mut response = answered(app, self.route, self.started, response);
+        let reconnect = self.asked_to_reconnect || (self.http1 && app.lifecycle().leaving());
+        if reconnect && !upgraded {
             response
                 .headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        *response.body_mut() = Either::Left(Full::new(Bytes::new()));
+        if self.head_over_http2 {
+            if let Some(length) = response.body().size_hint().exact() {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            *response.body_mut() = Either::Left(Full::new(Bytes::new()));
+        }
+        response
     }
-    Ok(response)
 }
 
 /// Counts an answer in the metrics and adds the pod's identity headers.
@@ -123,14 +198,14 @@ fn identify(app: &App, response: &mut Response<Body>) {
     }
 }
 
-async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Body>) {
+fn route(app: &Arc<App>, req: &Request<Incoming>) -> (&'static str, Answer) {
     let path = req.uri().path();
     if req.method() == Method::GET || req.method() == Method::HEAD {
-        return get(app, req, path).await;
+        return get(app, req, path);
     }
     if req.method() == Method::POST && app.admin() {
         if let Some(answer) = admin(app, req, path) {
-            return ("/admin", answer);
+            return ("/admin", Answer::Now(answer));
         }
     }
     match path {
@@ -140,15 +215,18 @@ async fn route(app: &App, req: &Request<Incoming>) -> (&'static str, Response<Bo
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            ("other", response)
+            ("other", Answer::Now(response))
         }
-        _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
+        _ => (
+            "other",
+            Answer::Now(text(StatusCode::NOT_FOUND, "not found\n")),
+        ),
     }
 }
 
-async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, Response<Body>) {
-    match path {
-        "/" => ("/", page(app, req).await),
+fn get(app: &Arc<App>, req: &Request<Incoming>, path: &str) -> (&'static str, Answer) {
+    let (route, response) = match path {
+        "/" => return ("/", page(app, req)),
         "/healthz" | "/livez" if app.lifecycle().is_live() => {
             ("/healthz", text(StatusCode::OK, "ok\n"))
         }
@@ -177,31 +255,44 @@ async fn get(app: &App, req: &Request<Incoming>, path: &str) -> (&'static str, R
         "/fault" if app.admin() => ("/admin", json(&app.faults().settings())),
         _ => {
             if let Some(wait) = path.strip_prefix("/delay/") {
-                ("/delay", Box::pin(delay(app, wait)).await)
+                return ("/delay", delay(app, wait));
             } else if let Some(code) = path.strip_prefix("/status/") {
                 ("/status", status(code))
             } else {
                 ("other", text(StatusCode::NOT_FOUND, "not found\n"))
             }
         }
-    }
+    };
+    (route, Answer::Now(response))
 }
 
 /// The page, with the configured faults: added latency, a share of errors, a crash after
 /// `FAIL_AFTER` requests.
-async fn page(app: &App, req: &Request<Incoming>) -> Response<Body> {
+fn page(app: &Arc<App>, req: &Request<Incoming>) -> Answer {
     let fault = app.faults().draw();
-    if !fault.delay.is_zero() && !Box::pin(app.sleep_in_slot(fault.delay)).await {
-        let mut response = too_many_slow();
-        identify(app, &mut response);
-        return response;
+    let as_json = wants_json(req);
+    if fault.delay.is_zero() {
+        return Answer::Now(page_after(app, fault, as_json));
     }
+    let waiting = Arc::clone(app);
+    later(app, async move {
+        if !waiting.sleep_in_slot(fault.delay).await {
+            let mut response = too_many_slow();
+            identify(&waiting, &mut response);
+            return response;
+        }
+        page_after(&waiting, fault, as_json)
+    })
+}
+
+/// The page once its latency, if any, has passed.
+fn page_after(app: &App, fault: Fault, as_json: bool) -> Response<Body> {
     // The request that reaches FAIL_AFTER is answered; the server then stops (see `server`).
     app.faults().count_page_request();
     let mut response = if let Some(code) = fault.fail_with {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         text(code, "injected error (ERROR_RATE)\n")
-    } else if wants_json(req) {
+    } else if as_json {
         json(&app.info())
     } else {
         // The usual answer: its headers, identity included, are copied whole.
@@ -314,13 +405,22 @@ fn admin(app: &App, req: &Request<Incoming>, path: &str) -> Option<Response<Body
     Some(answer)
 }
 
-async fn delay(app: &App, wait: &str) -> Response<Body> {
+fn delay(app: &Arc<App>, wait: &str) -> Answer {
     match duration::parse(wait) {
-        Ok(wait) if app.sleep_in_slot(wait.min(MAX_DELAY)).await => {
-            body(StatusCode::OK, TEXT, app.page())
+        Ok(wait) => {
+            let waiting = Arc::clone(app);
+            later(app, async move {
+                if waiting.sleep_in_slot(wait.min(MAX_DELAY)).await {
+                    body(StatusCode::OK, TEXT, waiting.page())
+                } else {
+                    too_many_slow()
+                }
+            })
         }
-        Ok(_) => too_many_slow(),
-        Err(problem) => text(StatusCode::BAD_REQUEST, format!("bad delay: {problem}\n")),
+        Err(problem) => Answer::Now(text(
+            StatusCode::BAD_REQUEST,
+            format!("bad delay: {problem}\n"),
+        )),
     }
 }
 
