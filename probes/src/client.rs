@@ -271,20 +271,33 @@ impl Conn {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
+        // One pass over the answer's few headers: comparing names costs less than hashing each
+        // name looked for.
+        let (mut version, mut pod_ip, mut pod, mut close) = (None, None, None, false);
+        for (name, value) in &parts.headers {
+            let text = || value.to_str().ok().map(str::to_owned);
+            if name == X_VERSION {
+                version = version.or_else(text);
+            } else if name == X_POD_IP {
+                pod_ip = pod_ip.or_else(text);
+            } else if name == X_POD {
+                pod = pod.or_else(text);
+            } else if name == CONNECTION {
+                close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            }
+        }
+        // Only an app that does not say who it is in headers is read from its page: otherwise
+        // the body is read through, and none of it kept.
+        let identified = version.is_some() && pod_ip.is_some();
+        let read = match read {
+            BodyRead::Prefix { limit, .. } if identified => BodyRead::Prefix { keep: 0, limit },
+            read => read,
+        };
         let (body, complete) = read_body(body, read).await?;
         if !complete {
             self.reusable = false;
         }
-        let header = |name: &HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (mut version, mut pod_ip) = (header(&X_VERSION), header(&X_POD_IP));
-        // Only an app that does not say who it is in headers is read from its page.
-        if version.is_none() || pod_ip.is_none() {
+        if !identified {
             let (body_version, body_ip) = identify_page(&body);
             version = version.or(body_version);
             pod_ip = pod_ip.or(body_ip);
@@ -293,11 +306,8 @@ impl Conn {
             status: parts.status.as_u16(),
             version: version.map(bounded),
             pod_ip,
-            pod: header(&X_POD).map(bounded),
-            close: parts
-                .headers
-                .get(CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")),
+            pod: pod.map(bounded),
+            close,
             latency: started.elapsed(),
             body,
             complete,
@@ -359,7 +369,8 @@ pub struct Answer {
     pub close: bool,
     /// From sending the request to the end of the body, or to where reading it stopped.
     pub latency: Duration,
-    /// The start of the body, as much as [`BodyRead`] kept.
+    /// The start of the body, as much as [`BodyRead`] kept; empty when the headers said the
+    /// version and pod IP (the body is not needed then).
     pub body: Bytes,
     /// The body was read to its end (false: abandoned, and the connection closed).
     pub complete: bool,
