@@ -136,3 +136,54 @@ def test_a_client_that_ignores_the_close_is_cut_at_the_shutdown_timeout():
     assert 2.5 <= took <= 6, took
     text = log.read_text()
     assert "streams_ended_cleanly=0 streams_cut=1" in text, text
+
+
+def test_a_frame_over_64_kib_ends_the_socket_without_buffering_it():
+    """A frame announcing 50 MB: the socket ends once the header is read, and the server's
+    memory does not grow with what follows (fastwebsockets alone would buffer up to 64 MiB)."""
+    testlib.skip_or_fail(testlib.binaries_problem("testpage"))
+    proc, ready, _ = start({})
+    with proc:
+        host, port = testlib.ready_addr(ready, proc).rsplit(":", 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                (
+                    f"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+            # FIN + binary, masked, 64-bit length of 50,000,000, a mask, then up to 24 MB of it.
+            header = bytes([0x82, 0x80 | 127]) + (50_000_000).to_bytes(8, "big")
+            sock.sendall(header + b"\x00\x00\x00\x00")
+            sent, ended = 0, False
+            try:
+                for _ in range(384):
+                    sock.sendall(b"\x00" * 65536)
+                    sent += 65536
+            except (BrokenPipeError, ConnectionResetError):
+                ended = True
+            rss_kib = int(
+                next(
+                    line.split()[1]
+                    for line in pathlib.Path(f"/proc/{proc.popen.pid}/status")
+                    .read_text()
+                    .splitlines()
+                    if line.startswith("VmRSS")
+                )
+            )
+            if not ended:
+                # Ended: a close frame or the end of the stream, not silence.
+                sock.settimeout(5)
+                try:
+                    sock.recv(65536)
+                    ended = True
+                except ConnectionResetError:
+                    ended = True
+                except TimeoutError:
+                    ended = False
+        assert ended, f"the socket still took data after {sent} bytes"
+        assert rss_kib < 16 * 1024, (rss_kib, sent)
+        assert testlib.http_get(f"http://{host}:{port}/healthz")[0] == 200

@@ -28,6 +28,9 @@ use crate::app::App;
 use crate::metrics::StreamMeters;
 use crate::pod_info::Stamp;
 
+/// The largest WebSocket message `/ws` reads (and echoes); a larger one ends the connection.
+pub(crate) const MAX_WS_MESSAGE: usize = 64 * 1024;
+
 /// Time between two events of a stream.
 pub(crate) const EVENT_EVERY: Duration = Duration::from_secs(1);
 
@@ -355,6 +358,8 @@ async fn serve_socket(
     use fastwebsockets::{Frame, OpCode, Payload};
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
+    // fastwebsockets would buffer whatever length a frame announces, up to 64 MiB.
+    ws.set_max_message_size(MAX_WS_MESSAGE);
     let stamp = stamp(app);
     let mut goodbye = Goodbye::new(app);
     let mut tick = tokio::time::interval(EVENT_EVERY);
