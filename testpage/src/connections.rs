@@ -53,6 +53,9 @@ pub const SHED_AFTER: Duration = Duration::from_secs(1);
 /// GOAWAY or its close before it is dropped.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
+/// Requests at once on one HTTP/2 connection (a probe or a gRPC client uses one or two).
+pub const MAX_STREAMS: u32 = 8;
+
 /// The largest request head accepted; larger ones get `431` (HTTP/1) or a stream reset (HTTP/2).
 ///
 /// A connection keeps the buffer its largest head needed for as long as it stays open, so this
@@ -100,12 +103,20 @@ impl Connections {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            // hyper allows 200 streams per connection, and each answer a client leaves unread
+            // holds memory until the idle timeout: 512 connections x 200 streams took 249 MiB.
+            .max_concurrent_streams(MAX_STREAMS);
         app.metrics().max_connections(max_connections);
+        let limit = Arc::new(Semaphore::new(max_connections));
         Connections {
-            builders: Arc::new(Builders { http1, http2 }),
+            builders: Arc::new(Builders {
+                http1,
+                http2,
+                slots: Arc::clone(&limit),
+            }),
             app,
-            limit: Arc::new(Semaphore::new(max_connections)),
+            limit,
             max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
             orders: watch::Sender::new(Orders::default()),
             idle_timeout,
@@ -199,7 +210,7 @@ impl Connections {
                     let response = answer.response().await;
                     Ok::<_, Infallible>(response.map(|body| Tracked {
                         body,
-                        _request: request,
+                        request: Some(request),
                     }))
                 }
             })
@@ -345,10 +356,14 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A response body that ends its request when it is done (or dropped).
+/// A response body that ends its request once it has given its last frame (or is dropped).
+///
+/// Not when that frame is sent: an answer that waits for a client that reads nothing (HTTP/2
+/// flow control at zero, a full socket) leaves its connection idle, and the idle timeout and
+/// shedding close it.
 struct Tracked<B> {
     body: B,
-    _request: RequestGuard,
+    request: Option<RequestGuard>,
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -359,7 +374,11 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.request = None;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

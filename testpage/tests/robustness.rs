@@ -418,3 +418,92 @@ fn keep_alive_lasts_idle_timeout_not_the_head_timeout() {
     conn.set_read_timeout(Duration::from_secs(5));
     assert_eq!(conn.get("/").unwrap().status, 200);
 }
+
+/// An HTTP/2 client on `addr`, with `window` as its stream and connection flow-control windows
+/// (`None`: hyper's). The task driving the connection ends when the server closes it.
+async fn h2_client(
+    addr: std::net::SocketAddr,
+    window: Option<u32>,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(window) = window {
+        builder
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window);
+    }
+    let (sender, conn) = builder
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, driver)
+}
+
+fn get(path: &str) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::get(format!("http://t{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn http2_answers_a_client_never_reads_do_not_keep_the_connection_open() {
+    let server = Server::start(&[("VERSION", "1"), ("IDLE_TIMEOUT", "1s")]);
+    runtime().block_on(async {
+        // A flow-control window of 0: the answers' bodies can never be sent.
+        let (mut sender, driver) = h2_client(server.addr, Some(0)).await;
+        let mut answers = Vec::new();
+        for path in ["/", "/healthz", "/ui"] {
+            sender.ready().await.unwrap();
+            answers.push(sender.send_request(get(path)).await.unwrap());
+        }
+        // The answers are given: the connection is idle, and its idle timeout closes it.
+        tokio::time::timeout(Duration::from_secs(6), driver)
+            .await
+            .expect("the connection is still open 6 s after an idle timeout of 1 s")
+            .unwrap();
+    });
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn an_http2_connection_takes_three_of_max_connections() {
+    let server = Server::start(&[("VERSION", "1"), ("MAX_CONNECTIONS", "4")]);
+    runtime().block_on(async {
+        let (mut first, first_driver) = h2_client(server.addr, None).await;
+        first.ready().await.unwrap();
+        let answer = first.send_request(get("/healthz")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        drop(answer);
+        // One slot is left: enough for an HTTP/1 connection, not for a second HTTP/2 one.
+        assert_eq!(server.get("/healthz").status, 200);
+        let (mut second, second_driver) = h2_client(server.addr, None).await;
+        let refused = match second.ready().await {
+            Err(_) => true,
+            Ok(()) => second.send_request(get("/healthz")).await.is_err(),
+        };
+        assert!(refused, "a second HTTP/2 connection was served");
+        let _ = tokio::time::timeout(Duration::from_secs(5), second_driver).await;
+        // Once the first one is gone, its three slots are free again.
+        drop(first);
+        first_driver.abort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (mut third, _third_driver) = h2_client(server.addr, None).await;
+        third.ready().await.unwrap();
+        let answer = third.send_request(get("/healthz")).await;
+        assert!(answer.is_ok(), "{}", server.stderr());
+    });
+}
