@@ -61,11 +61,22 @@ pub(crate) async fn serve(
         app: Arc::clone(app),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    match server.call(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
+    // tonic reads a request to its end before it answers: a client that never ends its request
+    // would hold the call (and its connection) open for ever.
+    match tokio::time::timeout(REQUEST_TIMEOUT, server.call(req)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(_) => Status::deadline_exceeded(format!(
+            "the request did not end within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+        .into_http(),
     }
 }
+
+/// How long a call's request may take to arrive whole (a `Check` or `Watch` request is a few
+/// bytes, sent at once).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The health service: testpage's readiness, as gRPC statuses.
 struct Checks {

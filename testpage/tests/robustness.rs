@@ -507,3 +507,51 @@ fn an_http2_connection_takes_three_of_max_connections() {
         assert!(answer.is_ok(), "{}", server.stderr());
     });
 }
+
+/// A request body that never ends and never sends anything.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[test]
+fn a_grpc_call_whose_request_never_ends_gets_deadline_exceeded() {
+    let server = Server::start(&[("VERSION", "1")]);
+    runtime().block_on(async {
+        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::post("http://t/grpc.health.v1.Health/Check")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Endless)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+            .await
+            .expect("no answer 20 s after a call whose request never ends")
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(answer.status(), 200);
+        // DEADLINE_EXCEEDED, in the headers of a trailers-only answer.
+        assert_eq!(answer.headers()["grpc-status"], "4");
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+            "{took:?}"
+        );
+    });
+}
