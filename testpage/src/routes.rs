@@ -455,20 +455,53 @@ fn status(code: &str) -> Response<Body> {
     }
 }
 
+/// The most of the request's header values `/headers` echoes, in bytes: the answer stays small
+/// whatever the head (16 KiB at most), so a client that sends large heads and reads nothing
+/// makes no connection hold much.
+const HEADERS_ECHOED: usize = 8 * 1024;
+
 fn headers_json(req: &Request<Incoming>) -> serde_json::Map<String, serde_json::Value> {
     let mut map = serde_json::Map::new();
+    let mut room = HEADERS_ECHOED;
+    let mut left_out = 0;
     for name in req.headers().keys() {
-        let values: Vec<serde_json::Value> = req
-            .headers()
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
-            .collect();
+        let mut values = Vec::new();
+        for value in req.headers().get_all(name) {
+            // Bytes that are not UTF-8 show as `?`, one for one.
+            let mut text: String = String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .map(|c| {
+                    if c == char::REPLACEMENT_CHARACTER {
+                        '?'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            if text.len() > room {
+                left_out += text.len() - room;
+                let cut = (0..=room)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                text.truncate(cut);
+                text.push('…');
+            }
+            room -= text.len().min(room);
+            values.push(serde_json::Value::from(text));
+        }
         let value = match <[serde_json::Value; 1]>::try_from(values) {
             Ok([one]) => one,
             Err(many) => many.into(),
         };
         map.insert(name.as_str().to_owned(), value);
+    }
+    if left_out > 0 {
+        map.insert(
+            "…".to_owned(),
+            format!("{left_out} bytes of header values not shown (at most {HEADERS_ECHOED})")
+                .into(),
+        );
     }
     map
 }

@@ -207,6 +207,30 @@ fn headers_route_echoes_the_request_headers() {
 }
 
 #[test]
+fn headers_route_stays_small_whatever_the_head() {
+    let server = Server::start(&[]);
+    let mut request = b"GET /headers HTTP/1.1\r\nHost: t\r\nX-Bytes: ".to_vec();
+    request.extend([0xff; 10]);
+    request.extend(b"\r\nX-Big: ");
+    request.extend(b"a".repeat(12 * 1024));
+    request.extend(b"\r\nConnection: close\r\n\r\n");
+    let mut conn = common::Conn::open(server.addr);
+    conn.write(&request).unwrap();
+    let r = conn.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    // Echoed values stop at 8 KiB, and say so; bytes that are not UTF-8 show as `?`.
+    assert!(r.body.len() < 9 * 1024, "{}", r.body.len());
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(json["x-bytes"], "?".repeat(10));
+    let big = json["x-big"].as_str().unwrap();
+    assert!(big.ends_with('…') && big.len() < 8 * 1024, "{}", big.len());
+    assert!(json["…"]
+        .as_str()
+        .unwrap()
+        .contains("bytes of header values not shown"));
+}
+
+#[test]
 fn admin_routes_toggle_readiness_liveness_and_faults() {
     let server = Server::start(&[]);
     assert_eq!(post(&server, "/readyz/disable").status, 200);
