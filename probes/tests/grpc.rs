@@ -13,14 +13,7 @@ use tonic_health::pb::HealthCheckRequest;
 #[path = "../../testpage/tests/common/mod.rs"]
 mod common;
 
-use common::{Server, Signal};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::{runtime, Server, Signal};
 
 fn ask(service: &str) -> HealthCheckRequest {
     HealthCheckRequest {

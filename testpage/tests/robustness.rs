@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Conn, Server};
+use common::{h2_client, runtime, Conn, Server};
 
 #[test]
 fn garbage_bytes_get_400_and_others_are_served() {
@@ -419,43 +419,9 @@ fn keep_alive_lasts_idle_timeout_not_the_head_timeout() {
     assert_eq!(conn.get("/").unwrap().status, 200);
 }
 
-/// An HTTP/2 client on `addr`, with `window` as its stream and connection flow-control windows
-/// (`None`: hyper's). The task driving the connection ends when the server closes it.
-async fn h2_client(
-    addr: std::net::SocketAddr,
-    window: Option<u32>,
-) -> (
-    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut builder =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    if let Some(window) = window {
-        builder
-            .initial_stream_window_size(window)
-            .initial_connection_window_size(window);
-    }
-    let (sender, conn) = builder
-        .handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (sender, driver)
-}
-
 fn get(path: &str) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
     hyper::Request::get(format!("http://t{path}"))
         .body(http_body_util::Empty::new())
-        .unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
         .unwrap()
 }
 
@@ -527,14 +493,7 @@ impl hyper::body::Body for Endless {
 fn a_grpc_call_whose_request_never_ends_gets_deadline_exceeded() {
     let server = Server::start(&[("VERSION", "1")]);
     runtime().block_on(async {
-        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let (mut sender, _driver) = h2_client(server.addr, None).await;
         let request = hyper::Request::post("http://t/grpc.health.v1.Health/Check")
             .header("content-type", "application/grpc")
             .header("te", "trailers")

@@ -37,19 +37,8 @@ fn head_has_exact_length_and_no_body() {
 fn head_over_http2_has_the_length_and_no_body() {
     use http_body_util::{BodyExt, Empty};
     let server = Server::start(&POD);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+    common::runtime().block_on(async {
+        let (mut sender, _driver) = common::h2_client(server.addr, None).await;
         for (method, path, body_len) in [
             (hyper::Method::HEAD, "/", 0),
             (hyper::Method::GET, "/", 39),

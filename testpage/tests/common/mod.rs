@@ -313,3 +313,44 @@ pub fn serve_each(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketA
     });
     addr
 }
+
+/// A single-threaded Tokio runtime for the asynchronous part of a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An HTTP/2 client (h2c, prior knowledge) on `addr`, with `window` as its stream and
+/// connection flow-control windows (`None`: hyper's). The task driving the connection ends when
+/// the server closes it.
+pub async fn h2_client<B>(
+    addr: SocketAddr,
+    window: Option<u32>,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(window) = window {
+        builder
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window);
+    }
+    let (sender, conn) = builder
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, driver)
+}
