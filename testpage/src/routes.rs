@@ -56,14 +56,6 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    /// `then` applied to the response, now or once it is ready.
-    fn map(self, then: impl FnOnce(Response<Body>) -> Response<Body> + Send + 'static) -> Answer {
-        match self {
-            Answer::Now(response) => Answer::Now(then(response)),
-            Answer::Later(response) => Answer::Later(Box::pin(async move { then(response.await) })),
-        }
-    }
-
     /// Waits for the response.
     pub(crate) async fn response(self) -> Response<Body> {
         match self {
@@ -73,14 +65,9 @@ impl Answer {
     }
 }
 
-/// A wait that ends with an answer, counted in flight while it runs.
-fn later(app: &Arc<App>, wait: impl Future<Output = Response<Body>> + Send + 'static) -> Answer {
-    let app = Arc::clone(app);
-    Answer::Later(Box::pin(async move {
-        // Counted from the first poll, which hyper makes as soon as it has the answer.
-        let _in_flight = app.lifecycle().track_request();
-        wait.await
-    }))
+/// An answer that waits.
+fn later(wait: impl Future<Output = Response<Body>> + Send + 'static) -> Answer {
+    Answer::Later(Box::pin(wait))
 }
 
 /// Answers one request. Never fails: every problem is an HTTP status.
@@ -89,24 +76,6 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
     let started = Instant::now();
     let streaming = req.uri().path() == "/events"
         && (req.method() == Method::GET || req.method() == Method::HEAD);
-    let (route, answer) = if streaming {
-        (
-            "/events",
-            Answer::Now(events(app, req.method() == Method::HEAD)),
-        )
-    } else if req.uri().path() == "/ws" && req.method() == Method::GET {
-        ("/ws", Answer::Now(websocket(app, &mut req)))
-    } else if req.uri().path().starts_with(grpc::PATH) {
-        // gRPC (HTTP/2): its statuses travel in trailers, and no header asks to reconnect.
-        let serving = Arc::clone(app);
-        return later(app, async move {
-            let response = grpc::serve(&serving, req).await;
-            let response = response.map(|b| Either::Right(Either::Right(b)));
-            answered(&serving, grpc::ROUTE, started, response)
-        });
-    } else {
-        route(app, &req)
-    };
     // Once readiness is withdrawn (a preStop hook, SIGTERM), ask HTTP/1 clients to reconnect, so
     // that keep-alive connections move to the pods that are still ready instead of ending in a
     // reset when this one exits. HTTP/2 has no such header; its connections get a GOAWAY in the
@@ -122,6 +91,24 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
     // hyper leaves out a HEAD answer's body over HTTP/1 only; over HTTP/2 a body there is a
     // protocol error to the client. The length stays that of the GET answer.
     let head_over_http2 = req.method() == Method::HEAD && req.version() == Version::HTTP_2;
+    let (route, answer) = if streaming {
+        (
+            "/events",
+            Answer::Now(events(app, req.method() == Method::HEAD)),
+        )
+    } else if req.uri().path() == "/ws" && req.method() == Method::GET {
+        ("/ws", Answer::Now(websocket(app, &mut req)))
+    } else if req.uri().path().starts_with(grpc::PATH) {
+        // gRPC (HTTP/2): its statuses travel in trailers.
+        let serving = Arc::clone(app);
+        let answer = later(async move {
+            let response = grpc::serve(&serving, req).await;
+            response.map(|b| Either::Right(Either::Right(b)))
+        });
+        (grpc::ROUTE, answer)
+    } else {
+        route(app, &req)
+    };
     let finish = Finish {
         route,
         started,
@@ -131,9 +118,13 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
     };
     match answer {
         Answer::Now(response) => Answer::Now(finish.apply(app, response)),
-        later => {
+        Answer::Later(response) => {
             let app = Arc::clone(app);
-            later.map(move |response| finish.apply(&app, response))
+            later(async move {
+                // Counted from the first poll, which hyper makes as soon as it has the answer.
+                let _in_flight = app.lifecycle().track_request();
+                finish.apply(&app, response.await)
+            })
         }
     }
 }
@@ -275,7 +266,7 @@ fn page(app: &Arc<App>, req: &Request<Incoming>) -> Answer {
         return Answer::Now(page_after(app, fault, as_json));
     }
     let waiting = Arc::clone(app);
-    later(app, async move {
+    later(async move {
         if !waiting.sleep_in_slot(fault.delay).await {
             let mut response = too_many_slow();
             identify(&waiting, &mut response);
@@ -409,7 +400,7 @@ fn delay(app: &Arc<App>, wait: &str) -> Answer {
     match duration::parse(wait) {
         Ok(wait) => {
             let waiting = Arc::clone(app);
-            later(app, async move {
+            later(async move {
                 if waiting.sleep_in_slot(wait.min(MAX_DELAY)).await {
                     body(StatusCode::OK, TEXT, waiting.page())
                 } else {
