@@ -20,11 +20,16 @@ PREFIX         ?= $(or $(CARGO_INSTALL_ROOT),$(CARGO_HOME),$(HOME)/.cargo)
 
 export REQUIRE_DOCKER REGISTRY
 
+# Workflows with a file of their own (mk/*.mk: the chart, the release) add their checks here.
+TEST_EXTRA :=
+LINT_EXTRA :=
+include $(sort $(wildcard mk/*.mk))
+
 ##@ Everyday
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z0-9_-]+:.*##/ {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
 install: ## Put probe and testpage on the PATH: PREFIX/bin (PREFIX=~/.cargo; PREFIX=/usr/local)
@@ -42,10 +47,10 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 	$(CARGO) run --release --locked -p testpage -- --port $(PORT)
 
 .PHONY: test
-test: lint doc unit test-images validate lab-short bench-quick ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
+test: lint doc unit test-images validate lab-short bench-quick $(TEST_EXTRA) ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
-lint: $(VENV)/.done ## Format check, clippy with warnings denied, Dockerfile lint, ruff on the Python
+lint: $(VENV)/.done $(LINT_EXTRA) ## Format check, clippy with warnings denied, Dockerfile lint, ruff on the Python
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/hadolint images/Dockerfile images/Dockerfile.build
