@@ -6,7 +6,8 @@
 # --buildx compiles inside images/Dockerfile.build (docker buildx --load) instead of using
 # target/dist/ (see images/build-plan.sh: macOS, or Linux without Rust).
 #
-# Without NAME, every row of images/variants.tsv. With NAME and VERSION, that name's defaults
+# Without NAME, every row of images/variants.tsv, then its misbehaving tags (rows "#!": a base
+# tag's image with more ENV). With NAME alone, that name's rows. With NAME and VERSION, that name's defaults
 # (port, message, colour) with that version, tagged NAME:VERSION, whether or not the table lists
 # it. REGISTRY (e.g. `dean/`) prefixes every name. arm64 images get a `-arm64` tag suffix locally
 # (a local image store holds one platform per tag); `make images-multiarch` publishes a manifest
@@ -34,7 +35,10 @@ esac
 [ "$arch" = "$host" ] && suffix=
 
 if [ "$list" = 1 ]; then # print the references `make images` builds, one per line
-  grep -v '^#' images/variants.tsv | awk -F '\t' -v r="$registry" -v s="$suffix" 'NF { print r $1 ":" $2 s }'
+  awk -F '\t' -v r="$registry" -v s="$suffix" '
+    /^#!/ && $2 != "NAME" && NF >= 5 { print r $2 ":" $3 s; next }
+    /^#/ || !NF { next }
+    { print r $1 ":" $2 s }' images/variants.tsv
   exit 0
 fi
 
@@ -94,3 +98,22 @@ while IFS=$'\t' read -r name tag version port message color _; do
   built=$((built + 1))
 done < images/variants.tsv
 [ "$built" -gt 0 ] || { echo "images: no variant named '$want_name' in images/variants.tsv" >&2; exit 2; }
+
+# The misbehaving tags (rows starting with "#!"): BASE's image plus ENV, no new layer. Skipped
+# when one VERSION was asked for.
+[ -n "$want_version" ] && exit 0
+while IFS=$'\t' read -r mark name tag base env _; do
+  [ "$mark" = '#!' ] && [ "$name" != NAME ] || continue
+  [ -n "$want_name" ] && [ "$name" != "$want_name" ] && continue
+  from="$registry$name:$base$suffix"
+  ref="$registry$name:$tag$suffix"
+  docker image inspect "$from" >/dev/null 2>&1 ||
+    { echo "images: $ref: its base $from is not built" >&2; exit 1; }
+  # ENV takes KEY=VALUE words; the version label follows the tag, like VERSION.
+  # shellcheck disable=SC2086 # ENV's words are meant to split
+  printf 'FROM %s\nENV VERSION=%s %s\nLABEL org.opencontainers.image.version=%s\n' \
+    "$from" "$tag" "$env" "$tag" |
+    docker build --quiet --platform "$platform" -t "$ref" - >"${log:-/dev/null}" 2>&1 ||
+    { [ -n "${log:-}" ] && cat "$log" >&2; echo "images: $ref failed" >&2; exit 1; }
+  printf 'images: %-32s %s\n' "$ref" "from $from with $env"
+done < images/variants.tsv
