@@ -32,6 +32,7 @@ CRD_GROUPS = {
     "traefik.io",
     "argoproj.io",
     "flagger.app",
+    "monitoring.coreos.com",
 }
 # Files in an experiment folder that are not Kubernetes objects: the lab's steps, and the
 # Prometheus scrape job the analysis queries rely on.
@@ -156,12 +157,18 @@ def crd_schemas():
     return schemas
 
 
-def schema_problems(obj):
-    return list(_schema_problems(yaml.safe_dump(obj, sort_keys=True)))
+def schema_problems(obj, versions=None):
+    """Problems of obj against its schema: each Kubernetes version of `versions` (K8S_VERSIONS
+    when None), or its CRD's reduced schema."""
+    return list(
+        _schema_problems(
+            yaml.safe_dump(obj, sort_keys=True), tuple(versions or K8S_VERSIONS)
+        )
+    )
 
 
 @functools.cache
-def _schema_problems(dumped):
+def _schema_problems(dumped, versions):
     obj = yaml.safe_load(dumped)
     api, kind = obj.get("apiVersion", ""), obj.get("kind", "")
     group = api.split("/")[0] if "/" in api else ""
@@ -191,7 +198,7 @@ def _schema_problems(dumped):
             for e in validator.iter_errors(body)
         )
     problems = []
-    for version in K8S_VERSIONS:
+    for version in versions:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
@@ -230,7 +237,9 @@ def prestop_seconds(container):
     return 0.0
 
 
-def rule_problems(obj, objects):
+def rule_problems(obj, objects, external=frozenset()):
+    """The project's rules for obj among objects; kinds in `external` are expected to exist
+    outside them (a chart's Canary names a Gateway the cluster already has)."""
     problems = []
     kind, api = obj.get("kind"), obj.get("apiVersion")
     meta = obj.get("metadata") or {}
@@ -263,7 +272,7 @@ def rule_problems(obj, objects):
     if kind == "AnalysisTemplate":
         problems += analysis_template_problems(obj)
     if kind == "Canary":
-        problems += canary_problems(obj, objects)
+        problems += canary_problems(obj, objects, external)
     if kind == "MetricTemplate":
         problems += metric_template_problems(obj)
     return problems
@@ -351,7 +360,7 @@ def analysis_template_problems(template):
     return problems
 
 
-def canary_problems(canary, objects):
+def canary_problems(canary, objects, external=frozenset()):
     problems = []
     namespace = (canary.get("metadata") or {}).get("namespace")
     spec = canary.get("spec") or {}
@@ -359,6 +368,8 @@ def canary_problems(canary, objects):
     if find(objects, target.get("kind"), namespace, target.get("name")) is None:
         problems.append(f"targetRef: no {target.get('kind')} {target.get('name')}")
     for ref in (spec.get("service") or {}).get("gatewayRefs") or []:
+        if "Gateway" in external:
+            continue
         ref_namespace = ref.get("namespace") or namespace
         if find(objects, "Gateway", ref_namespace, ref.get("name")) is None:
             problems.append(f"service.gatewayRefs: no Gateway {ref.get('name')}")
@@ -426,7 +437,9 @@ def service_target_problems(service, target, objects):
 def pod_problems(owner, template):
     problems = []
     spec = template["spec"]
-    marked = AS_WRITTEN in ((owner.get("metadata") or {}).get("annotations") or {})
+    annotations = (owner.get("metadata") or {}).get("annotations") or {}
+    # A Helm hook pod (`helm test`) runs once and exits: it serves nothing to probe.
+    marked = AS_WRITTEN in annotations or "helm.sh/hook" in annotations
     grace = float(spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE))
     for container in spec.get("containers", []):
         name = container.get("name")
@@ -670,6 +683,19 @@ def validate_tree(root):
     }
     experiments = {f: objs for f, objs in per_folder.items() if f not in bases}
     problems += collision_problems(experiments)
+    return sorted(set(problems))
+
+
+def objects_problems(objects, origin, external=frozenset(), versions=None):
+    """One line per problem of a rendered set of objects applied together (a Helm release):
+    the schemas (Kubernetes `versions`, K8S_VERSIONS when None) and the rules, as for a folder."""
+    problems = []
+    for doc in objects:
+        where = f"{origin}: {doc.get('kind')} {(doc.get('metadata') or {}).get('name')}"
+        for problem in schema_problems(doc, versions) + rule_problems(
+            doc, objects, external
+        ):
+            problems.append(f"{where}: {problem}")
     return sorted(set(problems))
 
 

@@ -23,6 +23,7 @@ GROUPS = {
     "traefik.io",
     "argoproj.io",
     "flagger.app",
+    "monitoring.coreos.com",
 }
 KEEP = {
     "type",
