@@ -119,6 +119,8 @@ _POD_SPEC = {
     "topologySpreadConstraints": None,
     "enableServiceLinks": None,
     "automountServiceAccountToken": None,
+    # No API server: the account's name changes nothing for a pod without a token.
+    "serviceAccountName": None,
 }
 _META = {"name": None, "namespace": None, "labels": None, "annotations": None}
 SUPPORTED = {
@@ -158,6 +160,8 @@ SUPPORTED = {
                     "targetPort": None,
                     "nodePort": None,
                     "protocol": None,
+                    # A hint for proxies and meshes; haproxy forwards TCP either way.
+                    "appProtocol": None,
                 }
             ],
         },
@@ -166,6 +170,7 @@ SUPPORTED = {
 # Kinds that stay validated offline but cannot run here, and why.
 SKIPPED = {
     "PodDisruptionBudget": "only limits evictions, and nothing evicts pods here",
+    "ServiceAccount": "no API server: the pods mount no token, so it changes nothing here",
     "Ingress": "no ingress controller on this machine",
     "Gateway": "no Gateway API implementation on this machine",
     "HTTPRoute": "no Gateway API implementation on this machine",

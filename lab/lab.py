@@ -46,13 +46,18 @@ def log(message):
     print(f"lab: {message}", file=sys.stderr, flush=True)
 
 
+# Experiments whose steps live outside k8s/: the Helm chart, played from `helm template`.
+OTHER_PLANS = {"chart": ROOT / "charts" / "testpage" / "lab.yaml"}
+
+
 def experiments():
-    """Every folder under k8s/ with a lab.yaml, as `make lab` runs them."""
-    return sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("lab.yaml"))
+    """Every folder under k8s/ with a lab.yaml, then the others, as `make lab` runs them."""
+    folders = sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("lab.yaml"))
+    return folders + sorted(OTHER_PLANS)
 
 
 def load_plan(name):
-    path = K8S / name / "lab.yaml"
+    path = OTHER_PLANS.get(name) or K8S / name / "lab.yaml"
     if not path.exists():
         raise SystemExit(
             f"lab: k8s/{name} has no lab.yaml (experiments: {experiments()})"
@@ -201,6 +206,46 @@ class Run:
                 service.selector = {**service.selector, **patch["spec"]["selector"]}
             return
         raise ManifestError(f"kubectl {' '.join(words)}: not played by the lab")
+
+    # --- helm, as far as installing and upgrading a chart goes
+
+    def helm(self, words):
+        """`helm upgrade --install RELEASE CHART [-n NS] [--set ...] [-f FILE]` (or `helm
+        install`): the release as real helm renders it (`helm template`, without the test
+        hooks, which only `helm test` runs), applied like `kubectl apply`."""
+        namespace = "default"
+        for flag in ("-n", "--namespace"):
+            if flag in words:
+                i = words.index(flag)
+                namespace = words[i + 1]
+                del words[i : i + 2]
+        if words[:2] == ["upgrade", "--install"]:
+            words = words[2:]
+        elif words[:1] == ["install"]:
+            words = words[1:]
+        else:
+            raise ManifestError(
+                f"helm {' '.join(words)}: only `upgrade --install` and `install` are played"
+            )
+        release, chart, *rest = words
+        done = subprocess.run(
+            [ROOT / "scripts" / "helm.sh"], capture_output=True, text=True, check=False
+        )
+        if done.returncode:
+            raise StepError(f"helm: {done.stderr.strip()}")
+        render = subprocess.run(
+            [done.stdout.split()[-1], "template", release, ROOT / chart]
+            + ["--namespace", namespace, "--skip-tests", *rest],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if render.returncode:
+            raise ManifestError(f"helm template {release} {chart}: {render.stderr}")
+        objects = [doc for doc in yaml.safe_load_all(render.stdout) if doc]
+        for obj in objects:
+            obj.setdefault("metadata", {}).setdefault("namespace", namespace)
+        self.skipped += self.cluster.apply(objects)
 
     def _deployment(self, ref, namespace):
         kind, _, name = ref.partition("/")
@@ -380,11 +425,14 @@ class Run:
                     self.kubectl(words[1:])
                     # The controllers watch the API: they act on a change at once.
                     self.cluster.sync_now()
+            elif isinstance(step, str) and step.startswith("helm "):
+                self.helm(shlex.split(step)[1:])
+                self.cluster.sync_now()
             elif isinstance(step, str) and step.startswith("lab "):
                 self.lab(shlex.split(step)[1:])
             else:
                 raise ManifestError(
-                    f"step {step!r}: a kubectl command, lab ..., or expect"
+                    f"step {step!r}: a kubectl or helm command, lab ..., or expect"
                 )
             if self.cluster.errors:
                 raise StepError(self.cluster.errors[0])

@@ -38,6 +38,12 @@ $(CHECKOV):
 	@python3 -m venv target/tools/checkov && target/tools/checkov/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30 \
 		|| { rm -rf target/tools/checkov; if [ "$(REQUIRE_DOCKER)" = 1 ]; then echo "chart: checkov could not be installed (REQUIRED)"; exit 1; fi; echo "chart: checkov could not be installed; the scan will be skipped"; }
 
+.PHONY: chart-lab
+chart-lab: $(VENV)/.done ## The lab plays the chart: helm template renders of 0.8 then 0.9 under probe load, 0 failed requests (DURATION=60)
+	@scripts/deps.sh docker haproxy
+	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.9 >/dev/null 2>&1 || $(MAKE) images
+	nice $(PY) lab/lab.py --duration $(DURATION) chart
+
 .PHONY: chart-template
 chart-template: ## Render the chart with its defaults (VALUES=file to add a value file)
 	@helm=$$($(HELM_SH)) && "$$helm" template testpage $(CHART) $(if $(VALUES),-f $(VALUES)) 2>/dev/null
