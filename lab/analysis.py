@@ -27,6 +27,7 @@ Writes a list of {manifest, metric, query, canary, value, condition, verdict}.
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -161,9 +162,10 @@ def fill(pattern, query, values, what):
     return pattern.sub(one, query)
 
 
-def argo_checks(objects, hashes_of):
+def argo_checks(objects, hashes_of, source=None):
     """(manifest, metric, query, condition, check) for each AnalysisTemplate metric that a
-    Rollout runs, per canary: {canary: [...]}."""
+    Rollout runs, per canary: {canary: [...]}. `source(kind, name)` names where a template
+    comes from (the file under k8s/argo-rollouts/ when None)."""
     checks = {}
     for rollout in (o for o in objects if o["kind"] == "Rollout"):
         for _where, analysis in validate.rollout_analyses(rollout):
@@ -174,7 +176,9 @@ def argo_checks(objects, hashes_of):
                     rollout["metadata"]["namespace"],
                     ref["templateName"],
                 )
-                manifest = source_file(ARGO, "AnalysisTemplate", ref["templateName"])
+                manifest = (source or functools.partial(source_file, ARGO))(
+                    "AnalysisTemplate", ref["templateName"]
+                )
                 for canary, hashes in hashes_of.items():
                     args = argo_args(rollout, analysis, template, hashes)
                     for metric in template["spec"]["metrics"]:
@@ -191,7 +195,7 @@ def argo_checks(objects, hashes_of):
     return checks
 
 
-def flagger_checks(objects, namespace_of):
+def flagger_checks(objects, namespace_of, source=None):
     """The same for each MetricTemplate a Canary uses; namespace_of maps each canary to the
     namespace its Canary is applied in."""
     checks = {}
@@ -207,7 +211,9 @@ def flagger_checks(objects, namespace_of):
                 ref.get("namespace") or canary_obj["metadata"]["namespace"],
                 ref["name"],
             )
-            manifest = source_file(FLAGGER, "MetricTemplate", ref["name"])
+            manifest = (source or functools.partial(source_file, FLAGGER))(
+                "MetricTemplate", ref["name"]
+            )
             threshold = metric["thresholdRange"]
             condition = "thresholdRange " + json.dumps(threshold, sort_keys=True)
             for canary, namespace in namespace_of.items():

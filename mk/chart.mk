@@ -24,9 +24,18 @@ chart-lint: ## helm lint --strict of charts/testpage with its defaults and every
 	done
 
 .PHONY: chart-test
-chart-test: $(VENV)/.done $(CHECKOV) ## The chart's tests: lint, renders validated for Kubernetes 1.30-1.37, bad values, docs, checkov scan
+chart-test: $(VENV)/.done $(CHECKOV) ## The chart's tests: lint, renders validated for 1.30-1.37, bad values, docs, checkov, its PromQL on Prometheus
 	@$(HELM_SH) >/dev/null || [ $$? = 3 ]
+	@scripts/deps.sh docker prometheus
+	@if docker info >/dev/null 2>&1; then \
+		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.8 >/dev/null 2>&1 || $(MAKE) images; fi
 	nice $(PY) -m pytest -q -rs charts/tests
+
+.PHONY: chart-analysis
+chart-analysis: $(VENV)/.done ## The dashboard, the monitors' labels and the chart's analysis templates on a real Prometheus; target/lab/chart-analysis.json
+	@scripts/deps.sh docker prometheus
+	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.9 >/dev/null 2>&1 || $(MAKE) images
+	nice $(PY) lab/chart_analysis.py
 
 .PHONY: chart-scan
 chart-scan: $(VENV)/.done $(CHECKOV) ## checkov on the default render, each finding checked against the chart README; target/chart/checkov.json
