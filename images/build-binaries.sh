@@ -40,5 +40,10 @@ else
 fi
 
 mkdir -p "$out"
-cp "target/$target/release/testpage" "target/$target/release/probe" "$out/"
+# Copied beside, then renamed over: a binary still running from $out (a test, the lab) keeps its
+# old file, and cp over a running executable would fail with "Text file busy".
+for bin in testpage probe; do
+  cp "target/$target/release/$bin" "$out/.$bin.new"
+  mv -f "$out/.$bin.new" "$out/$bin"
+done
 ls -l "$out"/testpage "$out"/probe | awk '{printf "build: %s %d bytes\n", $NF, $5}'
