@@ -379,3 +379,38 @@ def test_helm_script_is_idempotent(helm):
     assert "installed" not in again.stderr
     assert os.access(helm, os.X_OK)
     assert pathlib.Path(helm).is_relative_to(ROOT / "target")
+
+
+@pytest.mark.parametrize(
+    "args,workload,grace",
+    [
+        ([], "kubectl -n demo rollout status deployment/t-testpage", 20),
+        (
+            ["--set", "rollout.enabled=true"],
+            "kubectl argo rollouts get rollout t-testpage",
+            20,
+        ),
+        # A preStop drain of 5 s adds 5 s.
+        (value_args("canary-values.yaml"), "get canary t-testpage", 25),
+    ],
+)
+def test_notes_say_how_to_watch_the_release(helm, args, workload, grace):
+    """NOTES.txt as `helm install` prints it (a client-side dry run, no cluster)."""
+    done = subprocess.run(
+        [helm, "install", "t", str(CHART), "-n", "demo", "--dry-run=client", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    )
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert workload in notes
+    for line in (
+        "helm test t -n demo",
+        "probe watch http://127.0.0.1:8080/",
+        "http://127.0.0.1:8080/ui",
+        "make client-watch URL=http://t-testpage.demo.svc:80/",
+        "helm rollback t -n demo",
+        f"terminationGracePeriodSeconds {grace}",
+    ):
+        assert line in notes
