@@ -471,7 +471,12 @@ def pod_problems(owner, template):
             )
         else:
             listens = int(env.get("PORT") or variants()[(repo, tag)])
-            ports = [p["containerPort"] for p in container.get("ports", [])]
+            # A port without containerPort is the schema's problem, reported there.
+            ports = [
+                p["containerPort"]
+                for p in container.get("ports", [])
+                if "containerPort" in p
+            ]
             if ports and listens not in ports:
                 problems.append(
                     f"container {name}: listens on {listens}, declares {ports}"
