@@ -197,6 +197,39 @@ def test_faults_set_from_the_page_reach_every_pod_of_one_version(world):
         time.sleep(0.2)
 
 
+def test_a_foreign_page_cannot_frame_the_view(world):
+    """Clickjacking: a page of another origin frames /ui; the browser refuses to render it
+    (frame-ancestors 'none', X-Frame-Options: DENY), so there is no button to click."""
+    browser, pods, _ = world
+    view = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        url = f"http://{pods.addrs[0]}/ui"
+        browser.get(f"data:text/html,<iframe id=f width=800 height=600 src='{url}'></iframe>")
+        time.sleep(1.5)
+        browser.switch_to.frame(browser.find_element("id", "f"))
+        where = browser.execute_script("return location.href")
+        buttons = browser.find_elements("id", "fault-apply")
+        browser.switch_to.default_content()
+        browser.save_screenshot(str(SHOTS / "framed.png"))
+        assert where != url and not buttons, (where, len(buttons))
+        # The same page opened as itself works.
+        browser.get(url)
+        assert wait_for_element(browser, "fault-apply")
+    finally:
+        browser.close()
+        browser.switch_to.window(view)
+
+
+def wait_for_element(browser, element_id, limit=10):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if browser.find_elements("id", element_id):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_a_refusing_load_balancer_shows_as_errors_and_the_page_survives(world):
     browser, _, lb = world
     before = tallies(browser)["failed"]

@@ -22,6 +22,11 @@ use crate::page::{Template, DEFAULT_TEMPLATE};
 /// `memory: 20Mi` (measured: about 1,400 fit before the limit kills the container).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
+/// The smallest `MAX_CONNECTIONS` accepted: an HTTP/2 connection (a gRPC probe) takes three
+/// slots, and the accept loop holds one for the next connection, so fewer would never serve
+/// HTTP/2.
+pub const MIN_MAX_CONNECTIONS: u32 = 1 + crate::protocol::HTTP2_EXTRA_SLOTS + 1;
+
 /// The largest `MAX_CONNECTIONS` accepted.
 pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 
@@ -70,7 +75,8 @@ pub struct Args {
     pub message: Template,
 
     /// Interface whose IPv4 address is reported (when POD_IP is not set).
-    #[arg(long, env = "INTERFACE", default_value = "eth0")]
+    #[arg(long, env = "INTERFACE", default_value = "eth0",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub interface: String,
 
     /// Readiness file, present while the pod should receive traffic; empty disables it.
@@ -141,9 +147,10 @@ pub struct Args {
           value_parser = duration::within(Duration::from_secs(1)..=MAX_PHASE))]
     pub idle_timeout: Duration,
 
-    /// Open connections at most, 1 to 1000000; beyond it idle ones are closed and new ones wait.
+    /// Open connections at most, 4 to 1000000; beyond it idle ones are closed and new ones wait.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
-          value_parser = clap::value_parser!(u32).range(1..=MAX_MAX_CONNECTIONS as i64).map(count))]
+          value_parser = clap::value_parser!(u32)
+              .range(MIN_MAX_CONNECTIONS as i64..=MAX_MAX_CONNECTIONS as i64).map(count))]
     pub max_connections: usize,
 
     /// Pod IP from the Downward API; wins over discovery.

@@ -9,8 +9,10 @@
 //! | after the first request, a connection with no request in flight (HTTP/1 keep-alive and each later head, HTTP/2 idle) | `IDLE_TIMEOUT` (75 s) |
 //! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
 //!
-//! At most `MAX_CONNECTIONS` connections are open at once. At the limit, or when the process
-//! runs out of file descriptors, connections that have had no request in flight for
+//! At most `MAX_CONNECTIONS` connections are open at once, WebSockets included: an upgraded
+//! socket is served in its connection's task and slot (see the `websocket` module), and an
+//! HTTP/2 connection takes three slots (see the `protocol` module). At the limit, or when the
+//! process runs out of file descriptors, connections that have had no request in flight for
 //! [`SHED_AFTER`] are closed to make room (as nginx reuses idle keep-alive connections), and new
 //! connections wait in the kernel's listen backlog until a slot frees. A flood of silent
 //! connections therefore delays a real client by about a second, not by the full timeout.
@@ -39,7 +41,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
 use crate::live::Departure;
-use crate::protocol::{Builders, Graceful};
+use crate::protocol::{Builders, ConnectionHandle, Graceful};
 use crate::routes;
 
 /// How long a new connection may take to send its first request. Silent clients, and clients
@@ -198,11 +200,14 @@ impl Connections {
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
+        let handle = ConnectionHandle::new(self.idle_timeout);
         let service = {
             let app = Arc::clone(&self.app);
             let activity = Arc::clone(&activity);
-            service_fn(move |req| {
+            let handle = handle.clone();
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let request = activity.begin();
+                req.extensions_mut().insert(handle.clone());
                 let answer = routes::handle(&app, req);
                 async move {
                     // The request stays in flight until its body is sent: a stream of events
@@ -219,13 +224,21 @@ impl Connections {
         // instead of the whole connection state.
         let conn = Box::pin(self.builders.serve(stream, service));
         let app = Arc::clone(&self.app);
-        let rules = Rules {
+        let mut rules = Rules {
             orders: self.orders.subscribe(),
             idle_timeout: self.idle_timeout,
         };
         app.lifecycle().connection_opened();
         tokio::spawn(async move {
-            let (result, end) = drive(conn, &activity, rules).await;
+            let (result, mut end) = drive(conn, &activity, &mut rules, &handle).await;
+            // Upgraded (a WebSocket): the socket is served here, in the connection's slot.
+            if let Some(socket) = handle.take_upgraded() {
+                end = tokio::select! {
+                    () = socket => End::Finished,
+                    () = rules.cut_ordered() => End::Cut,
+                    () = handle.cut_asked() => End::Cut,
+                };
+            }
             match end {
                 End::Finished => {}
                 End::TimedOut => app.metrics().timed_out(),
@@ -419,12 +432,21 @@ struct Rules {
     idle_timeout: Duration,
 }
 
+impl Rules {
+    /// Completes once serving is over (or the server is gone).
+    async fn cut_ordered(&mut self) {
+        // An error means the server is gone: so is the connection.
+        let _ = self.orders.wait_for(|o| o.cut).await;
+    }
+}
+
 /// Runs one connection to its end, closing it when it has no request in flight for longer
 /// than its phase allows, when room is needed, and at shutdown.
 async fn drive<C: Graceful>(
     mut conn: Pin<Box<C>>,
     activity: &Activity,
-    mut rules: Rules,
+    rules: &mut Rules,
+    handle: &ConnectionHandle,
 ) -> (Result<(), hyper::Error>, End) {
     let (mut seen_shed, departure) = {
         let orders = rules.orders.borrow();
@@ -459,6 +481,8 @@ async fn drive<C: Graceful>(
         tokio::select! {
             biased;
             result = conn.as_mut() => return (result, end),
+            // An answer whose client stopped reading gave up on it.
+            () = handle.cut_asked() => return (Ok(()), End::Cut),
             changed = rules.orders.changed() => {
                 let Ok(()) = changed else {
                     // The server is gone: so is this connection.

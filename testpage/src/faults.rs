@@ -42,6 +42,9 @@ pub enum FailAfterError {
     /// `0`: there is no zeroth request.
     #[error("a request count must be at least 1")]
     ZeroRequests,
+    /// A bare number that is not a whole count (`1e3`, `2.5`): a count or a time?
+    #[error("a bare number is a request count and must be whole (write 1000 for requests, 1000s for a time)")]
+    NotWhole,
     /// Not a duration either.
     #[error(transparent)]
     Duration(#[from] DurationError),
@@ -59,6 +62,7 @@ pub fn parse_fail_after(text: &str) -> Result<FailAfter, FailAfterError> {
     match count.parse::<u64>() {
         Ok(0) => Err(FailAfterError::ZeroRequests),
         Ok(n) => Ok(FailAfter::Requests(n)),
+        Err(_) if count.parse::<f64>().is_ok() => Err(FailAfterError::NotWhole),
         Err(_) => Ok(FailAfter::Time(crate::duration::parse(text)?)),
     }
 }

@@ -30,7 +30,8 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::app::App;
-use crate::live::{Goodbye, Message, Open, Outbox};
+use crate::live::{say_goodbye, Goodbye, Message, Open, Outbox};
+use crate::protocol::ConnectionHandle;
 
 /// The path prefix of the health service's calls.
 pub(crate) const PATH: &str = "/grpc.health.v1.Health/";
@@ -123,8 +124,14 @@ impl Health for Checks {
             )
         })?;
         let known = SERVICES.contains(&request.get_ref().service.as_str());
+        let connection = request.extensions().get::<ConnectionHandle>().cloned();
         let (sender, outbox) = Outbox::new(open);
-        tokio::spawn(send_statuses(Arc::clone(&self.app), known, sender));
+        tokio::spawn(send_statuses(
+            Arc::clone(&self.app),
+            known,
+            sender,
+            connection,
+        ));
         Ok(Response::new(WatchStream(outbox)))
     }
 }
@@ -132,7 +139,12 @@ impl Health for Checks {
 type Update = Result<HealthCheckResponse, Status>;
 
 /// Sends the status now and at each change, until the client leaves or the pod goes.
-async fn send_statuses(app: Arc<App>, known: bool, sender: mpsc::Sender<Message<Update>>) {
+async fn send_statuses(
+    app: Arc<App>,
+    known: bool,
+    sender: mpsc::Sender<Message<Update>>,
+    connection: Option<ConnectionHandle>,
+) {
     let mut readiness = app.lifecycle().readiness();
     let mut goodbye = Goodbye::new(&app);
     loop {
@@ -158,9 +170,8 @@ async fn send_statuses(app: Arc<App>, known: bool, sender: mpsc::Sender<Message<
             () = sender.closed() => return,
         }
     }
-    let _ = sender
-        .send(Message::Bye(Err(Status::unavailable(GOING_AWAY))))
-        .await;
+    let bye = Err(Status::unavailable(GOING_AWAY));
+    say_goodbye(&sender, bye, connection.as_ref()).await;
 }
 
 /// The statuses of one `Watch`, as its task sends them.

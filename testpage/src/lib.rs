@@ -17,6 +17,8 @@
 //! - `app` — what the handlers share: identity, page, lifecycle, faults, metrics.
 //! - `routes` — the HTTP handlers.
 //! - `live` — `/events` and `/ws`, the long-lived answers, and how they leave at shutdown.
+//! - `websocket` — the WebSocket protocol of `/ws`: frames read whole, limits, close codes.
+//! - `grpc` — gRPC health (`grpc.health.v1`): `Check` and `Watch`.
 //! - [`pod_info`] — the pod's IP, names and version; the `/info` document; the `X-*` headers.
 //! - [`page`] — the `MESSAGE` template.
 //! - [`faults`] — error rate, latency and `FAIL_AFTER` for rollout tests.
@@ -41,6 +43,7 @@ pub(crate) mod routes;
 pub mod server;
 pub mod signals;
 pub mod telemetry;
+pub(crate) mod websocket;
 
 use std::io;
 use std::sync::Arc;

@@ -14,6 +14,7 @@
 //! ended ([`Open`]).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,15 +22,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::metrics::StreamMeters;
 use crate::pod_info::Stamp;
-
-/// The largest WebSocket message `/ws` reads (and echoes); a larger one ends the connection.
-pub(crate) const MAX_WS_MESSAGE: usize = 64 * 1024;
+use crate::protocol::ConnectionHandle;
+use crate::websocket::{
+    self, read_messages, Inbound, Limits, Writer, CLOSE_TIMEOUT, MESSAGE_MEMORY, MESSAGE_TIMEOUT,
+};
 
 /// Time between two events of a stream.
 pub(crate) const EVENT_EVERY: Duration = Duration::from_secs(1);
@@ -68,6 +70,8 @@ pub(crate) struct Goodbyes {
 pub(crate) struct Streams {
     departure: watch::Sender<Option<Departure>>,
     meters: StreamMeters,
+    /// The bytes every WebSocket's messages share ([`MESSAGE_MEMORY`]).
+    message_memory: Arc<Semaphore>,
 }
 
 /// How many streams ended each way, for the shutdown summary.
@@ -89,6 +93,7 @@ impl Streams {
         Streams {
             departure: watch::Sender::new(None),
             meters,
+            message_memory: Arc::new(Semaphore::new(MESSAGE_MEMORY)),
         }
     }
 
@@ -240,6 +245,9 @@ impl<T> Outbox<T> {
     }
 
     /// The next message; `None` after the `Bye` or once the task has stopped.
+    ///
+    /// The answer is counted as ended cleanly once its `Bye` has been passed on: a connection
+    /// that cannot send (a client that reads nothing) does not ask for it.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if self.open.ended.is_some() {
             return Poll::Ready(None);
@@ -253,6 +261,30 @@ impl<T> Outbox<T> {
                 }
             })
         })
+    }
+}
+
+/// How long a stream's goodbye may take to be taken by its connection, and its answer to end.
+pub(crate) const GOODBYE_GRACE: Duration = Duration::from_secs(1);
+
+/// Hands the stream's answer its last message, `bye`, and waits until the answer has ended. A
+/// client that reads nothing (a full socket, an HTTP/2 window at zero) would hold the answer,
+/// and the shutdown, until the shutdown timeout: after [`GOODBYE_GRACE`] its connection is cut
+/// instead (the stream is counted as cut).
+pub(crate) async fn say_goodbye<T>(
+    sender: &mpsc::Sender<Message<T>>,
+    bye: T,
+    connection: Option<&ConnectionHandle>,
+) {
+    let delivered = tokio::time::timeout(GOODBYE_GRACE, async {
+        if sender.send(Message::Bye(bye)).await.is_ok() {
+            sender.closed().await;
+        }
+    });
+    if delivered.await.is_err() {
+        if let Some(connection) = connection {
+            connection.cut();
+        }
     }
 }
 
@@ -280,15 +312,19 @@ impl Body for EventStream {
 
 /// Starts the stream of one `/events` answer and returns its body, or `None` when every slow
 /// slot is taken.
-pub(crate) fn events(app: &Arc<App>) -> Option<EventStream> {
+pub(crate) fn events(app: &Arc<App>, connection: Option<ConnectionHandle>) -> Option<EventStream> {
     // One message waits at most: a client that does not read misses events (they are
     // dropped, not queued) but still gets its goodbye on time.
     let (sender, outbox) = Outbox::new(Open::new(app)?);
-    tokio::spawn(send_events(Arc::clone(app), sender));
+    tokio::spawn(send_events(Arc::clone(app), sender, connection));
     Some(EventStream(outbox))
 }
 
-async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message<Bytes>>) {
+async fn send_events(
+    app: Arc<App>,
+    sender: mpsc::Sender<Message<Bytes>>,
+    connection: Option<ConnectionHandle>,
+) {
     let stamp = stamp(&app);
     let event = |kind: &str, seq: u64| {
         Bytes::from(format!(
@@ -310,8 +346,7 @@ async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message<Bytes>>) {
             biased;
             () = goodbye.due() => {
                 // The goodbye waits for room if it must: it is the one message that matters.
-                let _ = sender.send(Message::Bye(event("bye", seq))).await;
-                return;
+                return say_goodbye(&sender, event("bye", seq), connection.as_ref()).await;
             }
             _ = tick.tick() => {
                 // A client that does not keep up misses events rather than piling them up.
@@ -327,82 +362,162 @@ async fn send_events(app: Arc<App>, sender: mpsc::Sender<Message<Bytes>>) {
 
 /// `GET /ws`: a WebSocket that sends an event a second, echoes what its client sends, and
 /// closes with 1001 "going away" at its goodbye, like a stream of events. `Err` without an
-/// upgrade; `None` when every slow slot is taken.
+/// upgrade (an HTTP/1.1 GET with the upgrade headers); `None` when every slow slot is taken.
+/// The socket is served by the connection it came on ([`ConnectionHandle::on_upgrade`]).
 pub(crate) fn websocket(
     app: &Arc<App>,
     req: &mut hyper::Request<hyper::body::Incoming>,
 ) -> Option<Result<hyper::Response<http_body_util::Empty<Bytes>>, String>> {
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return Some(Err("a WebSocket upgrade is required\n".into()));
+    // HTTP/1.0 has no upgrade, and HTTP/2 would need its extended CONNECT (RFC 8441).
+    if req.version() != hyper::Version::HTTP_11
+        || req.method() != hyper::Method::GET
+        || !fastwebsockets::upgrade::is_upgrade_request(req)
+    {
+        return Some(Err("a WebSocket upgrade over HTTP/1.1 is required\n".into()));
     }
+    let Some(connection) = req.extensions().get::<ConnectionHandle>().cloned() else {
+        return Some(Err("this connection cannot be upgraded\n".into()));
+    };
     let mut open = Open::new(app)?;
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,
         Err(error) => return Some(Err(format!("bad WebSocket upgrade: {error}\n"))),
     };
     let app = Arc::clone(app);
-    tokio::spawn(async move {
+    let idle = connection.idle_timeout();
+    connection.on_upgrade(Box::pin(async move {
         let how = match upgrade.await {
-            Ok(ws) => serve_socket(&app, ws).await,
-            Err(_) => Ended::ByClient,
+            Ok(ws) => serve_socket(&app, ws.into_inner(), idle).await,
+            Err(_) => Some(Ended::ByClient),
         };
-        open.ended(how);
-    });
+        if let Some(how) = how {
+            open.ended(how);
+        }
+    }));
     Some(Ok(response))
 }
 
-async fn serve_socket(
-    app: &App,
-    mut ws: fastwebsockets::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
-) -> Ended {
-    use fastwebsockets::{Frame, OpCode, Payload};
-    ws.set_auto_close(true);
-    ws.set_auto_pong(true);
-    // fastwebsockets would buffer whatever length a frame announces, up to 64 MiB.
-    ws.set_max_message_size(MAX_WS_MESSAGE);
-    let stamp = stamp(app);
-    let mut goodbye = Goodbye::new(app);
-    let mut tick = tokio::time::interval(EVENT_EVERY);
-    let mut seq = 0u64;
-    loop {
-        tokio::select! {
-            biased;
-            () = goodbye.due() => {
-                if ws.write_frame(Frame::close(1001, b"going away")).await.is_err() {
-                    return Ended::ByClient;
+/// What the writer of a socket does next.
+enum Turn {
+    Goodbye,
+    Inbound(Option<Inbound>),
+    Event,
+    Ping,
+}
+
+/// Serves an upgraded socket (see [`crate::websocket`] for how, and why so): `None` when it
+/// was cut, its goodbye undeliverable.
+async fn serve_socket<S>(app: &App, io: S, idle: Duration) -> Option<Ended>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(io);
+    let (to_writer, mut inbox) = mpsc::channel(1);
+    let limits = Limits {
+        idle,
+        message: MESSAGE_TIMEOUT,
+        budget: Arc::clone(&app.streams().message_memory),
+    };
+    // The reader runs for the socket's whole life, never cancelled halfway through a frame.
+    let reader = async move {
+        read_messages(read, to_writer, limits).await;
+        std::future::pending::<()>().await;
+    };
+    let writer = async move {
+        let mut out = Writer::new(write);
+        let stamp = stamp(app);
+        let mut goodbye = Goodbye::new(app);
+        let mut tick = tokio::time::interval(EVENT_EVERY);
+        tick.tick().await;
+        // Pings show a client that only listens is still there; any frame from it counts.
+        let mut ping = tokio::time::interval((idle / 2).max(Duration::from_millis(100)));
+        ping.tick().await;
+        let mut seq = 0u64;
+        loop {
+            let turn = tokio::select! {
+                biased;
+                () = goodbye.due() => Turn::Goodbye,
+                inbound = inbox.recv() => Turn::Inbound(inbound),
+                _ = tick.tick() => Turn::Event,
+                _ = ping.tick() => Turn::Ping,
+            };
+            // A write blocked by a client that does not read gives way to the goodbye.
+            let written = match turn {
+                Turn::Goodbye => return close_going_away(&mut out, &mut inbox).await,
+                Turn::Inbound(None) | Turn::Inbound(Some(Inbound::Gone)) => {
+                    return Some(Ended::ByClient)
                 }
-                // The client's close answers ours. A client that never answers keeps the socket
-                // until the shutdown timeout, which cuts it (counted as cut, outcome TimedOut).
-                loop {
-                    match ws.read_frame().await {
-                        Ok(frame) if frame.opcode == OpCode::Close => return Ended::Clean,
-                        Ok(_) => {}
-                        Err(_) => return Ended::ByClient,
-                    }
+                Turn::Inbound(Some(Inbound::Close(code))) => {
+                    let code = code.unwrap_or(websocket::code::NORMAL);
+                    let _ = out.close(code, "").await;
+                    return Some(Ended::ByClient);
                 }
-            }
-            frame = ws.read_frame() => match frame {
-                Ok(frame) => match frame.opcode {
-                    OpCode::Text | OpCode::Binary => {
-                        let echo = Frame::new(true, frame.opcode, None, frame.payload);
-                        if ws.write_frame(echo).await.is_err() {
-                            return Ended::ByClient;
-                        }
-                    }
-                    OpCode::Close => return Ended::ByClient,
-                    _ => {}
-                },
-                Err(_) => return Ended::ByClient,
-            },
-            _ = tick.tick() => {
-                seq += 1;
-                let text = Frame::text(Payload::Owned(stamp(seq).into_bytes()));
-                if ws.write_frame(text).await.is_err() {
-                    return Ended::ByClient;
+                Turn::Inbound(Some(Inbound::Violation(v))) => {
+                    let _ = out.close(v.code, v.reason).await;
+                    return Some(Ended::ByClient);
                 }
+                Turn::Inbound(Some(Inbound::Idle)) => {
+                    let _ = out.close(websocket::code::GOING_AWAY, "idle").await;
+                    return Some(Ended::ByClient);
+                }
+                Turn::Inbound(Some(Inbound::Ping(payload))) => {
+                    or_goodbye(&mut goodbye, out.pong(&payload)).await
+                }
+                Turn::Inbound(Some(Inbound::Message { text, data, held })) => {
+                    let written = or_goodbye(&mut goodbye, out.echo(text, &data)).await;
+                    drop(held);
+                    written
+                }
+                Turn::Event => {
+                    seq += 1;
+                    or_goodbye(&mut goodbye, out.text(stamp(seq).as_bytes())).await
+                }
+                Turn::Ping => or_goodbye(&mut goodbye, out.ping()).await,
+            };
+            match written {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return Some(Ended::ByClient),
+                // The goodbye came while the client was not reading: it cannot be delivered.
+                None => return None,
             }
         }
+    };
+    tokio::select! {
+        how = writer => how,
+        () = reader => None,
     }
+}
+
+/// `write`, unless the goodbye comes first (`None`).
+async fn or_goodbye<T>(goodbye: &mut Goodbye, write: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        done = write => Some(done),
+        () = goodbye.due() => None,
+    }
+}
+
+/// Sends the close with 1001 and waits, briefly, for the client's: `None` when the client did
+/// not take the close or did not answer it within [`CLOSE_TIMEOUT`] each.
+async fn close_going_away<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut Writer<W>,
+    inbox: &mut mpsc::Receiver<Inbound>,
+) -> Option<Ended> {
+    out.close(websocket::code::GOING_AWAY, "going away")
+        .await
+        .ok()?;
+    let answer = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        loop {
+            match inbox.recv().await {
+                Some(Inbound::Close(_)) => return Some(Ended::Clean),
+                // Messages sent before the client saw the close are dropped, not echoed.
+                Some(Inbound::Message { .. } | Inbound::Ping(_)) => {}
+                Some(Inbound::Gone) | None => return Some(Ended::ByClient),
+                Some(Inbound::Violation(_) | Inbound::Idle) => return None,
+            }
+        }
+    });
+    answer.await.ok().flatten()
 }
 
 impl Streams {

@@ -77,12 +77,18 @@ pub enum TemplateError {
     /// A `{` without its `}`, or a lone `}`.
     #[error("unbalanced brace at byte {0} (write {{{{ or }}}} for a literal brace)")]
     Unbalanced(usize),
+    /// Nothing at all: a page with no text is a mistake (leave the setting out for the default).
+    #[error("empty (leave it unset for the default page)")]
+    Empty,
 }
 
 impl std::str::FromStr for Template {
     type Err = TemplateError;
 
     fn from_str(text: &str) -> Result<Self, TemplateError> {
+        if text.is_empty() {
+            return Err(TemplateError::Empty);
+        }
         let mut segments = Vec::new();
         let mut literal = String::new();
         let mut chars = text.char_indices().peekable();

@@ -15,8 +15,9 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Incoming};
@@ -25,7 +26,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 type Io = TokioIo<TcpStream>;
 
@@ -51,6 +52,66 @@ impl<S> Service for S where
         ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
     >
 {
+}
+
+/// What an answer may ask of the connection its request came on, found in every request's
+/// extensions: to serve the socket once the connection has handed it over (a WebSocket), or to
+/// end the connection (an answer whose client stopped reading).
+///
+/// An upgraded socket is served inside its connection's task: it keeps the connection's slot of
+/// `MAX_CONNECTIONS`, counts as an open connection, and is cut at the end of the shutdown with
+/// the others. Nothing is left running detached.
+#[derive(Clone)]
+pub(crate) struct ConnectionHandle(Arc<Handle>);
+
+/// A future that serves an upgraded socket to its end.
+pub(crate) type Upgraded = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct Handle {
+    upgraded: Mutex<Option<Upgraded>>,
+    cut: Notify,
+    idle_timeout: Duration,
+}
+
+impl ConnectionHandle {
+    /// A handle for a new connection whose idle limit is `idle_timeout`.
+    pub(crate) fn new(idle_timeout: Duration) -> Self {
+        ConnectionHandle(Arc::new(Handle {
+            upgraded: Mutex::new(None),
+            cut: Notify::new(),
+            idle_timeout,
+        }))
+    }
+
+    /// The connection's idle limit (`IDLE_TIMEOUT`).
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.0.idle_timeout
+    }
+
+    /// Once the connection has answered with `101 Switching Protocols` and ended as HTTP, its
+    /// task runs `serve` (which awaits the upgraded socket) instead of closing.
+    pub(crate) fn on_upgrade(&self, serve: Upgraded) {
+        *self.0.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(serve);
+    }
+
+    /// What [`Self::on_upgrade`] left, once.
+    pub(crate) fn take_upgraded(&self) -> Option<Upgraded> {
+        self.0
+            .upgraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Ends the connection now, whatever it is doing.
+    pub(crate) fn cut(&self) {
+        self.0.cut.notify_one();
+    }
+
+    /// Completes once [`Self::cut`] was called (before or after).
+    pub(crate) async fn cut_asked(&self) {
+        self.0.cut.notified().await;
+    }
 }
 
 /// How both protocols are configured, shared by every connection.

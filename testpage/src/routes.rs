@@ -22,17 +22,31 @@ use crate::faults::{Fault, FaultChange};
 use crate::grpc::{self, GrpcBody};
 use crate::lifecycle::EnableError;
 use crate::live::{self, EventStream};
+use crate::protocol::ConnectionHandle;
 
 /// Longest wait `/delay/{duration}` grants.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 
-/// The live rollout view: one self-contained page (HTML, CSS and script), polling `/`.
+/// The live rollout view: one self-contained page (HTML, and its CSS and script served beside
+/// it, so that its policy can forbid every inline script), polling `/`.
 const UI: &[u8] = include_bytes!("ui.html");
+const UI_JS: &[u8] = include_bytes!("ui.js");
+const UI_CSS: &[u8] = include_bytes!("ui.css");
+
+/// What the live view may do: load its own script and style, talk to its own origin, and
+/// nothing else; never be framed by another page (a framed view could be clicked into applying
+/// faults by the page around it, the request then coming from the view's own origin).
+const UI_POLICY: HeaderValue = HeaderValue::from_static(
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+     img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+);
 
 /// Sent by the live view's polls; answered with `Connection: close`.
 const X_TESTPAGE_VIEW: HeaderName = HeaderName::from_static("x-testpage-view");
 
 const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+const JAVASCRIPT: HeaderValue = HeaderValue::from_static("text/javascript; charset=utf-8");
+const CSS: HeaderValue = HeaderValue::from_static("text/css; charset=utf-8");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 /// The page's and the plain answers' content type.
 pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -92,11 +106,10 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
     // protocol error to the client. The length stays that of the GET answer.
     let head_over_http2 = req.method() == Method::HEAD && req.version() == Version::HTTP_2;
     let (route, answer) = if streaming {
-        (
-            "/events",
-            Answer::Now(events(app, req.method() == Method::HEAD)),
-        )
-    } else if req.uri().path() == "/ws" && req.method() == Method::GET {
+        ("/events", Answer::Now(events(app, &req)))
+    } else if req.uri().path() == "/ws"
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+    {
         ("/ws", Answer::Now(websocket(app, &mut req)))
     } else if req.uri().path().starts_with(grpc::PATH) {
         // gRPC (HTTP/2): its statuses travel in trailers.
@@ -150,7 +163,13 @@ impl Finish {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.head_over_http2 {
-            if let Some(length) = response.body().size_hint().exact() {
+            // A stream has no length: its HEAD answer claims none.
+            let length = response
+                .body()
+                .size_hint()
+                .exact()
+                .filter(|_| self.route != "/events");
+            if let Some(length) = length {
                 response
                     .headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -242,7 +261,9 @@ fn get(app: &Arc<App>, req: &Request<Incoming>, path: &str) -> (&'static str, An
             ),
         ),
         "/headers" => ("/headers", json(&headers_json(req))),
-        "/ui" | "/ui/" => ("/ui", body(StatusCode::OK, HTML, Bytes::from_static(UI))),
+        "/ui" | "/ui/" => ("/ui", ui(HTML, UI)),
+        "/ui.js" | "/ui/ui.js" => ("/ui", ui(JAVASCRIPT, UI_JS)),
+        "/ui.css" | "/ui/ui.css" => ("/ui", ui(CSS, UI_CSS)),
         "/fault" if app.admin() => ("/admin", json(&app.faults().settings())),
         _ => {
             if let Some(wait) = path.strip_prefix("/delay/") {
@@ -539,11 +560,11 @@ fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
 /// `GET /events`: server-sent events, one a second, until the drain tells the stream to go.
 /// `HEAD` gets the headers alone; no stream starts. Streams share the slow slots with `/delay`
 /// and `LATENCY`: when all are taken, 503 with `Retry-After`, which `EventSource` retries.
-fn events(app: &Arc<App>, head: bool) -> Response<Body> {
-    let body = if head {
+fn events(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+    let body = if req.method() == Method::HEAD {
         Either::Left(Full::new(Bytes::new()))
     } else {
-        match live::events(app) {
+        match live::events(app, req.extensions().get::<ConnectionHandle>().cloned()) {
             Some(stream) => Either::Right(Either::Left(stream)),
             None => return too_many_slow(),
         }
@@ -555,7 +576,8 @@ fn events(app: &Arc<App>, head: bool) -> Response<Body> {
     response
 }
 
-/// `GET /ws`: the upgrade (101), or 426 without one, or 503 when every slow slot is taken.
+/// `GET /ws`: the upgrade (101), or 426 without one (`HEAD`, HTTP/1.0, HTTP/2, no upgrade
+/// headers), or 503 when every slow slot is taken.
 fn websocket(app: &Arc<App>, req: &mut Request<Incoming>) -> Response<Body> {
     match live::websocket(app, req) {
         Some(Ok(upgrade)) => {
@@ -565,6 +587,19 @@ fn websocket(app: &Arc<App>, req: &mut Request<Incoming>) -> Response<Body> {
         Some(Err(problem)) => text(StatusCode::UPGRADE_REQUIRED, problem),
         None => too_many_slow(),
     }
+}
+
+/// A part of the live view, with its policy.
+fn ui(content_type: HeaderValue, bytes: &'static [u8]) -> Response<Body> {
+    let mut response = body(StatusCode::OK, content_type, Bytes::from_static(bytes));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, UI_POLICY);
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 fn body(status: StatusCode, content_type: HeaderValue, bytes: Bytes) -> Response<Body> {

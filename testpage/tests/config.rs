@@ -25,6 +25,11 @@ fn invalid_settings_exit_2_naming_the_setting() {
         ("RUST_LOG", "testpage=loud"),
         ("RUST_LOG", "["),
         ("MAX_CONNECTIONS", "0"),
+        ("MAX_CONNECTIONS", "3"),
+        ("MESSAGE", ""),
+        ("INTERFACE", ""),
+        ("FAIL_AFTER", "1e3"),
+        ("FAIL_AFTER", "2.5"),
         ("IDLE_TIMEOUT", "0"),
         ("LATENCY", "1e19"),
     ];

@@ -514,3 +514,102 @@ fn a_grpc_call_whose_request_never_ends_gets_deadline_exceeded() {
         );
     });
 }
+
+#[test]
+fn streams_whose_http2_client_never_reads_are_cut_at_their_goodbye_not_at_the_timeout() {
+    let mut server = Server::start(&[
+        ("VERSION", "1"),
+        ("DRAIN", "2s"),
+        ("SHUTDOWN_TIMEOUT", "6s"),
+    ]);
+    let rt = runtime();
+    // Windows of 0: neither answer's body (an event, a health status) can ever be sent.
+    let _kept = rt.block_on(async {
+        let (mut events, events_driver) = h2_client(server.addr, Some(0)).await;
+        events.ready().await.unwrap();
+        let stream = events.send_request(get("/events")).await.unwrap();
+        assert_eq!(stream.status(), 200);
+        let (mut grpc, grpc_driver) = h2_client(server.addr, Some(0)).await;
+        grpc.ready().await.unwrap();
+        // A `Watch` of the server's health: a gRPC message of zero bytes (service "").
+        let watch = hyper::Request::post("http://t/grpc.health.v1.Health/Watch")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                &[0; 5],
+            )))
+            .unwrap();
+        let status = grpc.send_request(watch).await.unwrap();
+        assert_eq!(status.status(), 200);
+        (events, stream, events_driver, grpc, status, grpc_driver)
+    });
+    let started = std::time::Instant::now();
+    server.signal(common::Signal::SIGTERM);
+    let exit = server.wait_exit(Duration::from_secs(15)).expect("exits");
+    let took = started.elapsed();
+    // Each is cut a second after its goodbye, in the drain's second half: not held until the
+    // shutdown timeout (8 s and exit 3 before).
+    assert_eq!(exit.code(), Some(0), "{}", server.stderr());
+    assert!(took < Duration::from_millis(4500), "{took:?}");
+    assert!(
+        server
+            .stderr()
+            .contains("streams_ended_cleanly=0 streams_cut=2"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn smallest_max_connections_serves_http2() {
+    // Fewer than 4 slots could never hold an HTTP/2 connection: refused, naming the setting.
+    for too_few in ["1", "3"] {
+        let dir = tempfile::tempdir().unwrap();
+        let status = common::command(dir.path(), &[("MAX_CONNECTIONS", too_few)], &[])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2));
+        let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+        assert!(stderr.contains("MAX_CONNECTIONS"), "{stderr}");
+    }
+    let server = Server::start(&[("VERSION", "1"), ("MAX_CONNECTIONS", "4")]);
+    runtime().block_on(async {
+        let (mut sender, _driver) =
+            h2_client::<http_body_util::Empty<bytes::Bytes>>(server.addr, None).await;
+        sender.ready().await.unwrap();
+        let answer = sender.send_request(get("/readyz")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+    });
+}
+
+#[test]
+fn only_an_http_1_1_get_upgrades_to_a_websocket() {
+    let server = Server::start(&[("VERSION", "1")]);
+    let upgrade = |start: &str| {
+        server.request(&format!(
+            "{start}\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ))
+    };
+    assert_eq!(upgrade("GET /ws HTTP/1.1").status, 101);
+    assert_eq!(upgrade("GET /ws HTTP/1.0").status, 426);
+    // HEAD is the GET without a body: no upgrade either, but never a 404.
+    assert_eq!(
+        server
+            .request("HEAD /ws HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .status,
+        426
+    );
+    runtime().block_on(async {
+        let (mut sender, _driver) =
+            h2_client::<http_body_util::Empty<bytes::Bytes>>(server.addr, None).await;
+        sender.ready().await.unwrap();
+        let head = hyper::Request::head("http://t/events")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let answer = sender.send_request(head).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        // An endless stream claims no length.
+        assert_eq!(answer.headers().get("content-length"), None);
+    });
+}

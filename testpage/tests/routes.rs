@@ -182,10 +182,30 @@ fn the_live_view_is_one_page_and_its_polls_each_get_a_new_connection() {
     assert_eq!(ui.status, 200);
     assert_eq!(ui.header("content-type"), Some("text/html; charset=utf-8"));
     let page = ui.text();
-    assert!(page.contains("dataset.version") && page.contains("X-Testpage-View"));
-    assert!(ui.body.len() < 32 * 1024, "{} bytes", ui.body.len());
+    let script = server.get("/ui.js");
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let code = script.text();
+    assert!(code.contains("dataset.version") && code.contains("X-Testpage-View"));
+    assert_eq!(server.get("/ui.css").status, 200);
+    let size = ui.body.len() + script.body.len() + server.get("/ui.css").body.len();
+    assert!(size < 32 * 1024, "{size} bytes");
     // Nothing from elsewhere: no script, style or font from another origin.
     assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+    // No inline script or style, and a policy that forbids them and any framing.
+    assert!(page.contains("<script src=\"ui.js\"></script>") && !page.contains("<style"));
+    let policy = ui.header("content-security-policy").unwrap_or_default();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(part), "{policy}");
+    }
+    assert_eq!(ui.header("x-frame-options"), Some("DENY"));
 
     // A poll of the view is answered with Connection: close; a keep-alive client is not.
     let mut conn = common::Conn::open(server.addr);

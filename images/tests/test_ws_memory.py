@@ -1,0 +1,102 @@
+"""The tutorials' `memory: 20Mi` against the most hostile WebSockets the defaults admit: every
+slow slot (448 of the default 512 connections) held by a socket that (a) sends most of a 64 KiB
+frame and stops, or (b) sends four 64 KiB messages and never reads. Before the shared message
+budget, about 200 sockets of either kind got the container OOM-killed."""
+
+import base64
+import os
+import pathlib
+import resource
+import socket
+import time
+
+import pytest
+from conftest import get, image, ready
+
+# The default MAX_CONNECTIONS (512) less the eighth kept for quick requests.
+SOCKETS = 448
+
+
+def upgrade(addr):
+    sock = socket.create_connection(addr, timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {key}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head.startswith(b"HTTP/1.1 101")
+
+
+def binary(payload):
+    mask = b"\x01\x02\x03\x04"
+    head = bytes([0x82, 0x80 | 127]) + len(payload).to_bytes(8, "big") + mask
+    return head + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+FRAME = binary(b"m" * 65536)
+
+
+def memory_peak(cid):
+    """The container's peak memory in bytes (cgroup v2 or v1), or None where it cannot be
+    read."""
+    for path in (
+        f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.peak",
+        f"/sys/fs/cgroup/docker/{cid}/memory.peak",
+        f"/sys/fs/cgroup/memory/docker/{cid}/memory.max_usage_in_bytes",
+    ):
+        try:
+            return int(pathlib.Path(path).read_text())
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("pattern", ["partial-frames", "never-reads"])
+def test_memory_20mi_survives_every_slow_slot_held_by_a_hostile_websocket(
+    containers, pattern
+):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < SOCKETS + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, SOCKETS + 256), hard))
+    c = containers.run(
+        image("testpage", "0.5"), opts=["--memory", "20m", "--cpus", "0.1"]
+    )
+    ready(c, 8080)
+    addr = (c.ip(), 8080)
+    socks, upgraded = [], 0
+    try:
+        for _ in range(SOCKETS):
+            sock, ok = upgrade(addr)
+            socks.append(sock)
+            upgraded += ok
+            sock.setblocking(False)
+            data = FRAME[:60_000] if pattern == "partial-frames" else FRAME * 4
+            try:
+                sock.send(data)
+            except BlockingIOError:
+                pass
+        time.sleep(4)
+        peak = memory_peak(c.id)
+        print(
+            f"{pattern}: {upgraded} of {SOCKETS} sockets upgraded; "
+            f"container memory peak {peak and peak // 1024} KiB"
+        )
+        assert upgraded == SOCKETS
+        for _ in range(3):
+            started = time.monotonic()
+            status = get(c.url(8080, "/healthz"), timeout=10)[0]
+            assert status == 200 and time.monotonic() - started < 5
+        state = c.state()
+        assert state["Running"] and not state["OOMKilled"], state
+    finally:
+        for sock in socks:
+            sock.close()
