@@ -45,6 +45,7 @@ pub fn grpc(check: &GrpcCheck) -> Check {
             .await
             .unwrap_or_else(|_| {
                 Err(CheckError::TimedOut {
+                    check: "grpc",
                     addr: check.addr.clone(),
                     what: "health check",
                     timeout: check.timeout,

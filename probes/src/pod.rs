@@ -53,8 +53,10 @@ pub enum CheckError {
         source: io::Error,
     },
     /// Resolving, or connecting, took longer than the timeout.
-    #[error("tcp {addr}: {what} timed out after {timeout:?}")]
+    #[error("{check} {addr}: {what} timed out after {timeout:?}")]
     TimedOut {
+        /// The check: `tcp` or `grpc`.
+        check: &'static str,
         /// HOST:PORT as given.
         addr: String,
         /// `name lookup`, `connect` or `health check`.
@@ -153,6 +155,7 @@ pub fn tcp(addr: &str, timeout: Duration) -> Check {
     // No deadline for a timeout beyond the clock's range: each attempt then gets all of it.
     let deadline = Instant::now().checked_add(timeout);
     let timed_out = |what| CheckError::TimedOut {
+        check: "tcp",
         addr: addr.to_owned(),
         what,
         timeout,

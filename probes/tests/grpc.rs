@@ -138,7 +138,10 @@ fn probe_grpc_exit_codes() {
     let started = Instant::now();
     let (code, err) = probe_grpc(&[&silent_addr, "--timeout", "300ms"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("timed out after 300ms"), "{err}");
+    assert!(
+        err.contains("grpc 127.0.0.1") && err.contains("timed out after 300ms"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     for bad in ["0", "-1s", "abc"] {
         assert_eq!(probe_grpc(&[&addr, "--timeout", bad]).0, Some(2), "{bad}");

@@ -115,6 +115,22 @@ fn drain_removes_the_ready_file_then_sleeps() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ready");
     std::fs::write(&file, "pid=1\n").unwrap();
+    // A copy of the file that no testpage holds is left alone, and said so.
+    let copy = dir.path().join("copy");
+    std::fs::copy(&file, &copy).unwrap();
+    let out = probe(&[
+        "drain",
+        "--ready-file",
+        copy.to_str().unwrap(),
+        "--sleep",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not held by a running testpage"));
+    assert!(copy.exists());
+    // The file a running testpage writes is held with a lock, as here.
+    let held = std::fs::File::open(&file).unwrap();
+    held.try_lock().unwrap();
     let started = Instant::now();
     let out = probe(&[
         "drain",

@@ -50,6 +50,12 @@ pub enum ReadyFileError {
         /// The file.
         path: PathBuf,
     },
+    /// A file in testpage's format that no running testpage holds: a copy, or a leftover.
+    #[error("READY_FILE {path:?} is not held by a running testpage (a copy, or left by one that exited): left alone")]
+    NotHeld {
+        /// The file.
+        path: PathBuf,
+    },
     /// Another running testpage owns the file.
     #[error("READY_FILE {path:?} belongs to testpage process {pid}, which is running; give each instance its own file")]
     InUse {
@@ -248,6 +254,18 @@ pub fn withdraw(path: &Path) -> Result<bool, ReadyFileError> {
             path: path.to_owned(),
         });
     }
+    // Only the file a running testpage holds (locked) is its readiness: a copy of it, or one
+    // left by a testpage that has exited, withdraws nothing and is left alone.
+    let file = fs::File::open(path).map_err(fail)?;
+    match file.try_lock() {
+        Err(fs::TryLockError::WouldBlock) => {}
+        Ok(()) => {
+            return Err(ReadyFileError::NotHeld {
+                path: path.to_owned(),
+            })
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(fail(e)),
+    }
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -376,6 +394,26 @@ mod tests {
         assert!(!first.exists());
         assert!(!first.remove().unwrap());
         assert!(path.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn withdraw_removes_only_the_file_a_running_instance_holds() {
+        let dir = scratch("withdraw");
+        let path = dir.join("ready");
+        let live = ReadyFile::new(Some(path.clone()));
+        live.create(ADDR.parse().unwrap()).unwrap();
+        // A copy of the live file, elsewhere: same text, nobody holds it.
+        let copy = dir.join("copy");
+        fs::copy(&path, &copy).unwrap();
+        assert!(matches!(
+            withdraw(&copy),
+            Err(ReadyFileError::NotHeld { .. })
+        ));
+        assert!(copy.exists());
+        assert!(withdraw(&path).unwrap());
+        assert!(!path.exists());
+        assert!(!withdraw(&path).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 
