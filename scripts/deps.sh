@@ -22,6 +22,7 @@ package_of() {
     prometheus) echo prometheus ;;
     chromium) echo chromium ;;
     chromedriver) echo chromium-driver ;;
+    docker-registry) echo docker-registry ;;
     *) echo "" ;;
   esac
 }

@@ -1,0 +1,20 @@
+# The release (.github/workflows/release.yml) and its rehearsal on this machine: release/.
+
+##@ Release
+
+# Both architectures, every time: a release without arm64 is refused.
+RELEASE_ARCHES := x86_64 aarch64
+
+.PHONY: release-rehearsal
+release-rehearsal: $(VENV)/.done ## The release against REGISTRY=host:port/prefix/: both architectures, SBOM, chart, checked from the registry
+	@[ -n "$(REGISTRY)" ] || { echo "release-rehearsal: set REGISTRY, e.g. REGISTRY=127.0.0.1:5000/rehearsal/"; exit 1; }
+	@REQUIRE_DOCKER=1 scripts/deps.sh docker qemu-aarch64-static aarch64-linux-gnu-gcc
+	@for arch in $(RELEASE_ARCHES); do $(MAKE) --no-print-directory build ARCH=$$arch; done
+	$(PY) -m release.rehearsal --registry "$(REGISTRY)"
+
+.PHONY: release-rehearsal-test
+release-rehearsal-test: $(VENV)/.done ## The rehearsal against a registry started on loopback, and that it fails without arm64 or a crate (part of make test)
+	@scripts/deps.sh docker docker-registry qemu-aarch64-static aarch64-linux-gnu-gcc
+	$(PY) -m pytest -q -rs release/tests
+
+TEST_EXTRA += release-rehearsal-test
