@@ -241,14 +241,16 @@ class Registry:
     def referrers(self, repository: str, subject: str) -> list[dict[str, Any]]:
         """Descriptors of the manifests whose `subject` is `subject`: the referrers API where
         the registry has it, else the fallback tag."""
-        status, headers, body = self.request(
-            "GET",
-            f"/v2/{repository}/referrers/{subject}",
-            headers={"Accept": INDEX},
-            ok=(200, 404),
-        )
-        if status == 200 and headers.get("content-type", "").startswith(INDEX):
-            return json.loads(body).get("manifests", [])
+        try:
+            status, headers, body = self.request(
+                "GET",
+                f"/v2/{repository}/referrers/{subject}",
+                headers={"Accept": INDEX},
+            )
+            if status == 200 and headers.get("content-type", "").startswith(INDEX):
+                return json.loads(body).get("manifests", [])
+        except RegistryError:
+            pass  # no referrers API (404, or another refusal): the fallback tag says
         index = self.manifest_or_none(repository, fallback_tag(subject))
         return index.get("manifests", []) if index else []
 

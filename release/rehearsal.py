@@ -346,6 +346,23 @@ def main() -> int:
         for note in report.notes:
             print(f"verify: {note}")
         status = 1 if report.problems else 0
+    # For release.yml: one attestation subject per image digest and the chart; every index,
+    # SBOM and the chart signed by digest.
+    subjects = {
+        (f"{host}/{prefix}{key.split(':')[0]}", seen["index"])
+        for key, seen in summary["tags"].items()
+    }
+    signed = {f"{name}@{digest}" for name, digest in subjects}
+    signed |= {
+        f"{host}/{prefix}{key.split(':')[0]}@{seen['sbom']}"
+        for key, seen in summary["tags"].items()
+    }
+    if summary["chart"]:
+        chart_name = summary["chart"]["ref"].rsplit(":", 1)[0]
+        subjects.add((chart_name, summary["chart"]["digest"]))
+        signed.add(f"{chart_name}@{summary['chart']['digest']}")
+    summary["subjects"] = [{"name": n, "digest": d} for n, d in sorted(subjects)]
+    summary["signed"] = sorted(signed)
     summary["seconds"] = round(time.monotonic() - started, 1)
     args.summary.parent.mkdir(parents=True, exist_ok=True)
     args.summary.write_text(json.dumps(summary, indent=1) + "\n")
