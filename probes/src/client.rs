@@ -377,15 +377,8 @@ pub struct Answer {
 }
 
 /// The longest version or pod name kept, in characters: the server chooses these values, and
-/// a report must not grow with them.
+/// a report must not grow with them (nor with their number: [`crate::tally`]).
 pub const MAX_NAME_CHARS: usize = 64;
-
-/// The most distinct versions (or pods) a report tallies; further ones are counted together
-/// under [`OTHERS`].
-pub const MAX_NAMES: usize = 64;
-
-/// The name under which versions or pods beyond [`MAX_NAMES`] are counted.
-pub const OTHERS: &str = "(others)";
 
 /// `name`, cut to [`MAX_NAME_CHARS`] characters.
 pub(crate) fn bounded(name: String) -> String {
@@ -407,15 +400,6 @@ pub(crate) fn excerpt(text: &str, max: usize) -> String {
         shown.push('…');
     }
     shown
-}
-
-/// The key under which `name` is tallied in a table of at most [`MAX_NAMES`] keys.
-pub fn tally_key<'a, V>(table: &std::collections::BTreeMap<String, V>, name: &'a str) -> &'a str {
-    if table.len() < MAX_NAMES || table.contains_key(name) {
-        name
-    } else {
-        OTHERS
-    }
 }
 
 /// Reads version and IP from the pages of apps that send no headers: the tutorials' originals,

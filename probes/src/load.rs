@@ -31,6 +31,7 @@ use testpage::duration;
 
 use crate::client::{Answer, BodyRead, Conn, RequestError, Target};
 use crate::histogram::Histogram;
+use crate::tally::Tally;
 
 /// How long requests in flight at `-t` may still take to be answered.
 pub const END_GRACE: Duration = Duration::from_secs(1);
@@ -130,7 +131,7 @@ pub struct Second {
     /// Connection errors and statuses of 500 and above.
     pub errors: u64,
     /// Answers per version.
-    pub versions: BTreeMap<String, u64>,
+    pub versions: Tally<u64>,
 }
 
 /// One failed request.
@@ -177,7 +178,7 @@ pub struct Report {
     /// Latency of the answered requests.
     pub latency_ms: Latency,
     /// Answers per version.
-    pub versions: BTreeMap<String, u64>,
+    pub versions: Tally<u64>,
     /// Per-second counts.
     pub timeline: Vec<Second>,
     /// The failed requests, in time order.
@@ -190,7 +191,7 @@ struct WorkerStats {
     unanswered: u64,
     sockets: u64,
     latencies: Histogram,
-    versions: BTreeMap<String, u64>,
+    versions: Tally<u64>,
     timeline: Vec<Second>,
     error_events: Vec<ErrorEvent>,
 }
@@ -218,8 +219,8 @@ impl WorkerStats {
             second.ok += 1;
         }
         if let Some(version) = version {
-            count(&mut second.versions, version);
-            count(&mut self.versions, version);
+            second.versions.add(version, 1);
+            self.versions.add(version, 1);
         }
         if status >= 500 {
             self.error_event(at, i32::from(status), format!("status {status}"));
@@ -253,25 +254,6 @@ impl WorkerStats {
                 code,
                 error,
             });
-        }
-    }
-}
-
-/// Adds a worker's tally to the report's, keeping the report to [`crate::client::MAX_NAMES`].
-fn add(map: &mut BTreeMap<String, u64>, key: String, n: u64) {
-    let key = match crate::client::tally_key(map, &key) {
-        crate::client::OTHERS => crate::client::OTHERS.to_owned(),
-        _ => key,
-    };
-    *map.entry(key).or_default() += n;
-}
-
-fn count(map: &mut BTreeMap<String, u64>, key: &str) {
-    let key = crate::client::tally_key(map, key);
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_owned(), 1);
         }
     }
 }
@@ -522,9 +504,7 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
         report.sockets += s.sockets;
         report.unanswered += s.unanswered;
         latencies.merge(&s.latencies);
-        for (version, n) in s.versions {
-            add(&mut report.versions, version, n);
-        }
+        report.versions.merge(&s.versions);
         for second in s.timeline {
             while report.timeline.len() <= second.second as usize {
                 let index = report.timeline.len() as u64;
@@ -536,9 +516,7 @@ fn merge(settings: &Settings, stats: Vec<WorkerStats>, elapsed: Duration, unix: 
             let merged = &mut report.timeline[second.second as usize];
             merged.ok += second.ok;
             merged.errors += second.errors;
-            for (version, n) in second.versions {
-                add(&mut merged.versions, version, n);
-            }
+            merged.versions.merge(&second.versions);
         }
         report.error_events.extend(s.error_events);
     }
