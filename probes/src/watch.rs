@@ -174,3 +174,33 @@ pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Rep
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use time::{Date, Month};
+
+    /// 2026-11-23 20:01:02.114 at `offset` (hours, minutes), plus `ms`.
+    pub(crate) fn at(offset: (i8, i8), ms: u32) -> OffsetDateTime {
+        let offset = UtcOffset::from_hms(offset.0, offset.1, 0).unwrap();
+        Date::from_calendar_date(2026, Month::November, 23)
+            .unwrap()
+            .with_hms_milli(20, 1, 2, 114)
+            .unwrap()
+            .assume_offset(offset)
+            + time::Duration::milliseconds(i64::from(ms))
+    }
+
+    #[test]
+    fn a_line_shows_the_local_clock_to_the_millisecond() {
+        assert_eq!(clock_text(at((8, 0), 0)), "20:01:02.114");
+        assert_eq!(clock_text(at((0, 0), 886)), "20:01:03.000");
+    }
+
+    #[test]
+    fn a_stamp_is_rfc_3339_with_the_local_offset() {
+        assert_eq!(stamp(at((8, 0), 0)), "2026-11-23T20:01:02.114+08:00");
+        assert_eq!(stamp(at((-3, -30), 0)), "2026-11-23T20:01:02.114-03:30");
+        assert_eq!(stamp(at((0, 0), 0)), "2026-11-23T20:01:02.114+00:00");
+    }
+}

@@ -437,3 +437,219 @@ impl<W: Write> Screen<W> {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::summary::tests::{answer, stamped};
+    use crate::watch::tests::at;
+
+    fn text(screen: Screen<Vec<u8>>) -> String {
+        String::from_utf8(screen.out).unwrap()
+    }
+
+    /// A poll of `answers` (status, version, pod), one a second, shown as `output`.
+    fn poll(output: Output, answers: &[(Option<u16>, &str, &str)]) -> (Summary, String) {
+        let mut summary = Summary::default();
+        let mut screen = Screen::new(output, Vec::new());
+        for (i, (status, version, pod)) in answers.iter().enumerate() {
+            let time = at((8, 0), i as u32 * 1000);
+            let obs = answer(*status, version, pod);
+            let new = summary.record(&obs, &clock_text(time));
+            screen.answer(time, &obs, new);
+        }
+        screen.poll_summary(&summary);
+        (summary, text(screen))
+    }
+
+    #[test]
+    fn a_poll_prints_a_line_per_answer_markers_and_the_summary() {
+        let (_, text) = poll(
+            Output::Plain,
+            &[
+                (Some(200), "0.8", "10.0.0.1"),
+                (None, "", ""),
+                (Some(503), "0.9", "10.0.0.2"),
+            ],
+        );
+        let expected = "\
+── new version 0.8
+── new pod 10.0.0.1 (0.8)
+20:01:02.114  200  0.8      10.0.0.1            12.3ms
+20:01:03.114  ERR  connect 10.0.0.9:80: refused
+── new version 0.9
+── new pod 10.0.0.2 (0.9)
+20:01:04.114  503  0.9      10.0.0.2            12.3ms
+── summary: 3 requests, 1 ok, 2 failed
+version             answers   share  first seen    last seen
+0.8                       1   33.3%  20:01:02.114  20:01:02.114
+0.9                       1   33.3%  20:01:04.114  20:01:04.114
+pod                 answers   share  first seen    last seen
+10.0.0.1                  1   33.3%  20:01:02.114  20:01:02.114
+10.0.0.2                  1   33.3%  20:01:04.114  20:01:04.114
+failures: 2 (the first 2 listed)
+  2026-11-23T20:01:02.114+08:00  connect 10.0.0.9:80: refused
+  2026-11-23T20:01:02.114+08:00  status 503
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_poll_in_json_prints_each_observation_then_the_summary() {
+        let (_, text) = poll(Output::Json, &[(Some(200), "0.8", "10.0.0.1")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"time":"2026-11-23T20:01:02.114+08:00","status":200,"version":"0.8","pod_ip":"10.0.0.1","latency_ms":12.3,"error":null}"#
+        );
+        assert!(
+            lines[1].starts_with(
+                r#"{"summary":{"failed":0,"failures":[],"ok":1,"pods":{"10.0.0.1":{"answers":1,"#
+            ),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
+    fn a_version_gone_from_the_last_answers_is_marked_once() {
+        let mut screen = Screen::new(Output::Plain, Vec::new());
+        let new = New {
+            version: false,
+            pod: false,
+        };
+        assert!(screen.markers(new, Some("0.8"), Some("a")).is_empty());
+        let mut marked = Vec::new();
+        for i in 1..=WINDOW + 5 {
+            for marker in screen.markers(new, Some("0.9"), Some("a")) {
+                marked.push((i, marker));
+            }
+        }
+        assert_eq!(
+            marked,
+            [(
+                WINDOW,
+                "version 0.8 gone: not in the last 20 answers".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_window_holds_six_answers_a_pod_and_at_least_twenty() {
+        let mut screen = Screen::new(Output::Plain, Vec::new());
+        for pod in ["a", "b", "c", "d"].iter().cycle().take(40) {
+            screen.markers(New::default(), Some("0.9"), Some(pod));
+        }
+        assert_eq!(screen.recent.len(), 24);
+        for _ in 0..30 {
+            screen.markers(New::default(), Some("0.9"), Some("a"));
+        }
+        assert_eq!(screen.recent.len(), WINDOW);
+    }
+
+    #[test]
+    fn the_split_shares_the_recent_answers() {
+        let mut screen = Screen::new(Output::Plain, Vec::new());
+        for version in [Some("0.8"), Some("0.9"), Some("0.8"), None, Some("0.8")] {
+            screen.markers(New::default(), version, None);
+        }
+        assert_eq!(screen.split(), "0.8 ██████ 60%  0.9 ██ 20%  error ██ 20%");
+    }
+
+    #[test]
+    fn a_terminal_gets_colours_and_the_split_rewritten_under_each_line() {
+        let (_, text) = poll(
+            Output::Terminal,
+            &[(Some(200), "0.8", "a"), (Some(200), "0.9", "b")],
+        );
+        assert!(
+            text.contains("200  \x1b[1;32m0.8     \x1b[0m a "),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("200  \x1b[1;36m0.9     \x1b[0m b "),
+            "{text:?}"
+        );
+        // The split stays last, and is erased before the next line.
+        assert!(
+            text.contains(
+                "12.3ms\n\x1b[1;32m0.8\x1b[0m ██████████ 100%\r\x1b[2K── new version 0.9\n"
+            ),
+            "{text:?}"
+        );
+        assert!(text.contains("\r\x1b[2K── summary: 2 requests"), "{text:?}");
+    }
+
+    #[test]
+    fn a_stream_prints_connections_messages_gaps_and_ends() {
+        let mut count = StreamCount::default();
+        let mut screen = Screen::new(Output::Plain, Vec::new());
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let connection = count.connected();
+        screen.connected(at((8, 0), 0), 101, connection);
+        for (offset, seq) in [(0, 1), (250, 2), (500, 5)] {
+            let heard = stamped("0.9", "pod-a", seq);
+            let time = at((8, 0), offset);
+            let counted = count.message(time, t0 + ms(offset.into()), &heard);
+            screen.message(time, &heard, &counted);
+        }
+        let other = Heard::of(&crate::stream::Message {
+            event: "tick".to_owned(),
+            data: "hello".to_owned(),
+        });
+        let counted = count.message(at((8, 0), 600), t0 + ms(600), &other);
+        screen.message(at((8, 0), 600), &other, &counted);
+        let end = End::abnormal("connection reset by peer");
+        count.ended(at((8, 0), 700), &end);
+        screen.ended(at((8, 0), 700), &end, ms(1500));
+        screen.failed(at((8, 0), 2200), "connect 10.0.0.9:80: refused", ms(1000));
+        count.failed(at((8, 0), 2200), "connect 10.0.0.9:80: refused");
+        screen.stream_summary(&count);
+        let expected = "\
+20:01:02.114  101  connected
+── new version 0.9
+── new pod pod-a (0.9)
+20:01:02.114  msg  0.9      pod-a            #1
+20:01:02.364  msg  0.9      pod-a            #2         250.0ms
+── sequence gap: #5 after #2
+20:01:02.614  msg  0.9      pod-a            #5         250.0ms
+20:01:02.714  tick  ?        ?                #?         100.0ms  hello
+20:01:02.814  END  abnormal: connection reset by peer; reconnecting in 1s 500ms
+20:01:04.314  ERR  connect 10.0.0.9:80: refused; retrying in 1s
+── summary: messages 4, connections 1, reconnections 0, clean closes 0, abnormal ends 1, failed connects 1
+── sequence gaps 1 (2 missed), longest gap between messages 250.0ms (until 20:01:02.364)
+version            messages   share  first seen    last seen
+0.9                       3   75.0%  20:01:02.114  20:01:02.614
+pod                messages   share  first seen    last seen
+pod-a                     3   75.0%  20:01:02.114  20:01:02.614
+failures: 2 (the first 2 listed)
+  2026-11-23T20:01:02.814+08:00  connection reset by peer
+  2026-11-23T20:01:04.314+08:00  connect 10.0.0.9:80: refused
+";
+        assert_eq!(text(screen), expected);
+    }
+
+    #[test]
+    fn a_stream_in_json_prints_one_typed_object_per_event() {
+        let mut screen = Screen::new(Output::Json, Vec::new());
+        screen.connected(at((0, 0), 0), 101, 2);
+        let heard = stamped("0.9", "pod-a", 7);
+        let counted = Counted {
+            gap: Some(Duration::from_millis(20)),
+            ..Counted::default()
+        };
+        screen.message(at((0, 0), 0), &heard, &counted);
+        screen.ended(
+            at((0, 0), 0),
+            &End::abnormal("close 1011"),
+            Duration::from_secs(1),
+        );
+        let expected = r#"{"type":"connected","time":"2026-11-23T20:01:02.114+00:00","status":101,"connection":2}
+{"type":"message","time":"2026-11-23T20:01:02.114+00:00","event":"message","version":"0.9","pod":"pod-a","seq":7,"gap_ms":20.0}
+{"type":"ended","time":"2026-11-23T20:01:02.114+00:00","clean":false,"detail":"close 1011","retry_ms":1000}
+"#;
+        assert_eq!(text(screen), expected);
+    }
+}

@@ -289,3 +289,179 @@ impl StreamCount {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::watch::tests::at;
+
+    /// An answer of `version` from `pod`, or with `status` None a connection error.
+    pub(in crate::watch) fn answer(status: Option<u16>, version: &str, pod: &str) -> Observation {
+        Observation {
+            time: "2026-11-23T20:01:02.114+08:00".to_owned(),
+            status,
+            version: status.map(|_| version.to_owned()),
+            pod_ip: status.map(|_| pod.to_owned()),
+            latency_ms: 12.3,
+            error: status
+                .is_none()
+                .then(|| "connect 10.0.0.9:80: refused".to_owned()),
+        }
+    }
+
+    /// testpage's message `seq` from `version` on `pod`.
+    pub(in crate::watch) fn stamped(version: &str, pod: &str, seq: u64) -> Heard {
+        Heard::of(&Message {
+            event: "message".to_owned(),
+            data: format!(r#"{{"version":"{version}","pod":"{pod}","seq":{seq}}}"#),
+        })
+    }
+
+    #[test]
+    fn a_status_below_500_is_ok_and_the_rest_failed() {
+        let mut summary = Summary::default();
+        for status in [Some(200), Some(499), Some(500), None] {
+            summary.record(&answer(status, "0.9", "10.0.0.1"), "20:01:02.114");
+        }
+        assert_eq!((summary.requests, summary.ok, summary.failed), (4, 2, 2));
+        let listed: Vec<Option<u16>> = summary.failures.iter().map(|f| f.status).collect();
+        assert_eq!(listed, [Some(500), None]);
+    }
+
+    #[test]
+    fn failures_listed_stop_at_the_bound_and_the_count_stays_exact() {
+        let mut summary = Summary::default();
+        for _ in 0..MAX_FAILURES_LISTED + 50 {
+            summary.record(&answer(None, "", ""), "20:01:02.114");
+        }
+        assert_eq!(summary.failed, MAX_FAILURES_LISTED as u64 + 50);
+        assert_eq!(summary.failures.len(), MAX_FAILURES_LISTED);
+    }
+
+    #[test]
+    fn new_is_what_has_no_row_yet_and_seen_keeps_first_and_last() {
+        let mut sightings = Sightings::default();
+        let new = |version, pod| New { version, pod };
+        assert_eq!(
+            sightings.note(Some("0.8"), Some("a"), "t1"),
+            new(true, true)
+        );
+        assert_eq!(
+            sightings.note(Some("0.8"), Some("a"), "t2"),
+            new(false, false)
+        );
+        assert_eq!(
+            sightings.note(Some("0.9"), Some("a"), "t3"),
+            new(true, false)
+        );
+        assert_eq!(sightings.note(None, None, "t4"), new(false, false));
+        let seen = |answers, first: &str, last: &str| Seen {
+            answers,
+            first_seen: first.to_owned(),
+            last_seen: last.to_owned(),
+        };
+        assert_eq!(sightings.versions.get("0.8"), Some(&seen(2, "t1", "t2")));
+        assert_eq!(sightings.pods.get("a"), Some(&seen(3, "t1", "t3")));
+    }
+
+    #[test]
+    fn a_message_is_read_as_testpage_stamp_or_as_bounded_data() {
+        let heard = stamped("0.9", "pod-a", 3);
+        assert!(heard.stamped);
+        assert_eq!(
+            (heard.version.as_deref(), heard.pod.as_deref(), heard.seq),
+            (Some("0.9"), Some("pod-a"), Some(3))
+        );
+        assert_eq!(heard.data, None);
+        let other = Heard::of(&Message {
+            event: "tick".to_owned(),
+            data: format!("line\n{}", "x".repeat(200)),
+        });
+        assert!(!other.stamped && other.version.is_none() && other.seq.is_none());
+        let data = other.data.unwrap_or_default();
+        assert!(
+            data.starts_with("line\u{fffd}x") && data.ends_with('…'),
+            "{data}"
+        );
+        assert_eq!(data.chars().count(), DATA_SHOWN + 1);
+    }
+
+    #[test]
+    fn sequence_gaps_count_the_numbers_skipped_and_restart_with_each_connection() {
+        let mut count = StreamCount::default();
+        let t0 = Instant::now();
+        assert_eq!(count.connected(), 1);
+        let mut gaps = Vec::new();
+        for seq in [1, 2, 5, 6, 6] {
+            gaps.push(
+                count
+                    .message(at((0, 0), 0), t0, &stamped("0.9", "a", seq))
+                    .seq_gap_after,
+            );
+        }
+        assert_eq!(gaps, [None, None, Some(2), None, Some(6)]);
+        assert_eq!(count.connected(), 2);
+        let after = count.message(at((0, 0), 0), t0, &stamped("0.9", "b", 1));
+        assert_eq!(after.seq_gap_after, None);
+        let s = &count.summary;
+        assert_eq!((s.seq_gaps, s.missed, s.messages), (2, 2, 6));
+        assert_eq!((s.connections, s.reconnections), (2, 1));
+    }
+
+    #[test]
+    fn the_longest_gap_spans_reconnections_and_says_when_it_ended() {
+        let mut count = StreamCount::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        count.connected();
+        let first = count.message(at((8, 0), 0), t0, &stamped("0.8", "a", 1));
+        assert_eq!(first.gap, None);
+        count.message(at((8, 0), 10), t0 + ms(10), &stamped("0.8", "a", 2));
+        count.ended(at((8, 0), 20), &End::abnormal("reset"));
+        count.connected();
+        let late = count.message(at((8, 0), 500), t0 + ms(500), &stamped("0.9", "b", 1));
+        count.message(at((8, 0), 600), t0 + ms(600), &stamped("0.9", "b", 2));
+        assert_eq!(late.gap, Some(ms(490)));
+        assert_eq!(count.summary.longest_gap_ms, Some(490.0));
+        assert_eq!(
+            count.summary.longest_gap_until.as_deref(),
+            Some("2026-11-23T20:01:02.614+08:00")
+        );
+        assert_eq!(count.longest_gap_clock.as_deref(), Some("20:01:02.614"));
+    }
+
+    #[test]
+    fn only_stamped_messages_are_tallied() {
+        let mut count = StreamCount::default();
+        let other = Heard::of(&Message {
+            event: "tick".to_owned(),
+            data: "{}".to_owned(),
+        });
+        let counted = count.message(at((0, 0), 0), Instant::now(), &other);
+        assert_eq!(counted.new, New::default());
+        assert!(count.summary.sightings.versions.is_empty());
+        assert_eq!(count.summary.messages, 1);
+    }
+
+    #[test]
+    fn abnormal_ends_and_failed_connects_are_listed_clean_closes_are_not() {
+        let mut count = StreamCount::default();
+        count.ended(at((0, 0), 0), &End::abnormal("close 1011"));
+        count.failed(at((0, 0), 5), "connect refused");
+        count.ended(
+            at((0, 0), 9),
+            &End {
+                clean: true,
+                detail: "close 1001 going away".to_owned(),
+            },
+        );
+        let s = &count.summary;
+        assert_eq!(
+            (s.clean_closes, s.abnormal_ends, s.failed_connects),
+            (1, 1, 1)
+        );
+        let listed: Vec<&str> = s.failures.iter().map(|t| t.error.as_str()).collect();
+        assert_eq!(listed, ["close 1011", "connect refused"]);
+        assert_eq!(s.failures[1].time, "2026-11-23T20:01:02.119+00:00");
+    }
+}
