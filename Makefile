@@ -185,7 +185,10 @@ validate: $(VENV)/.done ## Validate every manifest offline (schemas 1.30-1.37, C
 
 .PHONY: deploy
 deploy: ## Apply an experiment: make deploy EXP=000-rolling-update
-	kubectl apply -k k8s/$(EXP)
+	@# REGISTRY=ghcr.io/you/: the published images, by a kustomize image override of k8s/$(EXP)
+	@# (release/registry-overlay.sh); without it, the images loaded into the cluster.
+	@if [ -n "$(REGISTRY)" ]; then set -x; kubectl apply -k "$$(release/registry-overlay.sh $(EXP) $(REGISTRY))"; \
+	else set -x; kubectl apply -k k8s/$(EXP); fi
 
 .PHONY: upgrade
 upgrade: ## Roll an experiment to another version: make upgrade EXP=000-rolling-update TO=0.9
