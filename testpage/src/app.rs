@@ -10,9 +10,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::faults::Faults;
 use crate::lifecycle::Lifecycle;
-use crate::live::Streams;
 use crate::metrics::{Metrics, Snapshot};
 use crate::pod_info::{Info, PodInfo, X_POD, X_POD_IP, X_VERSION};
+use crate::shutdown::Phases;
+use crate::streams::Streams;
+
+/// The content type of text answers, the page's among them.
+pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -27,8 +31,10 @@ pub(crate) struct App {
     faults: Faults,
     metrics: Metrics,
     admin: bool,
-    /// The long-lived answers (`/events`, `/ws`, gRPC `Watch`), and the order to go.
+    /// The long-lived answers (`/events`, `/ws`, gRPC `Watch`).
     streams: Streams,
+    /// The shutdown's phase, and every task that serves.
+    phases: Phases,
     /// Requests that may wait at once (`/delay`, `LATENCY`): fewer than `MAX_CONNECTIONS`, so
     /// slow requests can never hold every connection and lock probes out.
     slow: Arc<Semaphore>,
@@ -66,10 +72,7 @@ impl App {
             (X_POD_IP, header(&pod.ip.to_string())),
         ];
         let mut page_headers = HeaderMap::with_capacity(identity.len() + 1);
-        page_headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::routes::TEXT_PLAIN),
-        );
+        page_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
         page_headers.extend(identity.iter().cloned().map(|(n, v)| (Some(n), v)));
         let metrics = Metrics::new(&pod.version, pod.color.as_deref().unwrap_or(""));
         let streams = Streams::new(metrics.streams().clone());
@@ -85,6 +88,7 @@ impl App {
             admin,
             slow: Arc::new(Semaphore::new(slow_slots(max_connections))),
             streams,
+            phases: Phases::new(),
         }
     }
 
@@ -111,6 +115,11 @@ impl App {
     /// The long-lived answers.
     pub(crate) fn streams(&self) -> &Streams {
         &self.streams
+    }
+
+    /// The shutdown's phase, and every task that serves.
+    pub(crate) fn phases(&self) -> &Phases {
+        &self.phases
     }
 
     /// The rendered page.

@@ -40,9 +40,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
-use crate::live::Departure;
 use crate::protocol::{Builders, ConnectionHandle, Graceful};
 use crate::routes;
+use crate::shutdown::{Departure, Phase};
 
 /// How long a new connection may take to send its first request. Silent clients, and clients
 /// that send a head slowly, are cut off after this.
@@ -79,10 +79,9 @@ pub(crate) struct Connections {
     /// Open connections at most: each holds a permit until it closes, so all permits back
     /// means every connection is closed.
     limit: Arc<Semaphore>,
-    max_connections: u32,
-    /// What every connection is told: one channel, so that a connection woken by its traffic
-    /// looks at one shared value, not at several.
-    orders: watch::Sender<Orders>,
+    /// Bumped each time there is no room for a new connection: connections idle for
+    /// [`SHED_AFTER`] close. (The shutdown's phases come from `App::phases`.)
+    shed: watch::Sender<u64>,
     idle_timeout: Duration,
     /// Throttles the accept loop's warnings.
     log: Mutex<Throttle>,
@@ -119,35 +118,10 @@ impl Connections {
             }),
             app,
             limit,
-            max_connections: u32::try_from(max_connections).unwrap_or(u32::MAX),
-            orders: watch::Sender::new(Orders::default()),
+            shed: watch::Sender::new(0),
             idle_timeout,
             log: Mutex::new(Throttle::default()),
         }
-    }
-
-    /// Tells every connection to finish: idle ones close now, HTTP/1 ones close after the
-    /// response in flight, HTTP/2 ones get GOAWAY, and silent ones are dropped after
-    /// [`CLOSE_LINGER`]. Call once accepting has stopped.
-    pub(crate) fn close(&self) {
-        self.orders.send_modify(|o| o.closing = true);
-    }
-
-    /// Tells HTTP/2 connections to send GOAWAY, each at its own moment of `departure`'s span,
-    /// as long-lived answers say goodbye (HTTP/1 answers already carry `Connection: close`).
-    pub(crate) fn depart(&self, departure: Departure) {
-        self.orders.send_modify(|o| o.departure = Some(departure));
-    }
-
-    /// Ends every connection now, requests in flight included.
-    pub(crate) fn cut(&self) {
-        self.orders.send_modify(|o| o.cut = true);
-    }
-
-    /// Completes once every connection has closed (and, past accepting, no new one can open).
-    pub(crate) async fn all_closed(&self) {
-        // Only an error if the semaphore were closed, which it never is.
-        let _ = self.limit.acquire_many(self.max_connections).await;
     }
 
     /// Accepts and serves connections until `until` completes, and returns its output.
@@ -172,7 +146,7 @@ impl Connections {
                         self.app.metrics().limit_reached();
                     }
                     self.warn("connection limit reached; closing idle connections", None);
-                    self.orders.send_modify(|o| o.shed += 1);
+                    self.shed.send_modify(|n| *n += 1);
                     tokio::select! {
                         biased;
                         done = &mut until => return done,
@@ -225,11 +199,12 @@ impl Connections {
         let conn = Box::pin(self.builders.serve(stream, service));
         let app = Arc::clone(&self.app);
         let mut rules = Rules {
-            orders: self.orders.subscribe(),
+            phase: app.phases().watch(),
+            shed: self.shed.subscribe(),
             idle_timeout: self.idle_timeout,
         };
         app.lifecycle().connection_opened();
-        tokio::spawn(async move {
+        self.app.phases().spawn(async move {
             let (result, mut end) = drive(conn, &activity, &mut rules, &handle).await;
             // Upgraded (a WebSocket): the socket is served here, in the connection's slot.
             if let Some(socket) = handle.take_upgraded() {
@@ -259,7 +234,7 @@ impl Connections {
         self.app.metrics().accept_error();
         self.warn("accept failed", Some(&error));
         // Out of file descriptors: make room the same way as at the connection limit.
-        self.orders.send_modify(|o| o.shed += 1);
+        self.shed.send_modify(|n| *n += 1);
         if !matches!(
             error.kind(),
             io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
@@ -413,22 +388,10 @@ enum End {
     Cut,
 }
 
-/// What the server tells every connection.
-#[derive(Debug, Clone, Copy, Default)]
-struct Orders {
-    /// Accepting has stopped: finish what is in flight, then close.
-    closing: bool,
-    /// Serving is over: close now.
-    cut: bool,
-    /// Bumped each time there is no room for a new connection: idle connections close.
-    shed: u64,
-    /// The drain has begun: HTTP/2 connections send GOAWAY at a moment of its goodbye span.
-    departure: Option<Departure>,
-}
-
-/// What tells a connection to close.
+/// What tells a connection to close: the shutdown's phase, the need for room, its idle limit.
 struct Rules {
-    orders: watch::Receiver<Orders>,
+    phase: watch::Receiver<Phase>,
+    shed: watch::Receiver<u64>,
     idle_timeout: Duration,
 }
 
@@ -436,7 +399,7 @@ impl Rules {
     /// Completes once serving is over (or the server is gone).
     async fn cut_ordered(&mut self) {
         // An error means the server is gone: so is the connection.
-        let _ = self.orders.wait_for(|o| o.cut).await;
+        let _ = self.phase.wait_for(|p| p.cut()).await;
     }
 }
 
@@ -448,10 +411,9 @@ async fn drive<C: Graceful>(
     rules: &mut Rules,
     handle: &ConnectionHandle,
 ) -> (Result<(), hyper::Error>, End) {
-    let (mut seen_shed, departure) = {
-        let orders = rules.orders.borrow();
-        (orders.shed, orders.departure)
-    };
+    let mut seen_shed = *rules.shed.borrow_and_update();
+    let mut shedding = true;
+    let departure = rules.phase.borrow_and_update().departure();
     let mut end = End::Finished;
     let mut shutting_down = false;
     // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
@@ -483,24 +445,33 @@ async fn drive<C: Graceful>(
             result = conn.as_mut() => return (result, end),
             // An answer whose client stopped reading gave up on it.
             () = handle.cut_asked() => return (Ok(()), End::Cut),
-            changed = rules.orders.changed() => {
+            changed = rules.shed.changed(), if shedding => {
+                // The sender lives as long as the accept loop; once it is gone, nothing sheds.
+                shedding = changed.is_ok();
+                if shedding {
+                    let shed = *rules.shed.borrow_and_update();
+                    let idle = activity
+                        .idle_since()
+                        .is_some_and(|since| since.elapsed() >= SHED_AFTER);
+                    if std::mem::replace(&mut seen_shed, shed) != shed && idle && !shutting_down {
+                        end = End::TimedOut;
+                        close!();
+                    }
+                }
+            }
+            changed = rules.phase.changed() => {
                 let Ok(()) = changed else {
                     // The server is gone: so is this connection.
                     return (Ok(()), End::Cut);
                 };
-                let orders = *rules.orders.borrow_and_update();
-                if orders.cut {
+                let phase = *rules.phase.borrow_and_update();
+                if phase.cut() {
                     return (Ok(()), End::Cut);
                 }
-                let shed = std::mem::replace(&mut seen_shed, orders.shed) != orders.shed
-                    && activity.idle_since().is_some_and(|since| since.elapsed() >= SHED_AFTER);
-                if shed && !shutting_down {
-                    end = End::TimedOut;
-                    close!();
-                } else if orders.closing && !shutting_down {
+                if phase.closing() && !shutting_down {
                     close!();
                 } else if let Some(departure) =
-                    orders.departure.filter(|_| !departing && !shutting_down)
+                    phase.departure().filter(|_| !departing && !shutting_down)
                 {
                     departing = true;
                     let at = departure.moment();

@@ -30,8 +30,9 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::app::App;
-use crate::live::{say_goodbye, Goodbye, Message, Open, Outbox};
+use crate::live::{say_goodbye, Message, Open, Outbox};
 use crate::protocol::ConnectionHandle;
+use crate::shutdown::Goodbye;
 
 /// The path prefix of the health service's calls.
 pub(crate) const PATH: &str = "/grpc.health.v1.Health/";
@@ -126,7 +127,7 @@ impl Health for Checks {
         let known = SERVICES.contains(&request.get_ref().service.as_str());
         let connection = request.extensions().get::<ConnectionHandle>().cloned();
         let (sender, outbox) = Outbox::new(open);
-        tokio::spawn(send_statuses(
+        self.app.phases().spawn(send_statuses(
             Arc::clone(&self.app),
             known,
             sender,
@@ -146,7 +147,7 @@ async fn send_statuses(
     connection: Option<ConnectionHandle>,
 ) {
     let mut readiness = app.lifecycle().readiness();
-    let mut goodbye = Goodbye::new(&app);
+    let mut goodbye = Goodbye::new(app.phases());
     loop {
         let status = if known {
             status(*readiness.borrow_and_update())

@@ -10,6 +10,8 @@
 //! - [`config`] — flags and environment, each value parsed by clap into [`config::Args`].
 //! - [`signals`] — SIGTERM and SIGINT, and [`signals::Shutdown`], what [`run`] waits on.
 //! - [`server`] — the lifecycle in order: ready, serve, the shutdown sequence and its policy.
+//! - `shutdown` — the shutdown's phases, told to everything that serves, and the one wait for
+//!   every task that serves to end. Imports nothing of the crate.
 //! - [`connections`] — the accept loop, the connection cap and every connection's deadlines.
 //! - `protocol` — HTTP/1.1, or HTTP/2 (h2c) when a connection opens with its preface.
 //! - `lifecycle` — the state, readiness and in-flight counts the handlers and server share.
@@ -17,6 +19,8 @@
 //! - `app` — what the handlers share: identity, page, lifecycle, faults, metrics.
 //! - `routes` — the HTTP handlers.
 //! - `live` — `/events` and `/ws`, the long-lived answers, and how they leave at shutdown.
+//! - `streams` — how many long-lived answers are open, how the others ended, the memory their
+//!   messages share.
 //! - `websocket` — the WebSocket protocol of `/ws`: frames read whole, limits, close codes.
 //! - `grpc` — gRPC health (`grpc.health.v1`): `Check` and `Watch`.
 //! - [`pod_info`] — the pod's IP, names and version; the `/info` document; the `X-*` headers.
@@ -41,7 +45,9 @@ pub(crate) mod protocol;
 pub mod readiness;
 pub(crate) mod routes;
 pub mod server;
+pub(crate) mod shutdown;
 pub mod signals;
+pub(crate) mod streams;
 pub mod telemetry;
 pub(crate) mod websocket;
 

@@ -10,8 +10,8 @@
 //! carry `Connection: close`: the reconnection opens a new connection, which the Service sends
 //! to a ready pod. A WebSocket closes with 1001 "going away" at the same kind of moment.
 //!
-//! Both kinds share one [`Goodbye`] timer, one payload ([`stamp`]) and one count of how they
-//! ended ([`Open`]).
+//! Both kinds share one goodbye timer (`shutdown::Goodbye`), one payload ([`stamp`]) and one
+//! count of how they ended ([`Open`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,15 +22,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::app::App;
-use crate::metrics::StreamMeters;
 use crate::pod_info::Stamp;
 use crate::protocol::ConnectionHandle;
+use crate::shutdown::Goodbye;
 use crate::websocket::{
-    self, read_messages, Inbound, Limits, Writer, CLOSE_TIMEOUT, MESSAGE_MEMORY, MESSAGE_TIMEOUT,
+    self, read_messages, Inbound, Limits, Writer, CLOSE_TIMEOUT, MESSAGE_TIMEOUT,
 };
 
 /// Time between two events of a stream.
@@ -38,86 +37,6 @@ pub(crate) const EVENT_EVERY: Duration = Duration::from_secs(1);
 
 /// What a client is told to wait before reconnecting (the `retry:` field), in milliseconds.
 pub(crate) const RETRY_MS: u64 = 1000;
-
-/// When the streams were told to go, and the span, from then, in which each says goodbye.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Departure {
-    at: Instant,
-    span: Goodbyes,
-}
-
-impl Departure {
-    /// A moment for one goodbye, drawn at random in the span (now, if that is past).
-    pub(crate) fn moment(self) -> Instant {
-        let spread = self.span.until.saturating_sub(self.span.from);
-        let jitter = Duration::from_micros(fastrand::u64(0..=spread.as_micros() as u64));
-        (self.at + self.span.from + jitter).max(Instant::now())
-    }
-}
-
-/// Where in the shutdown long-lived answers say goodbye, counted from the drain decision: each
-/// at its own moment drawn at random between `from` and `until`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Goodbyes {
-    /// The earliest goodbye.
-    pub from: Duration,
-    /// The latest goodbye.
-    pub until: Duration,
-}
-
-/// The streams open now and how the others ended (the metrics' meters), and the order to go.
-#[derive(Debug)]
-pub(crate) struct Streams {
-    departure: watch::Sender<Option<Departure>>,
-    meters: StreamMeters,
-    /// The bytes every WebSocket's messages share ([`MESSAGE_MEMORY`]).
-    message_memory: Arc<Semaphore>,
-}
-
-/// How many streams ended each way, for the shutdown summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StreamCounts {
-    /// Open now.
-    pub open: u64,
-    /// Ended with a last event, when told to go.
-    pub clean: u64,
-    /// Closed by their client.
-    pub by_client: u64,
-    /// Cut when serving ended.
-    pub cut: u64,
-}
-
-impl Streams {
-    /// No stream yet, counted on `meters`.
-    pub(crate) fn new(meters: StreamMeters) -> Self {
-        Streams {
-            departure: watch::Sender::new(None),
-            meters,
-            message_memory: Arc::new(Semaphore::new(MESSAGE_MEMORY)),
-        }
-    }
-
-    /// Tells every stream, open or yet to open, to go within `span` from now.
-    pub(crate) fn depart(&self, span: Goodbyes) -> Departure {
-        let departure = Departure {
-            at: Instant::now(),
-            span,
-        };
-        self.departure.send_replace(Some(departure));
-        departure
-    }
-
-    /// The counts so far.
-    pub(crate) fn counts(&self) -> StreamCounts {
-        let m = &self.meters;
-        StreamCounts {
-            open: u64::try_from(m.open.get()).unwrap_or(0),
-            clean: m.clean.get(),
-            by_client: m.by_client.get(),
-            cut: m.cut.get(),
-        }
-    }
-}
 
 /// How a long-lived answer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +64,7 @@ impl Open {
     /// eighth of `MAX_CONNECTIONS` for probes and quick requests.
     pub(crate) fn new(app: &Arc<App>) -> Option<Open> {
         let slot = app.slow_slot()?;
-        app.streams().meters.open.inc();
+        app.streams().meters().open.inc();
         Some(Open {
             app: Arc::clone(app),
             ended: None,
@@ -161,48 +80,16 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        let streams = self.app.streams();
-        let m = &streams.meters;
+        let m = self.app.streams().meters();
         let counter = match self.ended {
             Some(Ended::Clean) => &m.clean,
             Some(Ended::ByClient) => &m.by_client,
             // Told to go, but gone before its goodbye: serving ended under it.
-            None if streams.departure.borrow().is_some() => &m.cut,
+            None if self.app.phases().now().begun() => &m.cut,
             None => &m.by_client,
         };
         counter.inc();
         m.open.dec();
-    }
-}
-
-/// When a long-lived answer says goodbye: once the drain has begun, at a moment drawn at random
-/// in its second half (by then the pod's endpoint is gone, and the clients do not all
-/// reconnect at once); at once for an answer opened after that moment.
-#[derive(Debug)]
-pub(crate) struct Goodbye {
-    departure: watch::Receiver<Option<Departure>>,
-    at: Option<Instant>,
-}
-
-impl Goodbye {
-    pub(crate) fn new(app: &App) -> Goodbye {
-        let mut departure = app.streams().departure.subscribe();
-        let at = departure.borrow_and_update().map(Departure::moment);
-        Goodbye { departure, at }
-    }
-
-    /// Completes at the goodbye. Cancel-safe: a `select!` may drop it and call it again.
-    pub(crate) async fn due(&mut self) {
-        loop {
-            if let Some(at) = self.at {
-                return tokio::time::sleep_until(at).await;
-            }
-            // The sender lives in the `App`, which every answer holds: it is never dropped first.
-            if self.departure.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-            self.at = self.departure.borrow_and_update().map(Departure::moment);
-        }
     }
 }
 
@@ -316,7 +203,8 @@ pub(crate) fn events(app: &Arc<App>, connection: Option<ConnectionHandle>) -> Op
     // One message waits at most: a client that does not read misses events (they are
     // dropped, not queued) but still gets its goodbye on time.
     let (sender, outbox) = Outbox::new(Open::new(app)?);
-    tokio::spawn(send_events(Arc::clone(app), sender, connection));
+    app.phases()
+        .spawn(send_events(Arc::clone(app), sender, connection));
     Some(EventStream(outbox))
 }
 
@@ -337,7 +225,7 @@ async fn send_events(
     if sender.send(Message::Event(retry)).await.is_err() {
         return;
     }
-    let mut goodbye = Goodbye::new(&app);
+    let mut goodbye = Goodbye::new(app.phases());
     let mut tick = tokio::time::interval(EVENT_EVERY);
     tick.tick().await;
     let mut seq = 1;
@@ -416,7 +304,7 @@ where
     let limits = Limits {
         idle,
         message: MESSAGE_TIMEOUT,
-        budget: Arc::clone(&app.streams().message_memory),
+        budget: app.streams().message_memory(),
     };
     // The reader runs for the socket's whole life, never cancelled halfway through a frame.
     let reader = async move {
@@ -426,7 +314,7 @@ where
     let writer = async move {
         let mut out = Writer::new(write);
         let stamp = stamp(app);
-        let mut goodbye = Goodbye::new(app);
+        let mut goodbye = Goodbye::new(app.phases());
         let mut tick = tokio::time::interval(EVENT_EVERY);
         tick.tick().await;
         // Pings show a client that only listens is still there; any frame from it counts.
@@ -518,13 +406,4 @@ async fn close_going_away<W: tokio::io::AsyncWrite + Unpin>(
         }
     });
     answer.await.ok().flatten()
-}
-
-impl Streams {
-    /// Completes once no stream or WebSocket is open.
-    pub(crate) async fn all_ended(&self) {
-        while self.meters.open.get() > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }

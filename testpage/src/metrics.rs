@@ -34,7 +34,7 @@ struct EndLabel {
 }
 
 /// The meters of long-lived answers (`/events`, `/ws`, gRPC `Watch`), kept by
-/// [`crate::live::Streams`] as they open and end.
+/// `streams::Streams` as they open and end.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StreamMeters {
     /// Open now.

@@ -4,6 +4,7 @@
 //! (exit 2) rather than a surprise on the first request, and rendered once, because every field
 //! is fixed for the life of the process: the hot path only clones a `Bytes`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::pod_info::PodInfo;
@@ -82,6 +83,19 @@ pub enum TemplateError {
     Empty,
 }
 
+/// The text a template field renders to; unset optional values render empty.
+fn render(pod: &PodInfo, field: Field) -> Cow<'_, str> {
+    match field {
+        Field::Ip => Cow::Owned(pod.ip.to_string()),
+        Field::Version => Cow::Borrowed(&pod.version),
+        Field::Hostname => Cow::Borrowed(&pod.hostname),
+        Field::Pod => Cow::Borrowed(pod.pod_name()),
+        Field::Namespace => Cow::Borrowed(pod.namespace.as_deref().unwrap_or("")),
+        Field::Node => Cow::Borrowed(pod.node.as_deref().unwrap_or("")),
+        Field::Color => Cow::Borrowed(pod.color.as_deref().unwrap_or("")),
+    }
+}
+
 impl std::str::FromStr for Template {
     type Err = TemplateError;
 
@@ -131,7 +145,7 @@ impl Template {
         for segment in &self.segments {
             match segment {
                 Segment::Text(text) => page.push_str(text),
-                Segment::Field(field) => page.push_str(&pod.field(*field)),
+                Segment::Field(field) => page.push_str(&render(pod, *field)),
             }
         }
         page.push('\n');

@@ -5,12 +5,9 @@
 //! the address of the default route, else the first non-loopback address. A host with no IPv4
 //! address at all (IPv6-only) reports its IPv6 address.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
-
-use crate::page::Field;
 
 use hyper::header::HeaderName;
 
@@ -44,19 +41,6 @@ impl PodInfo {
     /// The pod's name for the `X-Pod` header and `{pod}`: `POD_NAME`, else the hostname.
     pub(crate) fn pod_name(&self) -> &str {
         self.pod.as_deref().unwrap_or(&self.hostname)
-    }
-
-    /// The text a template field renders to; unset optional values render empty.
-    pub(crate) fn field(&self, field: Field) -> Cow<'_, str> {
-        match field {
-            Field::Ip => Cow::Owned(self.ip.to_string()),
-            Field::Version => Cow::Borrowed(&self.version),
-            Field::Hostname => Cow::Borrowed(&self.hostname),
-            Field::Pod => Cow::Borrowed(self.pod_name()),
-            Field::Namespace => Cow::Borrowed(self.namespace.as_deref().unwrap_or("")),
-            Field::Node => Cow::Borrowed(self.node.as_deref().unwrap_or("")),
-            Field::Color => Cow::Borrowed(self.color.as_deref().unwrap_or("")),
-        }
     }
 }
 
@@ -156,9 +140,7 @@ mod tests {
         };
         assert_eq!(pod.pod_name(), "h");
         pod.pod = Some("p".into());
-        assert_eq!(pod.field(Field::Pod), "p");
-        assert_eq!(pod.field(Field::Ip), "10.0.0.1");
-        assert_eq!(pod.field(Field::Node), "");
+        assert_eq!(pod.pod_name(), "p");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
-use crate::app::App;
+use crate::app::{App, TEXT_PLAIN};
 use crate::duration;
 use crate::faults::{Fault, FaultChange};
 use crate::grpc::{self, GrpcBody};
@@ -49,7 +49,6 @@ const JAVASCRIPT: HeaderValue = HeaderValue::from_static("text/javascript; chars
 const CSS: HeaderValue = HeaderValue::from_static("text/css; charset=utf-8");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 /// The page's and the plain answers' content type.
-pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 const TEXT: HeaderValue = HeaderValue::from_static(TEXT_PLAIN);
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const OPENMETRICS: HeaderValue =

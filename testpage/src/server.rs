@@ -47,7 +47,7 @@ use crate::app::App;
 use crate::connections::Connections;
 use crate::faults::FailAfter;
 use crate::lifecycle::{State, Withdrawn};
-use crate::live::Goodbyes;
+use crate::shutdown::Goodbyes;
 use crate::signals::{self, Shutdown};
 use crate::Error;
 
@@ -117,9 +117,9 @@ pub(crate) async fn serve(
             Ok(Outcome::FailAfter(failure))
         }
     };
-    // Whatever ended serving, no connection outlives it.
-    conns.cut();
-    conns.all_closed().await;
+    // Whatever ended serving, no connection, stream or socket outlives it.
+    app.phases().cut();
+    app.phases().all_done().await;
     outcome
 }
 
@@ -186,10 +186,8 @@ async fn sequence(
         // 3. Drain decision. Streams of events (`/events`) are told to go within it, each at
         //    its own moment, so their clients reconnect elsewhere (see `live`).
         let drain = drain_time(withdrawn, timings.drain);
-        let departure = app
-            .streams()
+        app.phases()
             .depart(goodbyes(withdrawn, drain, timings.shutdown_timeout));
-        conns.depart(departure);
         tracing::info!(
             drain = %crate::duration::format(drain),
             withdrawn_ago = %crate::duration::format(withdrawn.ago),
@@ -212,15 +210,11 @@ async fn sequence(
             "closing"
         );
 
-        // 6. Close idle connections, finish in-flight requests, up to the timeout.
-        conns.close();
-        let everything_closed = async {
-            conns.all_closed().await;
-            // WebSockets live on their own once upgraded: they close in the drain (see `live`).
-            app.streams().all_ended().await;
-        };
+        // 6. Close idle connections, finish in-flight requests, up to the timeout. Upgraded
+        //    sockets are served inside their connections, so this waits for them too.
+        app.phases().close();
         tokio::select! {
-            () = everything_closed => Outcome::Graceful,
+            () = app.phases().all_done() => Outcome::Graceful,
             () = tokio::time::sleep(timings.shutdown_timeout) => {
                 // Only requests count, streams of events included: a connection with none in
                 // flight has nothing to lose.
