@@ -661,3 +661,194 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(connections: usize, qps: f64) -> Settings {
+        Settings {
+            target: Target::parse("http://127.0.0.1:8080/").unwrap(),
+            connections,
+            qps,
+            duration: None,
+            requests: None,
+            keep_alive: true,
+            timeout: Duration::from_secs(10),
+            headers: Vec::new(),
+        }
+    }
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn qps_is_zero_or_within_the_range() {
+        assert_eq!(parse_qps(" 500 ").ok(), Some(500.0));
+        assert_eq!(parse_qps("0").ok(), Some(0.0));
+        assert_eq!(parse_qps("0.01").ok(), Some(0.01));
+        for bad in ["0.001", "1e7", "-1", "NaN", "fast"] {
+            assert!(parse_qps(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_run_lasts_t_or_sixty_seconds_unless_n_counts_requests() {
+        let mut s = settings(1, 1.0);
+        assert_eq!(s.run_for(), Some(DEFAULT_DURATION));
+        s.requests = Some(10);
+        assert_eq!(s.run_for(), None);
+        s.duration = Some(at(5000));
+        assert_eq!(s.run_for(), Some(at(5000)));
+    }
+
+    #[test]
+    fn workers_interleave_their_share_of_the_rate() {
+        let start = Instant::now();
+        let s = settings(4, 100.0);
+        let slots: Vec<(Duration, Option<Duration>)> = (0..4)
+            .filter_map(|id| Schedule::new(&s, id, start, None))
+            .map(|w| (w.interval, w.next.map(|n| n - start)))
+            .collect();
+        let expected: Vec<_> = (0..4).map(|id| (at(40), Some(at(10 * id)))).collect();
+        assert_eq!(slots, expected);
+        assert!(Schedule::new(&settings(4, 0.0), 0, start, None).is_none());
+        // A first slot at the end of the run never comes.
+        let late = Schedule::new(&s, 3, start, Some(start + at(30)));
+        assert_eq!(late.and_then(|w| w.next), None);
+    }
+
+    #[test]
+    fn a_worker_counts_codes_seconds_versions_and_errors() {
+        let mut w = WorkerStats::default();
+        w.answer(at(100), 200, Some("0.8"), at(3));
+        w.answer(at(1200), 503, Some("0.9"), at(4));
+        w.failure(at(1500), &RequestError::Timeout(Duration::from_secs(1)));
+        w.overdue(at(2100), Duration::from_secs(1));
+        assert_eq!(
+            w.codes.iter().map(|(c, n)| (*c, *n)).collect::<Vec<_>>(),
+            [(-1, 2), (200, 1), (503, 1)]
+        );
+        let seconds: Vec<(u64, u64, u64)> = w
+            .timeline
+            .iter()
+            .map(|s| (s.second, s.ok, s.errors))
+            .collect();
+        assert_eq!(seconds, [(0, 1, 0), (1, 0, 2), (2, 0, 1)]);
+        assert_eq!(
+            (w.versions.get("0.8"), w.versions.get("0.9")),
+            (Some(&1), Some(&1))
+        );
+        let errors: Vec<(i32, &str)> = w
+            .error_events
+            .iter()
+            .map(|e| (e.code, e.error.as_str()))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (503, "status 503"),
+                (-1, "timed out after 1s"),
+                (-1, "no answer by the end of the run (+ 1s)")
+            ]
+        );
+        assert_eq!(w.unanswered, 1);
+    }
+
+    #[test]
+    fn merging_adds_the_workers_and_orders_the_error_events() {
+        let mut a = WorkerStats::default();
+        a.answer(at(100), 200, Some("0.8"), at(2));
+        a.answer(at(2500), 500, Some("0.8"), at(2));
+        a.sockets = 1;
+        let mut b = WorkerStats::default();
+        b.answer(at(300), 200, Some("0.9"), at(4));
+        b.failure(at(900), &RequestError::Timeout(Duration::from_secs(1)));
+        b.sockets = 2;
+        let report = merge(&settings(2, 10.0), vec![a, b], at(4000), 1_000_000);
+        assert_eq!((report.requests, report.errors, report.sockets), (4, 2, 3));
+        assert_eq!(report.achieved_qps, 1.0);
+        assert_eq!(report.versions.get("0.8"), Some(&2));
+        let seconds: Vec<(u64, u64, u64)> = report
+            .timeline
+            .iter()
+            .map(|s| (s.second, s.ok, s.errors))
+            .collect();
+        assert_eq!(seconds, [(0, 2, 1), (1, 0, 0), (2, 0, 1)]);
+        let events: Vec<(u128, i32)> = report
+            .error_events
+            .iter()
+            .map(|e| (e.unix_ms, e.code))
+            .collect();
+        assert_eq!(events, [(1_000_900, -1), (1_002_500, 500)]);
+        assert_eq!(report.latency_ms.min, 2.0);
+    }
+
+    #[test]
+    fn the_text_report_reads_like_fortio() {
+        let mut report = Report {
+            url: "http://127.0.0.1:8080/".to_owned(),
+            connections: 2,
+            target_qps: 10.0,
+            keep_alive: true,
+            duration_s: 4.0,
+            requests: 4,
+            unanswered: 1,
+            achieved_qps: 1.0,
+            codes: BTreeMap::from([(-1, 1), (200, 3)]),
+            errors: 1,
+            sockets: 3,
+            latency_ms: Latency {
+                min: 1.0,
+                avg: 2.5,
+                p50: 2.0,
+                p90: 4.0,
+                p99: 4.0,
+                max: 4.0,
+            },
+            timeline: vec![
+                Second {
+                    second: 0,
+                    ok: 3,
+                    ..Second::default()
+                },
+                Second {
+                    second: 1,
+                    errors: 1,
+                    ..Second::default()
+                },
+            ],
+            ..Report::default()
+        };
+        report.versions.add("0.8", 2);
+        report.versions.add("0.9", 1);
+        let expected = "\
+Load http://127.0.0.1:8080/: 2 connections, target 10 qps, keep-alive
+Ended after 4.00s: 4 requests, 1.0 qps
+Sockets used: 3 (for perfect keep-alive, would be 2)
+Code  -1 : 1 (25.00 %)
+Code 200 : 3 (75.00 %)
+Latency ms: min 1.000  p50 2.000  p90 4.000  p99 4.000  max 4.000  avg 2.500
+Versions: 0.8 2 (66.7 %)  0.9 1 (33.3 %)
+Errors by second:
+     1s  1 errors, 0 ok
+Errors: 1 of 4
+Unanswered when the run ended: 1 (still waiting after the end's grace; counted as errors)
+";
+        assert_eq!(report.to_text(), expected);
+    }
+
+    #[test]
+    fn the_saved_file_is_named_for_the_host_port_and_utc_start() {
+        let report = Report {
+            url: "http://app.example:8080/x?y=1".to_owned(),
+            started_unix_ms: 1_795_464_062_114,
+            ..Report::default()
+        };
+        assert_eq!(
+            report.file_name(),
+            "probe-load-app.example-8080-20261123-200102.json"
+        );
+    }
+}
