@@ -683,6 +683,14 @@ mod tests {
         Duration::from_millis(ms)
     }
 
+    /// (second, ok, errors) of each second.
+    fn seconds(timeline: &[Second]) -> Vec<(u64, u64, u64)> {
+        timeline
+            .iter()
+            .map(|s| (s.second, s.ok, s.errors))
+            .collect()
+    }
+
     #[test]
     fn qps_is_zero_or_within_the_range() {
         assert_eq!(parse_qps(" 500 ").ok(), Some(500.0));
@@ -730,12 +738,7 @@ mod tests {
             w.codes.iter().map(|(c, n)| (*c, *n)).collect::<Vec<_>>(),
             [(-1, 2), (200, 1), (503, 1)]
         );
-        let seconds: Vec<(u64, u64, u64)> = w
-            .timeline
-            .iter()
-            .map(|s| (s.second, s.ok, s.errors))
-            .collect();
-        assert_eq!(seconds, [(0, 1, 0), (1, 0, 2), (2, 0, 1)]);
+        assert_eq!(seconds(&w.timeline), [(0, 1, 0), (1, 0, 2), (2, 0, 1)]);
         assert_eq!(
             (w.versions.get("0.8"), w.versions.get("0.9")),
             (Some(&1), Some(&1))
@@ -770,12 +773,7 @@ mod tests {
         assert_eq!((report.requests, report.errors, report.sockets), (4, 2, 3));
         assert_eq!(report.achieved_qps, 1.0);
         assert_eq!(report.versions.get("0.8"), Some(&2));
-        let seconds: Vec<(u64, u64, u64)> = report
-            .timeline
-            .iter()
-            .map(|s| (s.second, s.ok, s.errors))
-            .collect();
-        assert_eq!(seconds, [(0, 2, 1), (1, 0, 0), (2, 0, 1)]);
+        assert_eq!(seconds(&report.timeline), [(0, 2, 1), (1, 0, 0), (2, 0, 1)]);
         let events: Vec<(u128, i32)> = report
             .error_events
             .iter()

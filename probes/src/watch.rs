@@ -162,15 +162,16 @@ pub enum Report {
 /// Runs the watch until `--count` requests (or messages) or `interrupt` completes (Ctrl-C),
 /// prints the summary and returns it.
 pub async fn run(settings: Settings, interrupt: impl Future<Output = ()>) -> Report {
+    let screen = screen::Screen::new(settings.output, std::io::stdout());
     match (&settings.target, settings.sse) {
-        (Endpoint::WebSocket(target), _) => {
-            Report::Stream(drive::stream(Kind::WebSocket, target, &settings, interrupt).await)
-        }
+        (Endpoint::WebSocket(target), _) => Report::Stream(
+            drive::stream(Kind::WebSocket, target, &settings, screen, interrupt).await,
+        ),
         (Endpoint::Http(target), true) => {
-            Report::Stream(drive::stream(Kind::Events, target, &settings, interrupt).await)
+            Report::Stream(drive::stream(Kind::Events, target, &settings, screen, interrupt).await)
         }
         (Endpoint::Http(target), false) => {
-            Report::Poll(drive::poll(target, &settings, interrupt).await)
+            Report::Poll(drive::poll(target, &settings, screen, interrupt).await)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ([`super::screen`]).
 
 use std::future::Future;
+use std::io::Write;
 
 use tokio::time::Instant;
 
@@ -12,14 +13,14 @@ use super::{clock_text, stamp, Settings, INTERVAL_RANGE};
 use crate::client::{self, BodyRead, RequestError, Target};
 use crate::stream::{End, Kind, OpenError, Stream};
 
-/// Polls `target` every interval.
+/// Polls `target` every interval, showing each answer on `screen`.
 pub(super) async fn poll(
     target: &Target,
     settings: &Settings,
+    mut screen: Screen<impl Write>,
     interrupt: impl Future<Output = ()>,
 ) -> Summary {
     let mut summary = Summary::default();
-    let mut screen = Screen::new(settings.output, std::io::stdout());
     tokio::pin!(interrupt);
     // Requests start an interval apart. After an answer slower than the interval the next request
     // goes at once and the schedule restarts from it (tokio's `MissedTickBehavior::Delay`): no
@@ -74,15 +75,16 @@ pub(super) async fn poll(
 }
 
 /// Follows a stream at `target`, reconnecting whenever it ends, until `--count` messages or
-/// `interrupt`. A connection still open then is dropped, counted neither clean nor abnormal.
+/// `interrupt`, showing each event on `screen`. A connection still open then is dropped,
+/// counted neither clean nor abnormal.
 pub(super) async fn stream(
     kind: Kind,
     target: &Target,
     settings: &Settings,
+    mut screen: Screen<impl Write>,
     interrupt: impl Future<Output = ()>,
 ) -> StreamSummary {
     let mut count = StreamCount::default();
-    let mut screen = Screen::new(settings.output, std::io::stdout());
     let wanted = |count: &StreamCount| settings.count.is_none_or(|n| count.summary.messages < n);
     let mut delay = settings.interval;
     tokio::pin!(interrupt);
