@@ -15,8 +15,8 @@
 //! versions and a live split of the recent answers; a summary at the end (Ctrl-C, SIGTERM or
 //! `--count`). Ctrl-C during a request ends the watch at once; that request is not counted.
 //!
-//! By concern: [`drive`] makes the requests and connections and hands each event to [`summary`],
-//! which counts it (pure), then to [`screen`], which writes its line; this module holds the
+//! By concern: `drive` makes the requests and connections and hands each event to `summary`,
+//! which counts it (pure), then to `screen`, which writes its line; this module holds the
 //! settings and the clock.
 
 use std::future::Future;
