@@ -87,7 +87,12 @@ def export(refs: list[str], into: pathlib.Path) -> dict[str, tuple[bytes, list[b
 
         for entry in json.loads(read("manifest.json")):
             config = read(entry["Config"])
-            layers = [read(layer) for layer in entry["Layers"]]
+            layers = [uncompressed(read(layer)) for layer in entry["Layers"]]
+            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+            if [oci.digest(layer) for layer in layers] != diff_ids:
+                raise SystemExit(
+                    f"rehearsal: {entry.get('RepoTags')}: layers differ from the config's diff_ids"
+                )
             for tag in entry.get("RepoTags") or []:
                 images[tag] = (config, layers)
     missing = [r for r in refs if r not in images]
@@ -139,6 +144,18 @@ def derive(base: dict[str, Any], name: str, tag: str) -> dict[str, Any]:
         }
     ]
     return config
+
+
+def uncompressed(layer: bytes) -> bytes:
+    """A layer as a plain tar: `docker save` gives plain tars from Docker's classic image store,
+    and the stored (gzip) blobs from the containerd one."""
+    if layer[:2] == b"\x1f\x8b":
+        return gzip.decompress(layer)
+    if layer[:4] == b"\x28\xb5\x2f\xfd":
+        raise SystemExit(
+            "rehearsal: docker save gave a zstd layer; rebuild with gzip or none"
+        )
+    return layer
 
 
 class Publisher:
