@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every variant for linux/amd64 and linux/arm64 with buildx and pushes a manifest list per
-# tag to REGISTRY. Compiles inside images/Dockerfile.build, so it needs no Rust on the host.
+# tag to REGISTRY, then the misbehaving tags on top of their base tags. Compiles inside
+# images/Dockerfile.build, so it needs no Rust on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${REGISTRY:?set REGISTRY, e.g. docker.io/you/}"
@@ -14,4 +15,12 @@ while IFS=$'\t' read -r name tag version port message color _; do
     --build-arg "VERSION=$version" --build-arg "PORT=$port" --build-arg "MESSAGE=$message" \
     --build-arg "COLOR=$color" --build-arg "TITLE=$name" --build-arg "REVISION=$revision" \
     -t "$REGISTRY$name:$tag" --push .
+done < images/variants.tsv
+
+# The misbehaving tags (rows "#!"): the base tag just pushed, for every platform, with more ENV.
+while IFS=$'\t' read -r mark name tag base env _; do
+  [ "$mark" = '#!' ] && [ "$name" != NAME ] || continue
+  printf 'FROM %s\nENV VERSION=%s %s\nLABEL org.opencontainers.image.version=%s\n' \
+    "$REGISTRY$name:$base" "$tag" "$env" "$tag" |
+    docker buildx build --platform "$platforms" -t "$REGISTRY$name:$tag" --push -
 done < images/variants.tsv

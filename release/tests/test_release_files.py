@@ -13,7 +13,7 @@ import tomllib
 import pytest
 import yaml
 
-from release import changelog, tag_check
+from release import changelog, tag_check, variants
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -247,3 +247,41 @@ def test_dependency_policy_refuses_a_licence_it_does_not_list(
         check=False,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_multiarch_push_builds_the_misbehaving_tags_on_their_pushed_base(
+    tmp_path: pathlib.Path,
+) -> None:
+    """images/build-multiarch.sh (make push where buildx exists; buildx is not on this machine,
+    so a `docker` on PATH records what it is asked): every row, then each "#!" row FROM its base
+    as pushed, with its ENV, for both platforms."""
+    log = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        f'#!/bin/sh\nprintf "%s|" "$@" >> {log}\n'
+        f'case "$*" in *" -") printf "STDIN:" >> {log}; tr "\\n" ";" >> {log} ;; esac\n'
+        f"echo >> {log}\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REGISTRY": "reg.example/you/"}
+    done = subprocess.run(
+        ["images/build-multiarch.sh"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    pushed = [c.split("|-t|")[1].split("|")[0] for c in calls]
+    rows = [f"reg.example/you/{n}:{t}" for n, t in variants.rows()]
+    bad = [f"reg.example/you/{m.name}:{m.tag}" for m in variants.misbehaving()]
+    assert pushed == rows + bad
+    errors = next(c for c in calls if "|reg.example/you/testpage:0.9-errors|" in c)
+    assert "--platform|linux/amd64,linux/arm64|" in errors
+    assert (
+        "STDIN:FROM reg.example/you/testpage:0.9;ENV VERSION=0.9-errors ERROR_RATE=0.3;"
+        in errors
+    )
