@@ -262,8 +262,10 @@ impl Stream {
 
     /// The next message; `Ok(None)` when something else arrived (a ping, a comment or field of an
     /// event stream, part of a message), a sign that the connection is alive; `Err` when the
-    /// connection ended. Cancel-safe between messages only: dropping it mid-message loses that
-    /// message, so the caller drops the stream too.
+    /// connection ended. Not cancel-safe: dropping it in the middle of a frame leaves the socket
+    /// inside that frame, and a later call would read payload bytes as a new frame's header (a
+    /// message lost, or a payload taken for frames). A caller that drops it must drop the stream
+    /// too, as `watch` does.
     pub async fn next(&mut self) -> Result<Option<Message>, End> {
         match &mut self.reader {
             Reader::WebSocket { ws, partial } => next_frame(ws, partial).await,

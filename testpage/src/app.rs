@@ -40,11 +40,13 @@ pub(crate) struct App {
     slow: Arc<Semaphore>,
 }
 
-/// How many requests may sleep (`/delay`, `LATENCY`) at once with `max_connections`: all but an
-/// eighth (at least one) kept for probes and other quick requests.
+/// How many requests may wait (`/delay`, `LATENCY`, streams, WebSockets) at once with
+/// `max_connections`: all but an eighth kept for probes and other quick requests, and at least
+/// four, the room an HTTP/2 connection (a kubelet `grpc:` probe) needs beside the one the
+/// accept loop holds for the next connection.
 pub(crate) fn slow_slots(max_connections: usize) -> usize {
     max_connections
-        .saturating_sub((max_connections / 8).max(1))
+        .saturating_sub((max_connections / 8).max(4))
         .max(1)
 }
 
@@ -59,11 +61,9 @@ impl App {
         admin: bool,
         max_connections: usize,
     ) -> Self {
-        // The values live as long as the process (one `App` each run), so that copying them
-        // into a response is a copy of a pointer, with no reference count to update.
+        // Shared bytes: copying a value into an answer updates a reference count.
         let header = |value: &str| {
-            let value: &'static [u8] = Box::leak(value.as_bytes().into());
-            HeaderValue::from_maybe_shared(Bytes::from_static(value))
+            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
         };
         let identity = [
@@ -176,5 +176,36 @@ impl App {
         };
         tokio::time::sleep(wait).await;
         true
+    }
+}
+
+#[cfg(test)]
+impl App {
+    /// An app of version `test`, with no ready file, no faults and `max_connections`.
+    pub(crate) fn for_tests(max_connections: usize) -> Arc<App> {
+        let pod = PodInfo {
+            ip: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+            version: "test".into(),
+            hostname: "host".into(),
+            pod: None,
+            namespace: None,
+            node: None,
+            color: None,
+        };
+        let faults = Faults::new(
+            0.0,
+            500,
+            crate::duration::Spread::fixed(Duration::ZERO),
+            None,
+        );
+        let lifecycle = Lifecycle::new(crate::readiness::ReadyFile::new(None));
+        Arc::new(App::new(
+            pod,
+            "page\n".into(),
+            lifecycle,
+            faults,
+            true,
+            max_connections,
+        ))
     }
 }

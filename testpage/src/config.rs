@@ -147,6 +147,12 @@ pub struct Args {
           value_parser = duration::within(Duration::from_secs(1)..=MAX_PHASE))]
     pub idle_timeout: Duration,
 
+    /// How long a new connection may take to send its first request (an HTTP/1 head, an HTTP/2
+    /// preface and request), 100ms to 1h.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s",
+          value_parser = duration::within(Duration::from_millis(100)..=MAX_PHASE))]
+    pub header_timeout: Duration,
+
     /// Open connections at most, 4 to 1000000; beyond it idle ones are closed and new ones wait.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32)
@@ -239,6 +245,8 @@ pub struct Config {
     pub max_connections: usize,
     /// `IDLE_TIMEOUT`.
     pub idle_timeout: Duration,
+    /// `HEADER_TIMEOUT`.
+    pub header_timeout: Duration,
     /// `POD_IP`, when set.
     pub pod_ip: Option<IpAddr>,
     /// `POD_NAME`.
@@ -369,6 +377,7 @@ impl From<Args> for Config {
             admin: args.admin,
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
+            header_timeout: args.header_timeout,
             pod_ip: args.pod_ip.0,
             pod_name: non_empty(args.pod_name),
             pod_namespace: non_empty(args.pod_namespace),

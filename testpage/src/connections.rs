@@ -5,7 +5,7 @@
 //!
 //! | phase | limit |
 //! |---|---|
-//! | from accept to the first request (HTTP/1 head, or HTTP/2 preface and headers) | [`HEADER_READ_TIMEOUT`] |
+//! | from accept to the first request (HTTP/1 head, or HTTP/2 preface and headers) | `HEADER_TIMEOUT` ([`HEADER_READ_TIMEOUT`]) |
 //! | after the first request, a connection with no request in flight (HTTP/1 keep-alive and each later head, HTTP/2 idle) | `IDLE_TIMEOUT` (75 s) |
 //! | after shutdown began, a connection with no request in flight | [`CLOSE_LINGER`] |
 //!
@@ -25,6 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,21 +33,51 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::App;
 use crate::protocol::{Builders, ConnectionHandle, Graceful};
-use crate::routes;
 use crate::shutdown::{Departure, Phase};
 
-/// How long a new connection may take to send its first request. Silent clients, and clients
-/// that send a head slowly, are cut off after this.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What answers every connection's requests: the demo's routes (`routes::Routes`), or a
+/// service's own. The connections own everything else: the cap, the deadlines, upgrades, the
+/// shutdown.
+pub(crate) trait Router: Send + Sync + 'static {
+    /// The body of every answer.
+    type Body: Body<Data = bytes::Bytes, Error: Into<BoxError>> + Send + Unpin + 'static;
+    /// An answer: ready, or to be awaited inside the connection.
+    type Answer: Future<Output = Response<Self::Body>> + Send + Unpin + 'static;
+
+    /// Answers one request. The connection is found in the request's extensions
+    /// (`protocol::ConnectionHandle`), for an upgrade or to give up on a client.
+    fn answer(&self, req: Request<Incoming>) -> Self::Answer;
+
+    /// What to answer when `answer`, or its future, panicked (the panic is logged; the other
+    /// requests and connections go on).
+    fn panicked(&self) -> Response<Self::Body>;
+}
+
+/// How long a new connection may take to send its first request (`HEADER_TIMEOUT`'s default).
+/// Silent clients, and clients that send a head slowly, are cut off after this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may say nothing, by phase (the settings `HEADER_TIMEOUT` and
+/// `IDLE_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// From accept to the first request.
+    pub header: Duration,
+    /// After a request, with none in flight.
+    pub idle: Duration,
+}
 
 /// At the connection limit, connections idle for at least this long are closed to make room.
 pub const SHED_AFTER: Duration = Duration::from_secs(1);
@@ -73,7 +104,8 @@ pub const MAX_HEADERS: usize = 100;
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything a new connection needs, and the signals that end connections.
-pub(crate) struct Connections {
+pub(crate) struct Connections<R> {
+    router: Arc<R>,
     builders: Arc<Builders>,
     app: Arc<App>,
     /// Open connections at most: each holds a permit until it closes, so all permits back
@@ -82,15 +114,20 @@ pub(crate) struct Connections {
     /// Bumped each time there is no room for a new connection: connections idle for
     /// [`SHED_AFTER`] close. (The shutdown's phases come from `App::phases`.)
     shed: watch::Sender<u64>,
-    idle_timeout: Duration,
+    deadlines: Deadlines,
     /// Throttles the accept loop's warnings.
     log: Mutex<Throttle>,
 }
 
-impl Connections {
-    /// Ready to accept for `app`, at most `max_connections` at once, each closed after
-    /// `idle_timeout` without a request once it has sent one.
-    pub(crate) fn new(app: Arc<App>, max_connections: usize, idle_timeout: Duration) -> Self {
+impl<R: Router> Connections<R> {
+    /// Ready to accept for `app`, answered by `router`, at most `max_connections` at once, each
+    /// closed when it says nothing for longer than its `deadlines` allow.
+    pub(crate) fn new(
+        app: Arc<App>,
+        router: R,
+        max_connections: usize,
+        deadlines: Deadlines,
+    ) -> Self {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -111,6 +148,7 @@ impl Connections {
         app.metrics().max_connections(max_connections);
         let limit = Arc::new(Semaphore::new(max_connections));
         Connections {
+            router: Arc::new(router),
             builders: Arc::new(Builders {
                 http1,
                 http2,
@@ -119,7 +157,7 @@ impl Connections {
             app,
             limit,
             shed: watch::Sender::new(0),
-            idle_timeout,
+            deadlines,
             log: Mutex::new(Throttle::default()),
         }
     }
@@ -174,19 +212,29 @@ impl Connections {
         // Small responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let handle = ConnectionHandle::new(self.idle_timeout);
+        let handle = ConnectionHandle::new(self.deadlines.idle);
         let service = {
-            let app = Arc::clone(&self.app);
+            let router = Arc::clone(&self.router);
             let activity = Arc::clone(&activity);
             let handle = handle.clone();
-            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
                 let request = activity.begin();
                 req.extensions_mut().insert(handle.clone());
-                let answer = routes::handle(&app, req);
+                // A panic in a handler fails its request, not the process: the others go on
+                // and so does the drain.
+                let answer = catch_unwind(AssertUnwindSafe(|| router.answer(req)));
+                let router = Arc::clone(&router);
                 async move {
                     // The request stays in flight until its body is sent: a stream of events
                     // keeps its connection from counting as idle for as long as it runs.
-                    let response = answer.response().await;
+                    let answered = match answer {
+                        Ok(answer) => Unwinding(answer).await,
+                        Err(panic) => Err(panic),
+                    };
+                    let response = answered.unwrap_or_else(|panic| {
+                        tracing::error!(panic = panic_text(&panic), "a handler panicked");
+                        router.panicked()
+                    });
                     Ok::<_, Infallible>(response.map(|body| Tracked {
                         body,
                         request: Some(request),
@@ -201,9 +249,9 @@ impl Connections {
         let mut rules = Rules {
             phase: app.phases().watch(),
             shed: self.shed.subscribe(),
-            idle_timeout: self.idle_timeout,
+            deadlines: self.deadlines,
         };
-        app.lifecycle().connection_opened();
+        let counted = Counted::new(Arc::clone(&app));
         self.app.phases().spawn(async move {
             let (result, mut end) = drive(conn, &activity, &mut rules, &handle).await;
             // Upgraded (a WebSocket): the socket is served here, in the connection's slot.
@@ -222,7 +270,7 @@ impl Connections {
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            app.lifecycle().connection_closed();
+            drop(counted);
             drop(permit);
         });
     }
@@ -252,6 +300,47 @@ impl Connections {
             }
         }
     }
+}
+
+/// One open connection in the lifecycle's count, for as long as it lives: counted out when its
+/// task ends, whether it returns or unwinds.
+struct Counted(Arc<App>);
+
+impl Counted {
+    fn new(app: Arc<App>) -> Self {
+        app.lifecycle().connection_opened();
+        Counted(app)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.lifecycle().connection_closed();
+    }
+}
+
+/// A future whose panic is caught and given as its output.
+struct Unwinding<F>(F);
+
+impl<F: Future + Unpin> Future for Unwinding<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// A panic's message, when it has one.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Lets a repeated warning through at most once per [`LOG_EVERY`], counting the rest.
@@ -316,15 +405,20 @@ impl Activity {
 
     /// When this connection is due to be closed for saying nothing; `None` while a request
     /// is in flight (requests have their own bounds: `/delay` and `LATENCY` stop at 60 s).
-    fn deadline(&self, shutting_down: bool, idle_timeout: Duration) -> Option<Instant> {
+    fn deadline(&self, shutting_down: bool, deadlines: Deadlines) -> Option<Instant> {
         let limit = if shutting_down {
             CLOSE_LINGER
         } else if self.served.load(Ordering::Relaxed) {
-            idle_timeout
+            deadlines.idle
         } else {
-            HEADER_READ_TIMEOUT
+            deadlines.header
         };
         self.idle_since().map(|since| since + limit)
+    }
+
+    /// Requests being answered now.
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Since when no request has been in flight; `None` while one is.
@@ -392,7 +486,7 @@ enum End {
 struct Rules {
     phase: watch::Receiver<Phase>,
     shed: watch::Receiver<u64>,
-    idle_timeout: Duration,
+    deadlines: Deadlines,
 }
 
 impl Rules {
@@ -418,7 +512,7 @@ async fn drive<C: Graceful>(
     let mut shutting_down = false;
     // The timer wakes at the earliest moment a limit could pass, then looks at the activity:
     // requests reset the count without touching the timer.
-    let check = HEADER_READ_TIMEOUT.min(rules.idle_timeout);
+    let check = rules.deadlines.header.min(rules.deadlines.idle);
     // In the drain: when an HTTP/2 connection sends its GOAWAY. A connection accepted once the
     // drain has begun draws its moment now.
     let mut goaway = departure.map(Departure::moment);
@@ -443,8 +537,14 @@ async fn drive<C: Graceful>(
         tokio::select! {
             biased;
             result = conn.as_mut() => return (result, end),
-            // An answer whose client stopped reading gave up on it.
-            () = handle.cut_asked() => return (Ok(()), End::Cut),
+            // An answer whose client stopped reading gave up on it: the connection ends once
+            // the stuck answers are all that is left in flight on it.
+            () = handle.cut_asked() => {
+                if activity.in_flight() <= handle.stuck() {
+                    return (Ok(()), End::Cut);
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+            }
             changed = rules.shed.changed(), if shedding => {
                 // The sender lives as long as the accept loop; once it is gone, nothing sheds.
                 shedding = changed.is_ok();
@@ -482,6 +582,9 @@ async fn drive<C: Graceful>(
                 }
             }
             () = &mut timer => {
+                if handle.stuck() > 0 && activity.in_flight() <= handle.stuck() {
+                    return (Ok(()), End::Cut);
+                }
                 if goaway.is_some_and(|at| at <= tokio::time::Instant::now()) {
                     goaway = None;
                     if !shutting_down {
@@ -495,7 +598,7 @@ async fn drive<C: Graceful>(
                     }
                 }
                 let now = Instant::now();
-                match activity.deadline(shutting_down, rules.idle_timeout) {
+                match activity.deadline(shutting_down, rules.deadlines) {
                     // The peer ignored the close: drop the socket.
                     Some(due) if due <= now && shutting_down => {
                         let end = if matches!(end, End::TimedOut) { end } else { End::Cut };
@@ -508,7 +611,11 @@ async fn drive<C: Graceful>(
                     Some(due) => timer.as_mut().reset(sooner(due.into(), goaway)),
                     // A request in flight: look again later (its end restarts the count).
                     None => {
-                        let again = if shutting_down { CLOSE_LINGER } else { check };
+                        let again = if shutting_down || handle.stuck() > 0 {
+                            CLOSE_LINGER
+                        } else {
+                            check
+                        };
                         timer.as_mut().reset(sooner((now + again).into(), goaway));
                     }
                 }
@@ -520,4 +627,88 @@ async fn drive<C: Graceful>(
 /// `at`, or the GOAWAY's moment if that comes first.
 fn sooner(at: tokio::time::Instant, goaway: Option<tokio::time::Instant>) -> tokio::time::Instant {
     goaway.map_or(at, |g| g.min(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+    /// A one-route router whose handler has bugs on two paths.
+    struct Buggy;
+
+    impl Router for Buggy {
+        type Body = Full<Bytes>;
+        type Answer = Answer;
+
+        fn answer(&self, req: Request<Incoming>) -> Answer {
+            match req.uri().path() {
+                "/panic" => panic!("a bug in the handler"),
+                "/panic-later" => Box::pin(async {
+                    tokio::task::yield_now().await;
+                    panic!("a bug in the handler's future")
+                }),
+                _ => Box::pin(async { Response::new(Full::new(Bytes::from_static(b"ok\n"))) }),
+            }
+        }
+
+        fn panicked(&self) -> Response<Full<Bytes>> {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"bug\n")));
+            *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_fails_its_request_and_nothing_else() {
+        let app = App::for_tests(16);
+        let deadlines = Deadlines {
+            header: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+        };
+        let conns = Connections::new(Arc::clone(&app), Buggy, 16, deadlines);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers = conns
+            .accept_until(&listener, async {
+                let kept = TcpStream::connect(addr).await.unwrap();
+                let answers = [
+                    get(addr, "/panic").await,
+                    get(addr, "/panic-later").await,
+                    get(addr, "/").await,
+                ];
+                (answers, kept)
+            })
+            .await;
+        let ([now, later, fine], kept) = answers;
+        assert!(
+            now.starts_with("HTTP/1.1 500") && now.ends_with("bug\n"),
+            "{now}"
+        );
+        assert!(later.starts_with("HTTP/1.1 500"), "{later}");
+        assert!(
+            fine.starts_with("HTTP/1.1 200") && fine.ends_with("ok\n"),
+            "{fine}"
+        );
+        // The drain still ends: the connection left open closes, and every task is done.
+        app.phases().close();
+        tokio::time::timeout(Duration::from_secs(5), app.phases().all_done())
+            .await
+            .expect("every connection closed");
+        assert_eq!(app.lifecycle().connections(), 0);
+        drop(kept);
+    }
 }

@@ -102,10 +102,7 @@ pub enum Error {
 }
 
 /// Runs testpage with `config` until `shutdown` asks it to stop and the shutdown sequence ends.
-///
-/// Each run keeps its pod's identity header values (a few dozen bytes) for the rest of the
-/// process, so that answers copy them without reference counting: run it once per process, or
-/// a bounded number of times (as the tests do).
+/// It may run any number of times in one process (the tests do): nothing outlives a run.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
     // A ready file left by a previous run of this container must not make the kubelet route
     // traffic here before the port is bound.
@@ -175,7 +172,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
         drain: config.drain,
         shutdown_timeout: config.shutdown_timeout,
         max_connections: config.max_connections,
-        idle_timeout: config.idle_timeout,
+        deadlines: connections::Deadlines {
+            header: config.header_timeout,
+            idle: config.idle_timeout,
+        },
     };
     let outcome = server::serve(listener, Arc::clone(&app), timings, shutdown).await;
     let (since_sigterm, drain_requests, closed) = app.metrics().shutdown_summary();

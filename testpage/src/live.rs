@@ -263,6 +263,15 @@ pub(crate) fn websocket(
     {
         return Some(Err("a WebSocket upgrade over HTTP/1.1 is required\n".into()));
     }
+    // A body would be read as frames or not depending on how the bytes arrive: refused.
+    let headers = req.headers();
+    let has_body = headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if has_body {
+        return Some(Err("a WebSocket upgrade request has no body\n".into()));
+    }
     let Some(connection) = req.extensions().get::<ConnectionHandle>().cloned() else {
         return Some(Err("this connection cannot be upgraded\n".into()));
     };
@@ -363,10 +372,11 @@ where
                 Turn::Ping => or_goodbye(&mut goodbye, out.ping()).await,
             };
             match written {
-                Some(Ok(())) => {}
-                Some(Err(_)) => return Some(Ended::ByClient),
+                Written::Done(Ok(())) => {}
+                Written::Done(Err(_)) => return Some(Ended::ByClient),
+                Written::ThenGoodbye => return close_going_away(&mut out, &mut inbox).await,
                 // The goodbye came while the client was not reading: it cannot be delivered.
-                None => return None,
+                Written::Stuck => return None,
             }
         }
     };
@@ -376,12 +386,31 @@ where
     }
 }
 
-/// `write`, unless the goodbye comes first (`None`).
-async fn or_goodbye<T>(goodbye: &mut Goodbye, write: impl Future<Output = T>) -> Option<T> {
+/// How a write went when the goodbye may come in the middle of it.
+enum Written {
+    /// Before the goodbye.
+    Done(Result<(), websocket::WriteFailed>),
+    /// The goodbye came while writing, and the write ended within [`CLOSE_TIMEOUT`] of it:
+    /// the close comes next.
+    ThenGoodbye,
+    /// The goodbye came and the client still did not take the write: no close can follow.
+    Stuck,
+}
+
+/// `write`, unless the goodbye comes first; then `write` has [`CLOSE_TIMEOUT`] to end (a client
+/// reading slowly is behind, not gone) before the socket gives up on it.
+async fn or_goodbye(
+    goodbye: &mut Goodbye,
+    write: impl Future<Output = Result<(), websocket::WriteFailed>>,
+) -> Written {
+    tokio::pin!(write);
     tokio::select! {
         biased;
-        done = write => Some(done),
-        () = goodbye.due() => None,
+        done = &mut write => Written::Done(done),
+        () = goodbye.due() => match tokio::time::timeout(CLOSE_TIMEOUT, write).await {
+            Ok(Ok(())) => Written::ThenGoodbye,
+            _ => Written::Stuck,
+        },
     }
 }
 

@@ -55,6 +55,18 @@ fn main() -> ExitCode {
         eprintln!("testpage: {error}");
         return ExitCode::from(2);
     }
+    // A panic (a bug) is a log line in the configured format, like any other; the request it
+    // happened in is answered 500 and serving goes on (see `connections::Router`).
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!(%location, panic = message, "panic");
+    }));
 
     let code = match runtime.block_on(testpage::run(config, Shutdown::on(signals))) {
         Ok(Outcome::Graceful) => 0,

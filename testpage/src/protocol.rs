@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub(crate) type Upgraded = Pin<Box<dyn Future<Output = ()> + Send>>;
 struct Handle {
     upgraded: Mutex<Option<Upgraded>>,
     cut: Notify,
+    /// Answers that gave up on their client (see [`ConnectionHandle::cut`]).
+    stuck: AtomicUsize,
     idle_timeout: Duration,
 }
 
@@ -79,6 +82,7 @@ impl ConnectionHandle {
         ConnectionHandle(Arc::new(Handle {
             upgraded: Mutex::new(None),
             cut: Notify::new(),
+            stuck: AtomicUsize::new(0),
             idle_timeout,
         }))
     }
@@ -103,12 +107,20 @@ impl ConnectionHandle {
             .take()
     }
 
-    /// Ends the connection now, whatever it is doing.
+    /// One answer gives up on its client (it cannot deliver its goodbye): the connection ends
+    /// as soon as nothing else is in flight on it. Over HTTP/2 the other requests of the
+    /// connection finish first; only the stuck answers then hold it, and it is cut.
     pub(crate) fn cut(&self) {
+        self.0.stuck.fetch_add(1, Ordering::AcqRel);
         self.0.cut.notify_one();
     }
 
-    /// Completes once [`Self::cut`] was called (before or after).
+    /// How many answers gave up ([`Self::cut`]).
+    pub(crate) fn stuck(&self) -> usize {
+        self.0.stuck.load(Ordering::Acquire)
+    }
+
+    /// Completes at the next [`Self::cut`] (or at once if one came unseen).
     pub(crate) async fn cut_asked(&self) {
         self.0.cut.notified().await;
     }

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -66,15 +67,40 @@ pub(crate) enum Answer {
     Now(Response<Body>),
     /// The response once the wait is over.
     Later(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+    /// Already given (a future polled after it completed).
+    Given,
 }
 
-impl Answer {
-    /// Waits for the response.
-    pub(crate) async fn response(self) -> Response<Body> {
-        match self {
-            Answer::Now(response) => response,
-            Answer::Later(response) => response.await,
+impl Future for Answer {
+    type Output = Response<Body>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        match &mut *self {
+            Answer::Later(wait) => wait.as_mut().poll(cx),
+            Answer::Now(_) => match std::mem::replace(&mut *self, Answer::Given) {
+                Answer::Now(response) => Poll::Ready(response),
+                _ => unreachable!("matched as Now above"),
+            },
+            Answer::Given => panic!("an answer polled after it was given"),
         }
+    }
+}
+
+/// The demo's routes, as the connections call them.
+pub(crate) struct Routes(pub Arc<App>);
+
+impl crate::connections::Router for Routes {
+    type Body = Body;
+    type Answer = Answer;
+
+    fn answer(&self, req: Request<Incoming>) -> Answer {
+        handle(&self.0, req)
+    }
+
+    fn panicked(&self) -> Response<Body> {
+        let mut response = text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        identify(&self.0, &mut response);
+        response
     }
 }
 
@@ -138,6 +164,7 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
                 finish.apply(&app, response.await)
             })
         }
+        Answer::Given => Answer::Given,
     }
 }
 

@@ -44,9 +44,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::connections::Connections;
+use crate::connections::{Connections, Deadlines, Router};
 use crate::faults::FailAfter;
 use crate::lifecycle::{State, Withdrawn};
+use crate::routes::Routes;
 use crate::shutdown::Goodbyes;
 use crate::signals::{self, Shutdown};
 use crate::Error;
@@ -71,8 +72,8 @@ pub(crate) struct ServeSettings {
     pub shutdown_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
-    /// How long a connection that has sent a request may stay open with none in flight.
-    pub idle_timeout: Duration,
+    /// How long a connection may take to send its first request, and stay idle after.
+    pub deadlines: Deadlines,
 }
 
 /// How serving ended.
@@ -105,8 +106,9 @@ pub(crate) async fn serve(
 ) -> Result<Outcome, Error> {
     let conns = Connections::new(
         Arc::clone(&app),
+        Routes(Arc::clone(&app)),
         timings.max_connections,
-        timings.idle_timeout,
+        timings.deadlines,
     );
     let outcome = tokio::select! {
         outcome = sequence(listener, &app, &conns, timings, &mut shutdown) => outcome,
@@ -124,10 +126,10 @@ pub(crate) async fn serve(
 }
 
 /// Start, serve, then the shutdown in seven steps.
-async fn sequence(
+async fn sequence<R: Router>(
     listener: TcpListener,
     app: &App,
-    conns: &Connections,
+    conns: &Connections<R>,
     timings: ServeSettings,
     shutdown: &mut Shutdown,
 ) -> Result<Outcome, Error> {
@@ -216,10 +218,9 @@ async fn sequence(
         tokio::select! {
             () = app.phases().all_done() => Outcome::Graceful,
             () = tokio::time::sleep(timings.shutdown_timeout) => {
-                // Only requests count, streams of events included: a connection with none in
-                // flight has nothing to lose.
-                let streams = usize::try_from(app.streams().counts().open).unwrap_or(usize::MAX);
-                match lifecycle.in_flight() + streams {
+                // Only requests count: a connection with none in flight has nothing to lose,
+                // and a stream or socket still saying goodbye is cut (and counted as cut).
+                match lifecycle.in_flight() {
                     0 => Outcome::Graceful,
                     in_flight => Outcome::TimedOut { in_flight },
                 }

@@ -73,6 +73,7 @@ pub struct Shutdown(Source);
 enum Source {
     Signals(Signals),
     Future(Option<Pin<Box<dyn Future<Output = ()> + Send>>>),
+    Channel(tokio::sync::mpsc::Receiver<i32>),
 }
 
 impl Shutdown {
@@ -86,6 +87,12 @@ impl Shutdown {
         Shutdown(Source::Future(Some(Box::pin(future))))
     }
 
+    /// Stops on the first signal number sent on `signals`, and takes the next as the second
+    /// signal: a program's (or a test's) own signals. A closed channel sends no more.
+    pub fn from_channel(signals: tokio::sync::mpsc::Receiver<i32>) -> Self {
+        Shutdown(Source::Channel(signals))
+    }
+
     /// Completes on the first request to stop: the signal's number, or `None` for a future.
     pub(crate) async fn first(&mut self) -> Option<i32> {
         match &mut self.0 {
@@ -97,6 +104,7 @@ impl Shutdown {
                 }
                 None
             }
+            Source::Channel(signals) => Some(next(signals).await),
         }
     }
 
@@ -105,7 +113,16 @@ impl Shutdown {
         match &mut self.0 {
             Source::Signals(signals) => signals.recv().await,
             Source::Future(_) => std::future::pending().await,
+            Source::Channel(signals) => next(signals).await,
         }
+    }
+}
+
+/// The next number sent on `signals`; never, once the channel is closed.
+async fn next(signals: &mut tokio::sync::mpsc::Receiver<i32>) -> i32 {
+    match signals.recv().await {
+        Some(signal) => signal,
+        None => std::future::pending().await,
     }
 }
 
@@ -114,6 +131,7 @@ impl std::fmt::Debug for Shutdown {
         match &self.0 {
             Source::Signals(_) => f.write_str("Shutdown(signals)"),
             Source::Future(_) => f.write_str("Shutdown(future)"),
+            Source::Channel(_) => f.write_str("Shutdown(channel)"),
         }
     }
 }
