@@ -21,10 +21,11 @@ TEST_EXTRA += release-rehearsal-test
 
 # actionlint runs shellcheck on every `run:` script when it finds it on PATH: the venv's.
 .PHONY: lint-release
-lint-release: $(VENV)/.done ## actionlint and zizmor on .github/, shellcheck on every script, the dependency policy (release/deny.toml) (part of make lint)
+lint-release: $(VENV)/.done ## actionlint and zizmor on .github/, shellcheck on every script, mypy on release/, the dependency policy (release/deny.toml) (part of make lint)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --persona=auditor --quiet .github
 	$(VENV)/bin/shellcheck images/*.sh scripts/*.sh release/*.sh .ci/run
+	$(VENV)/bin/mypy --strict --no-error-summary --cache-dir target/mypy release
 	@# cargo-deny reads the metadata of every crate in Cargo.lock, other platforms' too; a build
 	@# downloads only its own. Then nothing more is fetched (no advisory database: see deny.toml).
 	@$(CARGO) fetch --locked --quiet

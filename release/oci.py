@@ -248,7 +248,8 @@ class Registry:
                 headers={"Accept": INDEX},
             )
             if status == 200 and headers.get("content-type", "").startswith(INDEX):
-                return json.loads(body).get("manifests", [])
+                manifests: list[dict[str, Any]] = json.loads(body).get("manifests", [])
+                return manifests
         except RegistryError:
             pass  # no referrers API (404, or another refusal): the fallback tag says
         index = self.manifest_or_none(repository, fallback_tag(subject))

@@ -87,9 +87,11 @@ def licences(root: pathlib.Path) -> dict[tuple[str, str], str]:
 
 
 def workspace_version(root: pathlib.Path) -> str:
-    return tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["package"][
-        "version"
-    ]
+    return str(
+        tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["package"][
+            "version"
+        ]
+    )
 
 
 def generate(

@@ -129,7 +129,10 @@ def unpack(
             data = gzip.decompress(data)
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
             archive.extractall(into, filter="data")
-    return json.loads(registry.blob(repository, manifest["config"]["digest"]))
+    config: dict[str, Any] = json.loads(
+        registry.blob(repository, manifest["config"]["digest"])
+    )
+    return config
 
 
 def answer(url: str) -> tuple[int, dict[str, str], bytes]:

@@ -35,7 +35,8 @@ def kernel_port() -> int:
     that window, the registry's bind fails and the fixture says so (never a stranger's port)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True)

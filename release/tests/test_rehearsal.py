@@ -42,7 +42,8 @@ def rehearsed(registry: LocalRegistry, release_tools: None) -> dict[str, Any]:  
     log.write_text(done.stdout + done.stderr)
     print(done.stdout[-4000:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(summary.read_text())
+    result: dict[str, Any] = json.loads(summary.read_text())
+    return result
 
 
 def test_rehearsal_publishes_every_tag_for_both_architectures(

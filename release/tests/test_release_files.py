@@ -9,6 +9,7 @@ import pathlib
 import re
 import subprocess
 import tomllib
+from typing import Any
 
 import pytest
 import yaml
@@ -20,9 +21,11 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 
 def workspace_version() -> str:
-    return tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"][
-        "version"
-    ]
+    return str(
+        tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"][
+            "version"
+        ]
+    )
 
 
 def test_changelog_has_a_section_for_the_workspace_version() -> None:
@@ -151,7 +154,7 @@ def test_assemble_writes_binaries_sbom_and_checksums(tmp_path: pathlib.Path) -> 
     assert done.returncode == 1 and "aarch64/probe missing" in done.stderr
 
 
-def steps(workflow: dict) -> list[tuple[str, dict]]:
+def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [
         (job_name, step)
         for job_name, job in workflow["jobs"].items()
