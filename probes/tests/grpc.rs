@@ -47,7 +47,8 @@ fn check_and_watch_follow_readiness_through_the_drain() {
         let first = watch.message().await.unwrap().unwrap();
         assert_eq!(status(first.status), ServingStatus::Serving);
 
-        // SIGTERM: Check answers NOT_SERVING at once (within 100 ms).
+        // SIGTERM: Check answers NOT_SERVING at once (the instant is pinned in process, under
+        // the paused clock; across processes, within a second).
         server.signal(Signal::SIGTERM);
         let signalled = Instant::now();
         let turned = loop {
@@ -62,7 +63,7 @@ fn check_and_watch_follow_readiness_through_the_drain() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         assert!(
-            turned < Duration::from_millis(100),
+            turned < Duration::from_secs(1),
             "NOT_SERVING after {turned:?}"
         );
 
