@@ -20,6 +20,12 @@ folders); in each, the fenced blocks marked sh, bash, shell, console or nothing.
   (short flags may be grouped: `-ac 8`), or a single-dash spelling the help names in backticks
   (`-qps`, fortio's spelling, which `probe load` accepts).
 
+docker: every `docker run` a README gives, in a command block or in inline code, that names an
+image of images/variants.tsv is RUN as written (each distinct command once), its URLs pointed at
+a testpage from target/dist on loopback: a `--entrypoint /probe` command must show that
+testpage's version and exit 0 on Ctrl-C; an image's own entrypoint must become ready, then exit 0
+on SIGTERM. Bounded in time; skipped saying why without Docker or the images.
+
 The probe checks need the binary: target/debug/probe when it is newer than probes/ and the
 Cargo files, else `cargo build -q -p probes`; if that fails the probe tests skip saying why
 (fail under REQUIRE_DOCKER=1).
@@ -30,6 +36,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -790,3 +797,232 @@ def test_readme_probe_commands_exist(readme, real_probe_spec):
         if problem.kind == "probe"
     ]
     assert not found, f"{readme.relative_to(ROOT)}:\n" + "\n".join(map(str, found))
+
+
+# ---------------------------------------------------------------- the docker commands, run
+
+# `docker run` options that take the next word as their value (those the READMEs use and the
+# common others), so that the image is the first word after the options.
+DOCKER_VALUE_OPTIONS = {
+    "--network",
+    "--net",
+    "--entrypoint",
+    "--tmpfs",
+    "--memory",
+    "-m",
+    "--cpus",
+    "--name",
+    "-p",
+    "--publish",
+    "-e",
+    "--env",
+    "-v",
+    "--volume",
+    "-u",
+    "--user",
+    "--platform",
+    "--mount",
+}
+INLINE_CODE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+URL_HOST_PORT = re.compile(r"^(https?|wss?)://[^/\s]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class DockerRun:
+    """A `docker run` a README gives: its words, the image and what runs in it."""
+
+    words: tuple
+    line: int
+    image: str  # NAME:TAG
+    entrypoint: str  # "" for the image's own (testpage)
+    args: tuple  # after the image
+
+    def with_target(self, host_port, name):
+        """The command as written, with every URL's host:port replaced by `host_port`, and a
+        `--name` so that the test can reach and remove the container."""
+        words = [
+            URL_HOST_PORT.sub(lambda m: f"{m.group(1)}://{host_port}", word)
+            for word in self.words
+        ]
+        return words[:2] + ["--name", name] + words[2:]
+
+
+def prose_without_fences(text):
+    """(line number, line) of the lines outside fenced blocks."""
+    out, fence = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        match = FENCE.match(line)
+        if fence is None and match:
+            fence = match.group(1)
+        elif fence is not None and match and match.group(1)[0] == fence[0]:
+            fence = None if not match.group(2) else fence
+        elif fence is None:
+            out.append((number, line))
+    return out
+
+
+def docker_run_commands(text, images):
+    """Every `docker run` of a README: in its command blocks and in inline code (a span may
+    wrap onto the next line). Spans that name no image of `images` are option notes (`docker
+    run --cpus 0.01`), not commands, and are left out."""
+    found = []
+    for lang, lines in code_blocks(text):
+        if lang in SHELL_LANGS | CONSOLE_LANGS | PLAIN_LANGS:
+            for number, command in command_lines(lang, lines):
+                code = command[: comment_start(command)]
+                found += [(number, words) for words in simple_commands(code)]
+    prose = prose_without_fences(text)
+    numbers = [number for number, _ in prose]
+    joined_prose = "\n".join(line for _, line in prose)
+    for match in INLINE_CODE.finditer(joined_prose):
+        number = numbers[joined_prose.count("\n", 0, match.start())]
+        found += [(number, words) for words in simple_commands(match.group(1))]
+    runs = []
+    for number, words in found:
+        while words and (words[0] in PREFIX_WORDS or ASSIGNMENT.match(words[0])):
+            words = words[1:]
+        if words[:2] != ["docker", "run"]:
+            continue
+        index, entrypoint = 2, ""
+        while index < len(words) and words[index].startswith("-"):
+            option, eq, value = words[index].partition("=")
+            if option in DOCKER_VALUE_OPTIONS and not eq:
+                value = words[index + 1] if index + 1 < len(words) else ""
+                index += 1
+            if option == "--entrypoint":
+                entrypoint = value
+            index += 1
+        image = words[index] if index < len(words) else ""
+        match = IMAGE_REF.fullmatch(image)
+        if not match or match.group(1) not in images:
+            continue
+        runs.append(
+            DockerRun(
+                tuple(words), number, image, entrypoint, tuple(words[index + 1 :])
+            )
+        )
+    return runs
+
+
+def test_docker_runs_are_found_in_blocks_and_wrapped_inline_code():
+    text = (
+        "Without Rust: `docker run --rm --network host --entrypoint /probe\n"
+        "testpage:0.9 watch http://localhost:30021/`, or measured under `docker run\n"
+        "--cpus 0.01` (options only).\n"
+        "```sh\n"
+        "docker run --rm -p 8080:8080 hello:v1   # the page\n"
+        "```\n"
+    )
+    runs = docker_run_commands(text, {"testpage", "hello"})
+    assert [(run.line, run.image, run.entrypoint, run.args) for run in runs] == [
+        (5, "hello:v1", "", ()),
+        (1, "testpage:0.9", "/probe", ("watch", "http://localhost:30021/")),
+    ]
+    assert runs[1].with_target("127.0.0.1:5", "n")[:4] == [
+        "docker",
+        "run",
+        "--name",
+        "n",
+    ]
+    assert runs[1].with_target("127.0.0.1:5", "n")[-1] == "http://127.0.0.1:5/"
+
+
+def readme_docker_runs():
+    images = built_images((ROOT / "images" / "variants.tsv").read_text())
+    runs = {}
+    for path in README_FILES:
+        for run in docker_run_commands(path.read_text(), images):
+            where = f"{path.relative_to(ROOT)}:{run.line}"
+            runs.setdefault(run.words, (where, run))
+    return sorted(runs.values(), key=lambda pair: pair[0])
+
+
+DOCKER_RUNS = readme_docker_runs()
+
+
+def test_the_readmes_give_docker_commands():
+    # The workshop's "no Rust" command, in README.md and k8s/README.md, in both languages.
+    assert any(run.entrypoint == "/probe" for _, run in DOCKER_RUNS), DOCKER_RUNS
+
+
+@pytest.fixture(scope="module")
+def local_testpage(tmp_path_factory):
+    """testpage from target/dist on 127.0.0.1, VERSION=docs-check; yields host:port."""
+    testlib.skip_or_fail(testlib.binaries_problem("testpage"))
+    ready = tmp_path_factory.mktemp("docs") / "ready"
+    env = {**os.environ, "VERSION": "docs-check", "READY_FILE": str(ready)}
+    with testlib.Process(
+        [testlib.DIST / "testpage", "--listen", "127.0.0.1:0", "--drain", "0"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        yield testlib.ready_addr(ready, proc)
+
+
+def docker_exec_ok(name, *args):
+    return (
+        subprocess.run(
+            ["docker", "exec", name, *args],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        ).returncode
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "where,run", DOCKER_RUNS, ids=[where for where, _ in DOCKER_RUNS]
+)
+def test_readme_docker_command_runs(where, run, local_testpage):
+    """The command as written (URLs pointed at a local testpage), bounded in time: a probe
+    command shows the local testpage's version and ends with exit 0 on Ctrl-C; an image run
+    with its own entrypoint serves until ready, then drains on SIGTERM and exits 0."""
+    testlib.skip_or_fail(testlib.docker_problem())
+    if subprocess.run(
+        ["docker", "image", "inspect", run.image], capture_output=True, check=False
+    ).returncode:
+        testlib.skip_or_fail(f"image {run.image} not built: run `make images`")
+    name = f"docs-check-{os.getpid()}-{abs(hash(run.words)) % 10**8}"
+    words = run.with_target(local_testpage, name)
+    try:
+        with testlib.Process(
+            words,
+            stop_signal=signal.SIGINT,
+            grace=15,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as proc:
+            if run.entrypoint == "/probe":
+                # A watch runs until Ctrl-C: give it three requests' time.
+                try:
+                    out, _ = proc.communicate(timeout=4)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+                    out, _ = proc.communicate(timeout=15)
+                assert proc.poll() == 0, f"{where}: {' '.join(words)}\n{out}"
+                assert "docs-check" in out, f"{where}: {' '.join(words)}\n{out}"
+            else:
+                testlib.wait_until(
+                    lambda: (
+                        proc.poll() is not None
+                        or docker_exec_ok(name, "/probe", "http", "/readyz")
+                    ),
+                    30,
+                    f"{where}: {' '.join(words)} ready",
+                    interval=0.3,
+                )
+                assert proc.poll() is None, f"{where}: exited {proc.poll()}"
+                subprocess.run(
+                    ["docker", "kill", "--signal", "TERM", name],
+                    capture_output=True,
+                    timeout=10,
+                    check=False,
+                )
+                out, _ = proc.communicate(timeout=20)
+                assert proc.poll() == 0, f"{where}: {' '.join(words)}\n{out}"
+    finally:
+        subprocess.run(
+            ["docker", "rm", "-f", name], capture_output=True, timeout=30, check=False
+        )
