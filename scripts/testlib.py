@@ -17,6 +17,7 @@ on sys.path before importing it:
     import testlib
 """
 
+import base64
 import os
 import pathlib
 import re
@@ -24,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -271,3 +273,41 @@ def wait_until(condition, timeout, what, interval=0.05):
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no {what} within {timeout:g}s (last: {last!r})")
         time.sleep(interval)
+
+
+def websocket_upgrade(addr, timeout=10.0):
+    """A socket to `/ws` at `addr` ((host, port) or "host:port"), upgraded by hand: the
+    socket, and whether the answer was `101`. Nothing after the answer's head is read."""
+    if isinstance(addr, str):
+        host, port = addr.rsplit(":", 1)
+        addr = (host, int(port))
+    sock = socket.create_connection(addr, timeout=timeout)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {key}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head.startswith(b"HTTP/1.1 101")
+
+
+def testpage_process(env, prefix="testpage-"):
+    """A testpage of version 0.9 started on loopback with `env`, its log in a scratch folder:
+    the Process (use it in a `with`), the ready file, the log path."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    log = tmp / "log"
+    proc = Process(
+        [DIST / "testpage", "--listen", "127.0.0.1:0"],
+        env={"VERSION": "0.9", "READY_FILE": str(tmp / "ready"), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    return proc, tmp / "ready", log

@@ -3,37 +3,16 @@ slow slot (448 of the default 512 connections) held by a socket that (a) sends m
 frame and stops, or (b) sends four 64 KiB messages and never reads. Before the shared message
 budget, about 200 sockets of either kind got the container OOM-killed."""
 
-import base64
-import os
 import pathlib
 import resource
-import socket
 import time
 
 import pytest
+import testlib
 from conftest import get, image, ready
 
 # The default MAX_CONNECTIONS (512) less the eighth kept for quick requests.
 SOCKETS = 448
-
-
-def upgrade(addr):
-    sock = socket.create_connection(addr, timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Key: {key}\r\n\r\n"
-        ).encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        head += chunk
-    return sock, head.startswith(b"HTTP/1.1 101")
 
 
 def binary(payload):
@@ -75,7 +54,7 @@ def test_memory_20mi_survives_every_slow_slot_held_by_a_hostile_websocket(
     socks, upgraded = [], 0
     try:
         for _ in range(SOCKETS):
-            sock, ok = upgrade(addr)
+            sock, ok = testlib.websocket_upgrade(addr)
             socks.append(sock)
             upgraded += ok
             sock.setblocking(False)

@@ -205,7 +205,9 @@ def test_a_foreign_page_cannot_frame_the_view(world):
     browser.switch_to.new_window("tab")
     try:
         url = f"http://{pods.addrs[0]}/ui"
-        browser.get(f"data:text/html,<iframe id=f width=800 height=600 src='{url}'></iframe>")
+        browser.get(
+            f"data:text/html,<iframe id=f width=800 height=600 src='{url}'></iframe>"
+        )
         time.sleep(1.5)
         browser.switch_to.frame(browser.find_element("id", "f"))
         where = browser.execute_script("return location.href")

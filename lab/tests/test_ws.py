@@ -57,16 +57,8 @@ def test_events_echo_and_a_clean_close_in_the_drain():
 
 
 def start(env):
-    """A testpage on loopback with `env`; returns (Process, address, log path)."""
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="testpage-ws-"))
-    log = tmp / "log"
-    proc = testlib.Process(
-        [testlib.DIST / "testpage", "--listen", "127.0.0.1:0"],
-        env={"VERSION": "0.9", "READY_FILE": str(tmp / "ready"), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
-    return proc, tmp / "ready", log
+    """A testpage on loopback with `env`; returns (Process, ready file, log path)."""
+    return testlib.testpage_process(env, prefix="testpage-ws-")
 
 
 def test_every_socket_gets_an_event_a_second_and_1001_within_the_drain():
@@ -116,16 +108,8 @@ def test_a_client_that_ignores_the_close_is_cut_without_holding_the_shutdown():
     with proc:
         host, port = testlib.ready_addr(ready, proc).rsplit(":", 1)
         # A handshake by hand, then silence: the close frame is never answered.
-        sock = socket.create_connection((host, int(port)), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            (
-                "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                f"Sec-WebSocket-Key: {key}\r\n\r\n"
-            ).encode()
-        )
-        assert sock.recv(4096).startswith(b"HTTP/1.1 101"), "no upgrade"
+        sock, upgraded = testlib.websocket_upgrade((host, int(port)))
+        assert upgraded, "no upgrade"
         signalled = time.monotonic()
         proc.popen.send_signal(signal.SIGTERM)
         code = proc.wait(15)

@@ -2,15 +2,12 @@
 tick, slow and fragmented messages, protocol errors, clients that never read or never speak,
 and many of them at once. Each is answered with a close code or a bounded, counted end."""
 
-import base64
 import os
 import pathlib
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -19,19 +16,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import testlib
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-def start(env):
-    """A testpage on loopback with `env`; returns (Process, address, log path)."""
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="testpage-ws-"))
-    log = tmp / "log"
-    proc = testlib.Process(
-        [testlib.DIST / "testpage", "--listen", "127.0.0.1:0"],
-        env={"VERSION": "0.9", "READY_FILE": str(tmp / "ready"), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
-    return proc, tmp / "ready", log
 
 
 def frame(opcode, payload, *, fin=True, mask=b"\x11\x22\x33\x44", masked=True):
@@ -54,22 +38,8 @@ class Socket:
     """A WebSocket by hand: the handshake, raw frames out, the server's frames in."""
 
     def __init__(self, addr, timeout=10.0):
-        host, port = addr.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                f"Sec-WebSocket-Key: {key}\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(1)
-            assert chunk, f"no answer to the upgrade: {head!r}"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
+        self.sock, upgraded = testlib.websocket_upgrade(addr, timeout)
+        assert upgraded, "no answer 101 to the upgrade"
         self.buf = b""
 
     def send(self, data):
@@ -120,7 +90,7 @@ def test_a_frame_split_across_the_event_tick_is_read_whole():
     """A binary frame whose payload is itself a text frame, its payload arriving after an event
     was sent: the echo is the binary frame, never the frame inside it."""
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
-    proc, ready, _ = start({})
+    proc, ready, _ = testlib.testpage_process({})
     with proc:
         ws = Socket(testlib.ready_addr(ready, proc))
         inner = frame(TEXT, b"smuggled" * 20)
@@ -136,7 +106,7 @@ def test_a_frame_split_across_the_event_tick_is_read_whole():
 def test_a_slow_valid_message_is_echoed_whole():
     """60 KB at about 40 KB/s: one message across several event ticks."""
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
-    proc, ready, _ = start({})
+    proc, ready, _ = testlib.testpage_process({})
     with proc:
         ws = Socket(testlib.ready_addr(ready, proc))
         data = os.urandom(60_000)
@@ -150,7 +120,7 @@ def test_a_slow_valid_message_is_echoed_whole():
 
 def test_fragmented_messages_are_assembled_and_limited_as_a_whole():
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
-    proc, ready, _ = start({})
+    proc, ready, _ = testlib.testpage_process({})
     with proc:
         addr = testlib.ready_addr(ready, proc)
         # "héllo" split inside the é, with a ping between the fragments.
@@ -182,7 +152,7 @@ def test_fragmented_messages_are_assembled_and_limited_as_a_whole():
 
 def test_protocol_errors_get_their_close_codes():
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
-    proc, ready, _ = start({})
+    proc, ready, _ = testlib.testpage_process({})
     cases = [
         ("unmasked frame", frame(TEXT, b"hi", masked=False), 1002),
         ("ping over 125 bytes", frame(PING, b"p" * 126), 1002),
@@ -215,7 +185,7 @@ def test_protocol_errors_get_their_close_codes():
 def metric(addr, name):
     text = testlib.http_get(f"http://{addr}/metrics")[2].decode()
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
 
@@ -224,7 +194,7 @@ def test_websockets_are_connections_with_idle_and_message_deadlines():
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
     import websockets.sync.client
 
-    proc, ready, _ = start({"IDLE_TIMEOUT": "2s"})
+    proc, ready, _ = testlib.testpage_process({"IDLE_TIMEOUT": "2s"})
     with proc:
         addr = testlib.ready_addr(ready, proc)
         before = metric(addr, "http_connections_open")
@@ -248,7 +218,9 @@ def test_websockets_are_connections_with_idle_and_message_deadlines():
         silent.close()
         slow.close()
         assert testlib.wait_until(
-            lambda: metric(addr, "http_connections_open") <= before, 5, "sockets counted out"
+            lambda: metric(addr, "http_connections_open") <= before,
+            5,
+            "sockets counted out",
         )
 
 
@@ -286,7 +258,7 @@ def test_hostile_sockets_hold_bounded_memory():
     and answers /healthz (without the shared message budget, pattern (b) took 34 MB)."""
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
     for pattern in "ab":
-        proc, ready, _ = start({})
+        proc, ready, _ = testlib.testpage_process({})
         with proc:
             addr = testlib.ready_addr(ready, proc)
             start_kib = rss_kib(proc.popen.pid)
@@ -294,7 +266,9 @@ def test_hostile_sockets_hold_bounded_memory():
             try:
                 time.sleep(2)
                 peak = rss_kib(proc.popen.pid)
-                print(f"pattern {pattern}: {len(socks)} sockets, RSS {start_kib} -> {peak} KiB")
+                print(
+                    f"pattern {pattern}: {len(socks)} sockets, RSS {start_kib} -> {peak} KiB"
+                )
                 assert len(socks) == 200
                 assert peak < 16 * 1024, (pattern, peak)
                 assert testlib.http_get(f"http://{addr}/healthz")[0] == 200
@@ -307,7 +281,9 @@ def test_a_websocket_that_never_reads_does_not_hold_the_shutdown():
     """Its echoes and events fill the socket; at its goodbye the close cannot be written, and
     the socket is cut at once instead of at the shutdown timeout (exit 0, counted as cut)."""
     testlib.skip_or_fail(testlib.binaries_problem("testpage"))
-    proc, ready, log = start({"DRAIN": "2s", "SHUTDOWN_TIMEOUT": "8s"})
+    proc, ready, log = testlib.testpage_process(
+        {"DRAIN": "2s", "SHUTDOWN_TIMEOUT": "8s"}
+    )
     with proc:
         addr = testlib.ready_addr(ready, proc)
         ws = Socket(addr)

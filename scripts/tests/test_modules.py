@@ -13,7 +13,9 @@ USE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
 
 def modules():
     lib = (SRC / "lib.rs").read_text()
-    return re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", lib, re.M)
+    return re.findall(
+        r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", lib, re.MULTILINE
+    )
 
 
 def imports(names):
@@ -71,11 +73,15 @@ def test_the_shutdown_module_imports_nothing_of_the_crate():
 def test_every_module_is_in_lib_rs_layout_and_the_readme_table():
     lib = (SRC / "lib.rs").read_text()
     layout = "\n".join(
-        line for line in lib.split("# Layout")[1].splitlines() if line.startswith("//! - ")
+        line
+        for line in lib.split("# Layout")[1].splitlines()
+        if line.startswith("//! - ")
     )
     readme = (ROOT / "README.md").read_text()
     zh = (ROOT / "README.zh-CN.md").read_text()
     for name in modules():
-        assert f"`{name}`" in layout or f"[`{name}`]" in layout, f"lib.rs layout: {name}"
+        assert f"`{name}`" in layout or f"[`{name}`]" in layout, (
+            f"lib.rs layout: {name}"
+        )
         assert f"`{name}.rs`" in readme, f"README.md module table: {name}"
         assert f"`{name}.rs`" in zh, f"README.zh-CN.md module table: {name}"

@@ -69,7 +69,9 @@ def copy_of_the_project(dest):
     workspace = (ROOT / "Cargo.toml").read_text()
     members = 'members = ["testpage", "probes"]'
     assert members in workspace
-    (dest / "Cargo.toml").write_text(workspace.replace(members, 'members = ["testpage"]'))
+    (dest / "Cargo.toml").write_text(
+        workspace.replace(members, 'members = ["testpage"]')
+    )
     shutil.copytree(
         ROOT / "testpage",
         dest / "testpage",
