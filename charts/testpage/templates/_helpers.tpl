@@ -200,6 +200,8 @@ spec:
       value: {{ .Values.maxConnections | quote }}
     - name: IDLE_TIMEOUT
       value: {{ .Values.idleTimeout | quote }}
+    - name: HEADER_TIMEOUT
+      value: {{ .Values.headerTimeout | quote }}
     - name: ADMIN
       value: {{ .Values.admin | quote }}
     {{- with .Values.message }}
