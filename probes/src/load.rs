@@ -42,6 +42,11 @@ pub const QPS_RANGE: RangeInclusive<f64> = 0.01..=1e6;
 /// Error events kept per worker; counts stay exact beyond it.
 const MAX_ERROR_EVENTS: usize = 10_000;
 
+/// Connections a version split needs before its shares move in steps of 1 % or less: a
+/// Service balances connections, not requests, so a kept-alive connection stays on one pod and
+/// with `-c 8` a split comes in steps of 12.5 %.
+pub const SPLIT_SOCKETS: u64 = 100;
+
 /// How long a run lasts when neither `-t` nor `-n` is given (fortio's default).
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 
@@ -642,6 +647,15 @@ impl Report {
                 .map(|(v, n)| format!("{v} {n} ({:.1} %)", *n as f64 * 100.0 / answered as f64))
                 .collect();
             let _ = writeln!(out, "Versions: {}", split.join("  "));
+            if self.sockets < SPLIT_SOCKETS {
+                let _ = writeln!(
+                    out,
+                    "Warning: the split counts {} connections: behind a Service it moves in steps of {:.1} %; \
+                     --keepalive false (a new connection per request) shows the Service's split",
+                    self.sockets,
+                    100.0 / self.sockets.max(1) as f64
+                );
+            }
         }
         let failing: Vec<&Second> = self.timeline.iter().filter(|s| s.errors > 0).collect();
         if !failing.is_empty() {
@@ -829,12 +843,33 @@ Code  -1 : 1 (25.00 %)
 Code 200 : 3 (75.00 %)
 Latency ms: min 1.000  p50 2.000  p90 4.000  p99 4.000  max 4.000  avg 2.500
 Versions: 0.8 2 (66.7 %)  0.9 1 (33.3 %)
+Warning: the split counts 3 connections: behind a Service it moves in steps of 33.3 %; --keepalive false (a new connection per request) shows the Service's split
 Errors by second:
      1s  1 errors, 0 ok
 Errors: 1 of 4
 Unanswered when the run ended: 1 (still waiting after the end's grace; counted as errors)
 ";
         assert_eq!(report.to_text(), expected);
+    }
+
+    #[test]
+    fn the_split_warns_only_when_too_few_connections_carried_it() {
+        let mut report = Report {
+            requests: 8000,
+            sockets: 8,
+            ..Report::default()
+        };
+        let warned = |r: &Report| r.to_text().contains("Warning: the split counts");
+        assert!(!warned(&report), "no versions, no split");
+        report.versions.add("v1.0.0", 6000);
+        report.versions.add("v2.0.0", 2000);
+        assert!(report.to_text().contains(
+            "the split counts 8 connections: behind a Service it moves in steps of 12.5 %"
+        ));
+        report.sockets = 8000; // --keepalive false: a connection per request
+        assert!(!warned(&report));
+        report.sockets = SPLIT_SOCKETS;
+        assert!(!warned(&report));
     }
 
     #[test]
