@@ -31,6 +31,8 @@ def kubectl_printing(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]
     fake = bin_dir / "kubectl"
     fake.write_text(
         "#!/bin/sh\n"
+        # A current context, for the targets that check one before they call kubectl.
+        '[ "$1 $2" = "config current-context" ] && { echo rendering-only; exit 0; }\n'
         '[ "$1" = apply ] && [ "$2" = -k ] || { echo "unexpected: kubectl $*" >&2; exit 2; }\n'
         f'exec {real} kustomize "$3"\n'
     )
