@@ -90,5 +90,8 @@ def test_the_quick_run_produces_every_cost_figure():
     report = out.read_text()
     assert "## Costs per request and per connection" in report
     assert "instructions per keep-alive `GET /`" in report
-    assert "probe load's instructions per request" in report
-    print(report)
+    assert "Load clients, instructions per request" in report
+    # The quick run's numbers are not read: no verdict may end `make test`'s output.
+    assert "**missed**" not in report and "| met |" not in report
+    assert "Not judged in a quick run" in report
+    print(f"\nbench-quick: every figure measured, not judged; the report: {out}")
