@@ -185,6 +185,7 @@ validate: $(VENV)/.done ## Validate every manifest offline (schemas 1.30-1.37, C
 
 .PHONY: deploy
 deploy: ## Apply an experiment: make deploy EXP=000-rolling-update
+	@scripts/k8s.sh context deploy
 	@# REGISTRY=ghcr.io/you/: the published images, by a kustomize image override of k8s/$(EXP)
 	@# (release/registry-overlay.sh); without it, the images loaded into the cluster.
 	@if [ -n "$(REGISTRY)" ]; then set -x; kubectl apply -k "$$(release/registry-overlay.sh $(EXP) $(REGISTRY))"; \
@@ -208,6 +209,7 @@ watch: ## probe watch the experiment's NodePort (URL= to override)
 
 .PHONY: undeploy
 undeploy: ## Delete an experiment's objects
+	@scripts/k8s.sh context undeploy
 	kubectl delete -k k8s/$(EXP) --ignore-not-found
 
 .PHONY: cluster
@@ -222,6 +224,7 @@ LOAD ?= -c 8 --qps 500 -t 60s
 
 .PHONY: client
 client: ## Start the in-cluster client (k8s/tools, namespace testpage-tools)
+	@scripts/k8s.sh context client
 	kubectl apply -k k8s/tools
 	kubectl -n testpage-tools rollout status deployment/client --timeout=120s
 
@@ -235,6 +238,7 @@ client-load: ## probe load from inside the cluster: make client-load URL=... LOA
 
 .PHONY: client-delete
 client-delete: ## Remove the in-cluster client
+	@scripts/k8s.sh context client-delete
 	kubectl delete -k k8s/tools --ignore-not-found
 
 ##@ Housekeeping

@@ -12,13 +12,23 @@
 #   scripts/k8s.sh cluster-delete TOOL [NAME]  of k8s/kind-cluster.yaml published on localhost
 #   scripts/k8s.sh client-watch URL [ARGS]     probe watch / probe load from the in-cluster
 #   scripts/k8s.sh client-load URL [ARGS]      client (k8s/tools)
+#   scripts/k8s.sh context TARGET              exit 1 with one line when kubectl has no current
+#                                              context (the make targets that call kubectl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: k8s.sh upgrade|rollback|status|watch EXP [ARG] | cluster|cluster-delete TOOL [NAME] | client-watch|client-load URL [ARGS]"
+usage="usage: k8s.sh upgrade|rollback|status|watch EXP [ARG] | cluster|cluster-delete TOOL [NAME] | client-watch|client-load URL [ARGS] | context TARGET"
 action=${1:?$usage}
 shift
 KIND_CONFIG=k8s/kind-cluster.yaml
 CLIENT_NS=testpage-tools
+
+# Without a kubeconfig, kubectl falls back to localhost:8080, where `make run` listens, and
+# answers "the server could not find the requested resource": say what is missing instead.
+require_context() { # what
+  command -v kubectl >/dev/null || { echo "$1: kubectl not found: install it, then make cluster" >&2; exit 1; }
+  [ -n "$(kubectl config current-context 2>/dev/null)" ] ||
+    { echo "$1: kubectl has no current context: make cluster, or kubectl config use-context NAME" >&2; exit 1; }
+}
 
 experiment() {
   exp=${1:?which experiment? e.g. EXP=000-rolling-update}
@@ -56,6 +66,12 @@ for node in yaml.safe_load(open(sys.argv[1]))["nodes"]:
 tty_flags() { [ -t 0 ] && [ -t 1 ] && echo "-it" || echo "-i"; }
 
 case "$action" in
+  upgrade | rollback | status | client-watch | client-load) require_context "make $action" ;;
+  watch) [ -n "${2:-}" ] || require_context "make watch" ;;
+esac
+
+case "$action" in
+  context) require_context "make ${1:-kubectl}" ;;
   upgrade)
     experiment "${1:-}"
     to=${2:?usage: make upgrade EXP=... TO=version}

@@ -16,14 +16,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "k8s.sh"
 KUBECTL = shutil.which("kubectl")
 
+# Asking for the current context is the check before every action, not an action: not logged.
+# FAKE_CONTEXT="" plays a machine without a kubeconfig (kubectl then exits 1).
 RECORDER = """#!{python}
 import json, os, sys
 if {passthrough!r} and sys.argv[1:2] == ["kustomize"]:
     os.execv({passthrough!r}, [{passthrough!r}] + sys.argv[1:])
+if sys.argv[1:3] == ["config", "current-context"]:
+    context = os.environ.get("FAKE_CONTEXT", "kind-kind")
+    print(context or "error: current-context is not set", file=sys.stdout if context else sys.stderr)
+    sys.exit(0 if context else 1)
 with open({log!r}, "a") as log:
     log.write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\\n")
-if sys.argv[1:3] == ["config", "current-context"]:
-    print(os.environ.get("FAKE_CONTEXT", "kind-kind"))
 """
 
 
@@ -222,3 +226,53 @@ def test_client_namespace_is_the_manifests():
     names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered)}
     assert ("Namespace", "testpage-tools") in names
     assert ("Deployment", "client") in names
+
+
+KUBECTL_TARGETS = {
+    # make target: its variables
+    "deploy": ["EXP=000-rolling-update"],
+    "upgrade": ["EXP=000-rolling-update", "TO=0.9"],
+    "rollback": ["EXP=000-rolling-update"],
+    "status": ["EXP=000-rolling-update"],
+    "watch": ["EXP=000-rolling-update"],
+    "undeploy": ["EXP=000-rolling-update"],
+    "client": [],
+    "client-watch": ["URL=http://my-app.strategy-canary:8080/"],
+    "client-load": ["URL=http://my-app.strategy-canary:8080/"],
+    "client-delete": [],
+}
+
+
+@pytest.mark.parametrize("action", ["upgrade", "rollback", "status", "watch"])
+def test_without_a_context_the_script_says_so_and_calls_nothing(tools, action):
+    args = [action, "000-rolling-update"] + (["0.9"] if action == "upgrade" else [])
+    assert tools(*args, expect=1, FAKE_CONTEXT="") == []
+
+
+@pytest.mark.parametrize("target", sorted(KUBECTL_TARGETS))
+def test_each_kubectl_target_checks_for_a_context_first(tmp_path, target):
+    """`make TARGET` with a kubectl that has no current context (no kubeconfig) stops before
+    any kubectl action, with one line naming the target and what to do."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(
+        RECORDER.format(python=sys.executable, passthrough="", log=str(log))
+    )
+    kubectl.chmod(0o755)
+    path = f"{bin_dir}:{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", target, *KUBECTL_TARGETS[target]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path, "FAKE_CONTEXT": ""},
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    said = [line for line in done.stderr.splitlines() if "no current context" in line]
+    line = f"make {target}: kubectl has no current context: make cluster, or kubectl config use-context NAME"
+    assert said == [line], done.stderr
+    assert not log.exists(), log.read_text()
