@@ -246,3 +246,22 @@ def test_derived_configs_match_what_make_images_builds() -> None:
         assert {
             k: v for k, v in derived["Labels"].items() if not k.endswith(".revision")
         } == labels, ref
+
+
+def test_summary_gives_release_yml_what_it_signs_and_attests(
+    rehearsed: dict[str, Any],
+) -> None:
+    """release.yml reads `subjects` (the provenance matrix) and `signed` (cosign) from the
+    summary: every index, every SBOM and the chart, by digest."""
+    host_prefix = rehearsed["registry"]
+    subjects = {(s["name"], s["digest"]) for s in rehearsed["subjects"]}
+    for key, seen in rehearsed["tags"].items():
+        name = host_prefix + key.split(":")[0]
+        assert (name, seen["index"]) in subjects, key
+        assert f"{name}@{seen['index']}" in rehearsed["signed"], key
+        assert f"{name}@{seen['sbom']}" in rehearsed["signed"], key
+    chart = rehearsed["chart"]["ref"].rsplit(":", 1)[0]
+    assert (chart, rehearsed["chart"]["digest"]) in subjects
+    workflow = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert "jq -c .subjects target/release/published.json" in workflow
+    assert "jq -r '.signed[]' published.json" in workflow
