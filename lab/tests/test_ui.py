@@ -94,12 +94,27 @@ backend pods
         self.proc.close()
 
 
-@pytest.fixture(scope="module")
-def world():
-    require()
+def chromium(language, size="1200,1000"):
+    """Headless Chromium whose preferred language is `language` (navigator.languages and
+    Accept-Language)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={size}")
+    options.add_argument(f"--lang={language}")
+    options.add_experimental_option("prefs", {"intl.accept_languages": language})
+    return webdriver.Chrome(
+        service=Service(shutil.which("chromedriver")), options=options
+    )
+
+
+@pytest.fixture(scope="module")
+def world():
+    require()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="testpage-ui-"))
     pods = Pods(tmp)
     lb = browser = None
@@ -108,14 +123,7 @@ def world():
             pods.start("v1", f"v1-pod-{i}")
         pods.start("v2", "v2-pod-0")
         lb = Haproxy(tmp, pods.addrs)
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-            options.add_argument(flag)
-        options.add_argument("--window-size=1200,1000")
-        browser = webdriver.Chrome(
-            service=Service(shutil.which("chromedriver")), options=options
-        )
+        browser = chromium("en-US")
         browser.get(lb.url + "ui")
         browser.find_element("id", "rate").send_keys("20")
         yield browser, pods, lb
@@ -165,6 +173,56 @@ def test_the_view_shows_both_versions_and_the_real_split(world):
     assert any("v2 appeared" in e for e in seen["events"]), seen
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / "split.png"))
+
+
+def test_the_view_speaks_english_by_default(world):
+    browser, _, _ = world
+    assert browser.execute_script("return document.documentElement.lang") == "en"
+    assert browser.find_element("id", "pause").text == "Pause"
+    assert browser.title == "testpage · live rollout view"
+
+
+def test_a_browser_that_prefers_chinese_gets_the_view_in_chinese_on_a_projector(world):
+    """One page, both languages in it: a browser whose first language is Chinese sees every
+    label in Chinese; `?view=projector` makes the marks and the split large enough for a room."""
+    english, _, lb = world
+    # Round robin over four pods and two browsers polling in turn: each would see only every
+    # other pod. The English view pauses while this one runs.
+    english.find_element("id", "pause").click()
+    browser = chromium("zh-CN,zh,en", size="1600,1000")
+    try:
+        browser.get(lb.url + "ui?view=projector")
+        browser.find_element("id", "rate").send_keys("20")
+        seen = wait_for(browser, lambda t: t["total"] >= 60 and len(t["versions"]) == 2)
+        page = browser.execute_script(
+            """return {lang: document.documentElement.lang, title: document.title,
+                       projector: document.body.classList.contains('projector'),
+                       pause: document.getElementById('pause').textContent,
+                       total: document.getElementById('total').textContent,
+                       heads: [...document.querySelectorAll('h2')].map((h) => h.textContent),
+                       mark: document.querySelector('#marks span').getBoundingClientRect().width,
+                       split: document.getElementById('split').getBoundingClientRect().height,
+                       url: location.search}"""
+        )
+        assert page["lang"] == "zh-CN" and page["title"] == "testpage · 发布实况", page
+        assert page["pause"] == "暂停", page
+        assert page["total"].endswith(" 个回答"), page
+        assert "各版本比例" in page["heads"] and "Pod" in page["heads"], page
+        assert any("出现" in e for e in seen["events"]), seen
+        assert page["projector"] and page["url"] == "?view=projector", page
+        assert page["mark"] >= 36 and page["split"] >= 90, page
+        # The button leaves the projector view, and says so in Chinese.
+        browser.find_element("id", "projector").click()
+        assert browser.find_element("id", "projector").text == "投影视图"
+        browser.find_element("id", "projector").click()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SHOTS / "zh-projector.png"))
+        # ?lang=en wins over the browser's preference.
+        browser.get(lb.url + "ui?lang=en")
+        assert browser.find_element("id", "pause").text == "Pause"
+    finally:
+        browser.quit()
+        english.find_element("id", "pause").click()
 
 
 def test_faults_set_from_the_page_reach_every_pod_of_one_version(world):
