@@ -7,8 +7,8 @@ folders); in each, the fenced blocks marked sh, bash, shell, console or nothing.
 - Commands: in sh/bash blocks every line that is not a comment; in console blocks the lines
   after a `$ ` prompt; in plain blocks the `$ ` lines and lines that start with make, probe,
   kubectl, docker or cargo (the rest of a plain block is output or a diagram). `\\` joins lines;
-  `&&`, `||`, `|`, `;` and `&` separate commands. A comment's `or: <command>` is checked as a
-  command too. Placeholders (`<v>`, `URL`, `$VAR`, `...`) are never checked.
+  `&&`, `||`, `|`, `;` and `&` separate commands. A comment's `or: <command>` (`或：<command>` in
+  Chinese) is checked as a command too. Placeholders (`<v>`, `URL`, `$VAR`, `...`) are never checked.
 - make: each target is a rule in the Makefile; `EXP=x` names a folder k8s/x; `LOAD="..."` is
   given to `probe load` (make client-load) and is checked as its flags.
 - Paths: words starting with k8s/, images/, scripts/, testpage/, probes/, lab/ or bench/ (with
@@ -351,7 +351,7 @@ class Scanner:
                 self.line = number
                 cut = comment_start(command)
                 code, comment = command[:cut], command[cut:]
-                alternative = re.search(r"\bor:\s*(.+)", comment)
+                alternative = re.search(r"(?:\bor:|或：)\s*(.+)", comment)
                 for part in (code, alternative.group(1) if alternative else ""):
                     for words in simple_commands(part):
                         self.command(words)
