@@ -147,7 +147,7 @@ lab: $(VENV)/.done ## Every experiment (or EXP=folder) under load, DURATION=60 s
 
 .PHONY: lab-short
 lab-short: $(VENV)/.done ## The lab's short run, the live view in a browser, the analysis queries (lab-analysis), the Python helpers' tests (part of make test)
-	@scripts/deps.sh docker haproxy chromium chromedriver prometheus
+	@scripts/deps.sh docker haproxy chromium chromedriver prometheus zh-font
 	@if docker info >/dev/null 2>&1; then \
 		[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images; fi
 	$(PY) -m pytest -q -rs scripts/tests lab/tests

@@ -3,6 +3,9 @@
 #
 #   scripts/deps.sh TOOL...      e.g. scripts/deps.sh docker haproxy prometheus
 #
+# `zh-font` is not a command but a Chinese font, for the browser that renders the live view
+# in Chinese (without one, its screenshots show every character as a box).
+#
 # A tool that is still missing afterwards is an error under REQUIRE_DOCKER=1 (CI), and a
 # warning otherwise: the checks that need it then skip, saying why.
 set -uo pipefail
@@ -10,6 +13,7 @@ set -uo pipefail
 package_of() {
   case "$1" in
     haproxy) echo haproxy ;;
+    zh-font) echo "fontconfig fonts-wqy-microhei" ;;
     nginx) echo nginx-light ;;
     qemu-aarch64-static) echo qemu-user-static ;;
     aarch64-linux-gnu-gcc) echo gcc-aarch64-linux-gnu ;;
@@ -27,14 +31,22 @@ package_of() {
   esac
 }
 
+present() {
+  case "$1" in
+    zh-font) fc-list :lang=zh 2>/dev/null | grep -q . ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
 missing=()
-for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in "$@"; do present "$tool" || missing+=("$tool"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 packages=()
 for tool in "${missing[@]}"; do
   pkg=$(package_of "$tool")
-  [ -n "$pkg" ] && packages+=("$pkg")
+  # shellcheck disable=SC2206 # a tool may need several packages, space-separated
+  [ -n "$pkg" ] && packages+=($pkg)
 done
 if [ ${#packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   sudo=""
@@ -48,7 +60,7 @@ if [ ${#packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 
 still=()
-for tool in "${missing[@]}"; do command -v "$tool" >/dev/null 2>&1 || still+=("$tool"); done
+for tool in "${missing[@]}"; do present "$tool" || still+=("$tool"); done
 [ ${#still[@]} -eq 0 ] && exit 0
 if [ "${REQUIRE_DOCKER:-0}" = 1 ]; then
   echo "deps: REQUIRED tools missing: ${still[*]}" >&2
