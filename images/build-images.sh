@@ -45,11 +45,12 @@ fi
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 if [ "$buildx" = 1 ]; then # compile inside images/Dockerfile.build; no toolchain on the host
-  build() { # name tag version port message color
+  build() { # name tag version port message color newline content-type
     # The build stage takes no variant argument: buildx compiles once and reuses it for each tag.
     docker buildx build --load --platform "$platform" -f images/Dockerfile.build \
       --build-arg "VERSION=$3" --build-arg "PORT=$4" --build-arg "MESSAGE=$5" \
-      --build-arg "COLOR=$6" --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
+      --build-arg "COLOR=$6" --build-arg "NEWLINE=$7" --build-arg "CONTENT_TYPE=$8" \
+      --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
       -t "$registry$1:$2$suffix" .
   }
 else
@@ -71,11 +72,12 @@ else
   [ -n "$suffix" ] && cache=(--no-cache)
   log=$context.log
 
-  build() { # name tag version port message color
+  build() { # name tag version port message color newline content-type
     local ref="$registry$1:$2$suffix"
     if ! docker build --quiet "${cache[@]}" --platform "$platform" -f images/Dockerfile \
         --build-arg "VERSION=$3" --build-arg "PORT=$4" --build-arg "MESSAGE=$5" \
-        --build-arg "COLOR=$6" --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
+        --build-arg "COLOR=$6" --build-arg "NEWLINE=$7" --build-arg "CONTENT_TYPE=$8" \
+        --build-arg "TITLE=$1" --build-arg "REVISION=$revision" \
         -t "$ref" "$context" >"$log" 2>&1; then
       cat "$log" >&2
       exit 1
@@ -85,7 +87,7 @@ else
 fi
 
 built=0
-while IFS=$'\t' read -r name tag version port message color _; do
+while IFS=$'\t' read -r name tag version port message color newline content_type _; do
   case "$name" in ''|'#'*) continue ;; esac
   [ -n "$want_name" ] && [ "$name" != "$want_name" ] && continue
   if [ -n "$want_version" ]; then
@@ -94,7 +96,8 @@ while IFS=$'\t' read -r name tag version port message color _; do
   fi
   [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
   [ "$color" = - ] && color=
-  build "$name" "$tag" "$version" "$port" "$message" "$color"
+  [ "$content_type" = - ] && content_type='text/plain; charset=utf-8'
+  build "$name" "$tag" "$version" "$port" "$message" "$color" "$newline" "$content_type"
   built=$((built + 1))
 done < images/variants.tsv
 [ "$built" -gt 0 ] || { echo "images: no variant named '$want_name' in images/variants.tsv" >&2; exit 2; }

@@ -7,14 +7,16 @@ cd "$(dirname "$0")/.."
 : "${REGISTRY:?set REGISTRY, e.g. docker.io/you/}"
 platforms=${PLATFORMS:-linux/amd64,linux/arm64}
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-while IFS=$'\t' read -r name tag version port message color _; do
+while IFS=$'\t' read -r name tag version port message color newline content_type _; do
   case "$name" in ''|'#'*) continue ;; esac
   [ "$message" = - ] && message='I am: {ip}, the version is: {version}'
   [ "$color" = - ] && color=
+  [ "$content_type" = - ] && content_type='text/plain; charset=utf-8'
   docker buildx build --platform "$platforms" -f images/Dockerfile.build \
     --build-arg "VERSION=$version" --build-arg "PORT=$port" --build-arg "MESSAGE=$message" \
-    --build-arg "COLOR=$color" --build-arg "TITLE=$name" --build-arg "REVISION=$revision" \
-    -t "$REGISTRY$name:$tag" --push .
+    --build-arg "COLOR=$color" --build-arg "NEWLINE=$newline" \
+    --build-arg "CONTENT_TYPE=$content_type" --build-arg "TITLE=$name" \
+    --build-arg "REVISION=$revision" -t "$REGISTRY$name:$tag" --push .
 done < images/variants.tsv
 
 # The misbehaving tags (rows "#!"): the base tag just pushed, for every platform, with more ENV.

@@ -11,6 +11,7 @@ TABLE = ROOT / "images" / "variants.tsv"
 
 
 DEFAULT_MESSAGE = "I am: {ip}, the version is: {version}"
+DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Variant:
     port: int
     message: str
     color: str
+    newline: str
+    content_type: str
 
     def env(self) -> dict[str, str]:
         """The ENV the Dockerfile sets from the row (READY_FILE and PATH are the same for all)."""
@@ -31,6 +34,10 @@ class Variant:
             "PORT": str(self.port),
             "MESSAGE": DEFAULT_MESSAGE if self.message == "-" else self.message,
             "COLOR": "" if self.color == "-" else self.color,
+            "NEWLINE": self.newline,
+            "CONTENT_TYPE": (
+                DEFAULT_CONTENT_TYPE if self.content_type == "-" else self.content_type
+            ),
         }
 
 
@@ -48,8 +55,12 @@ def table_rows(table: pathlib.Path = TABLE) -> list[Variant]:
     out = []
     for line in table.read_text().splitlines():
         if line and not line.startswith("#"):
-            name, tag, version, port, message, color, _ = line.split("\t")
-            out.append(Variant(name, tag, version, int(port), message, color))
+            name, tag, version, port, message, color, newline, ctype, _ = line.split(
+                "\t"
+            )
+            out.append(
+                Variant(name, tag, version, int(port), message, color, newline, ctype)
+            )
     return out
 
 

@@ -173,11 +173,10 @@ def check_arm64_runs(
                 status, headers, body = answer(f"http://{addr}/")
                 version = env.get("VERSION", "")
                 template = env.get("MESSAGE") or "I am: {ip}, the version is: {version}"
-                expected = (
-                    template.replace("{ip}", "127.0.0.1")
-                    .replace("{version}", version)
-                    .replace("{color}", env.get("COLOR", ""))
-                    + "\n"
+                expected = template.replace("{ip}", "127.0.0.1").replace(
+                    "{version}", version
+                ).replace("{color}", env.get("COLOR", "")) + (
+                    "" if env.get("NEWLINE") == "false" else "\n"
                 )
                 if (
                     status != 200

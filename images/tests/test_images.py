@@ -22,33 +22,71 @@ def variants():
     rows = []
     for line in (ROOT / "images" / "variants.tsv").read_text().splitlines():
         if line and not line.startswith("#"):
-            name, tag, version, port, message, color, _ = line.split("\t")
-            rows.append((name, tag, version, int(port), message, color))
+            name, tag, version, port, message, color, newline, ctype, _ = line.split(
+                "\t"
+            )
+            ctype = "text/plain; charset=utf-8" if ctype == "-" else ctype
+            rows.append(
+                (
+                    name,
+                    tag,
+                    version,
+                    int(port),
+                    message,
+                    color,
+                    newline == "true",
+                    ctype,
+                )
+            )
     return rows
 
 
-def expected_page(message, version, ip, color):
+def expected_page(message, version, ip, color, newline=True):
     template = "I am: {ip}, the version is: {version}" if message == "-" else message
     color = "" if color == "-" else color
-    return (
-        template.replace("{ip}", ip)
-        .replace("{version}", version)
-        .replace("{color}", color)
-        + "\n"
-    )
+    return template.replace("{ip}", ip).replace("{version}", version).replace(
+        "{color}", color
+    ) + ("\n" if newline else "")
 
 
-@pytest.mark.parametrize("name,tag,version,port,message,color", variants())
+@pytest.mark.parametrize(
+    "name,tag,version,port,message,color,newline,ctype", variants()
+)
 def test_variant_answers_its_page_on_its_port(
-    containers, name, tag, version, port, message, color
+    containers, name, tag, version, port, message, color, newline, ctype
 ):
     c = containers.run(image(name, tag))
     ready(c, port)
     status, headers, body = get(c.url(port))
     assert status == 200
-    assert body.decode() == expected_page(message, version, c.ip(), color)
+    assert body.decode() == expected_page(message, version, c.ip(), color, newline)
+    assert headers["Content-Type"] == ctype
     assert headers["X-Version"] == version
     assert headers["X-Pod-IP"] == c.ip()
+
+
+# The articles' own servers, byte for byte where a user can see it (../shared/seeds): the Python
+# testpage of seeds 000 and 004 sends `I am: <ip>, the version is: <VERSION>\n` as text/html; the
+# Go server of seed 001 sends `This is version 1.` with no newline, which Go's content sniffing
+# serves as text/plain; charset=utf-8.
+ARTICLES = {
+    ("testpage", "0.5"): ("I am: {ip}, the version is: 0.5\n", "text/html"),
+    ("testpage", "0.9"): ("I am: {ip}, the version is: 0.9\n", "text/html"),
+    ("hello", "v1"): ("This is version 1.", "text/plain; charset=utf-8"),
+    ("hello", "v2"): ("This is version 2.", "text/plain; charset=utf-8"),
+}
+
+
+@pytest.mark.parametrize("name,tag", sorted(ARTICLES))
+def test_variant_answers_the_articles_bytes(containers, name, tag):
+    body, ctype = ARTICLES[(name, tag)]
+    port = next(v[3] for v in variants() if v[:2] == (name, tag))
+    c = containers.run(image(name, tag))
+    ready(c, port)
+    status, headers, got = get(c.url(port))
+    assert status == 200
+    assert got == body.replace("{ip}", c.ip()).encode()
+    assert headers["Content-Type"] == ctype
 
 
 def test_pod_ip_overrides_discovery(containers):

@@ -60,6 +60,7 @@ impl App {
         faults: Faults,
         admin: bool,
         max_connections: usize,
+        content_type: &str,
     ) -> Self {
         // Shared bytes: copying a value into an answer updates a reference count.
         let header = |value: &str| {
@@ -72,7 +73,10 @@ impl App {
             (X_POD_IP, header(&pod.ip.to_string())),
         ];
         let mut page_headers = HeaderMap::with_capacity(identity.len() + 1);
-        page_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+        // `Config` has already refused a content type a header cannot carry.
+        let content_type = HeaderValue::from_str(content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static(TEXT_PLAIN));
+        page_headers.insert(header::CONTENT_TYPE, content_type);
         page_headers.extend(identity.iter().cloned().map(|(n, v)| (Some(n), v)));
         let metrics = Metrics::new(&pod.version, pod.color.as_deref().unwrap_or(""));
         let streams = Streams::new(metrics.streams().clone());
@@ -132,7 +136,7 @@ impl App {
         &self.identity
     }
 
-    /// The headers of the page: `Content-Type: text/plain` and the identity.
+    /// The headers of the page: its `Content-Type` (`CONTENT_TYPE`) and the identity.
     pub(crate) fn page_headers(&self) -> &HeaderMap {
         &self.page_headers
     }
@@ -206,6 +210,7 @@ impl App {
             faults,
             true,
             max_connections,
+            TEXT_PLAIN,
         ))
     }
 }

@@ -74,6 +74,17 @@ pub struct Args {
     #[arg(long, env = "MESSAGE", default_value = DEFAULT_TEMPLATE)]
     pub message: Template,
 
+    /// Whether the page ends with a newline (the tutorials' Python testpage sends one, their Go
+    /// hello server does not).
+    #[arg(long, env = "NEWLINE", default_value = "true",
+          value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub newline: bool,
+
+    /// The page's Content-Type (the tutorials' Python testpage sends text/html).
+    #[arg(long, env = "CONTENT_TYPE", default_value = crate::app::TEXT_PLAIN,
+          value_parser = content_type)]
+    pub content_type: String,
+
     /// Interface whose IPv4 address is reported (when POD_IP is not set).
     #[arg(long, env = "INTERFACE", default_value = "eth0",
           value_parser = clap::builder::NonEmptyStringValueParser::new())]
@@ -213,6 +224,10 @@ pub struct Config {
     pub listen: Listen,
     /// The page template.
     pub template: Template,
+    /// `NEWLINE`: the page ends with a newline.
+    pub newline: bool,
+    /// `CONTENT_TYPE`: the page's Content-Type.
+    pub content_type: String,
     /// Interface for IP discovery.
     pub interface: String,
     /// The readiness file, or `None` when disabled.
@@ -293,6 +308,20 @@ fn header_text(text: &str) -> Result<String, ControlCharacters> {
     Ok(text.to_owned())
 }
 
+/// A `CONTENT_TYPE` that is empty or has control characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a content type (non-empty, no control characters)")]
+pub struct NotAContentType(String);
+
+/// `CONTENT_TYPE`: non-empty, and a header can carry it.
+fn content_type(text: &str) -> Result<String, NotAContentType> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().any(char::is_control) {
+        return Err(NotAContentType(text.to_owned()));
+    }
+    Ok(text.to_owned())
+}
+
 /// A `READY_FILE` that names a directory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} names a directory, not a file")]
@@ -362,6 +391,8 @@ impl From<Args> for Config {
             ready_file: Some(args.ready_file).filter(|p| !p.as_os_str().is_empty()),
             version: args.app_version,
             template: args.message,
+            newline: args.newline,
+            content_type: args.content_type,
             interface: args.interface,
             drain: args.drain,
             shutdown_timeout: args.shutdown_timeout,

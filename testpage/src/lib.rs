@@ -140,7 +140,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
         pod = pod.pod_name(),
         "started"
     );
-    let page = config.template.render(&pod);
+    let page = config.template.render(&pod, config.newline);
     let faults = Faults::new(
         config.error_rate,
         config.error_code,
@@ -161,6 +161,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<Outcome, Error> {
         faults,
         config.admin,
         config.max_connections,
+        &config.content_type,
     ));
     let startup = if config.hang_on_start {
         Startup::Never

@@ -140,7 +140,7 @@ impl std::str::FromStr for Template {
 
 impl Template {
     /// The page for this pod, with the newline the tutorials' page ends with.
-    pub(crate) fn render(&self, pod: &PodInfo) -> String {
+    pub(crate) fn render(&self, pod: &PodInfo, newline: bool) -> String {
         let mut page = String::new();
         for segment in &self.segments {
             match segment {
@@ -148,7 +148,9 @@ impl Template {
                 Segment::Field(field) => page.push_str(&render(pod, *field)),
             }
         }
-        page.push('\n');
+        if newline {
+            page.push('\n');
+        }
         page
     }
 }
@@ -193,7 +195,7 @@ mod tests {
         let parsed: Template = DEFAULT_TEMPLATE.parse().unwrap();
         assert_eq!(parsed, Template::default());
         assert_eq!(
-            parsed.render(&pod()),
+            parsed.render(&pod(), true),
             "I am: 172.1.62.11, the version is: 0.5\n"
         );
     }
@@ -204,7 +206,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(
-            t.render(&pod()),
+            t.render(&pod(), true),
             "{testpage-abc} on node-1 in  (blue, host) é 0.5\n"
         );
     }

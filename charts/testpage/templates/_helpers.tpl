@@ -208,6 +208,14 @@ spec:
     - name: MESSAGE
       value: {{ . | quote }}
     {{- end }}
+    {{- with .Values.newline }}
+    - name: NEWLINE
+      value: {{ . | quote }}
+    {{- end }}
+    {{- with .Values.contentType }}
+    - name: CONTENT_TYPE
+      value: {{ . | quote }}
+    {{- end }}
     {{- with .Values.interface }}
     - name: INTERFACE
       value: {{ . | quote }}
