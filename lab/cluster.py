@@ -10,20 +10,24 @@ It plays the parts that decide a rollout's outcome, from the objects as written:
 - the Deployment controller: ReplicaSets per pod template, RollingUpdate (maxSurge rounded up,
   maxUnavailable rounded down, numbers or percentages), Recreate, minReadySeconds, paused,
   revision history for undo, scaling;
-- the Service: selector -> ready pods -> haproxy's runtime API (no retries), each change
-  reaching haproxy after the endpoint propagation lag; targetPort by number or name; a NodePort
-  as a haproxy frontend on 127.0.0.1:nodePort.
+- the Service: selector -> endpoints (ready; serving terminating ones when no pod is ready) ->
+  one haproxy per Service standing in for kube-proxy on several nodes: a connection reaches one
+  node at random, and each node's server set changes through haproxy's runtime API after its
+  own propagation lag, drawn per node and per change (`Lag`); a uniform pick among the node's
+  endpoints per connection (no retries); targetPort by number or name; a NodePort as a haproxy
+  frontend on 127.0.0.1:nodePort.
 
 What it does not simulate is refused with the field's name (ManifestError), never ignored.
-It is not a cluster: no scheduler, one node, no kube-proxy iptables, no API server.
+It is not a cluster: no scheduler, no kube-proxy iptables, no API server; the nodes exist only
+as the Services' server sets (every pod runs on this machine).
 """
 
 import copy
 import hashlib
 import ipaddress
 import json
-import math
 import pathlib
+import random
 import shutil
 import socket
 import subprocess
@@ -31,8 +35,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import dataclass
 
 import yaml
 
@@ -279,13 +286,58 @@ def bytes_of(quantity):
     return int(text)
 
 
-def resolve_surge(value, replicas, round_up):
-    """maxSurge/maxUnavailable: a number, or a percentage of replicas rounded as Kubernetes
-    does (surge up, unavailable down)."""
-    if isinstance(value, str) and value.endswith("%"):
-        share = float(value[:-1]) / 100 * replicas
-        return math.ceil(share) if round_up else math.floor(share)
-    return int(value)
+def resolve_surge(value, replicas, round_up, field="maxSurge"):
+    """maxSurge/maxUnavailable: a number, or a whole percentage of replicas, `value * replicas
+    / 100` rounded up (surge) or down (unavailable) as apimachinery's
+    `intstr.GetScaledValueFromIntOrPercent` does. Integer arithmetic: 7 % of 100 is 7, where
+    `0.07 * 100` in floating point rounds up to 8."""
+    if isinstance(value, str):
+        digits = value[:-1] if value.endswith("%") else ""
+        if not digits.isdigit():
+            raise ManifestError(
+                f"{field} {value!r}: a whole number or a whole percentage like '25%'"
+            )
+        scaled = int(digits) * replicas
+        return -(-scaled // 100) if round_up else scaled // 100
+    if not isinstance(value, int) or value < 0:
+        raise ManifestError(f"{field} {value!r}: a whole number or a percentage")
+    return value
+
+
+@dataclass(frozen=True)
+class Lag:
+    """The endpoint propagation lag: how long a change of a Service's endpoints takes to reach
+    one node's proxy. A fixed value (`1`), or a range (`0.5-3`) from which each node draws its
+    own delay for each change, uniformly. On a cluster the delay is the EndpointSlice update,
+    then each node's kube-proxy on its own sync (at least `minSyncPeriod`, 1 s by default,
+    apart: `pkg/proxy/runner.go` `BoundedFrequencyRunner`), then any ingress or cloud load
+    balancer, far longer."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def parse(cls, text: object) -> "Lag":
+        """`1`, `1.5`, `0.5-3` (seconds; a trailing `s` is allowed)."""
+        raw = str(text).strip().removesuffix("s").strip()
+        low, sep, high = raw.partition("-")
+        try:
+            lag = cls(float(low), float(high) if sep else float(low))
+        except ValueError:
+            raise ManifestError(
+                f"lag {text!r}: seconds, or a range like 0.5-3"
+            ) from None
+        if not 0 <= lag.low <= lag.high <= 600:
+            raise ManifestError(f"lag {text!r}: 0 to 600 s, low before high")
+        return lag
+
+    def draw(self, rng: random.Random) -> float:
+        return self.low if self.low == self.high else rng.uniform(self.low, self.high)
+
+    def __str__(self) -> str:
+        if self.low == self.high:
+            return f"{self.low:g} s"
+        return f"{self.low:g}-{self.high:g} s"
 
 
 def pod_template_hash(template):
@@ -349,10 +401,52 @@ class Network:
         ids = docker("ps", "-aq", "--filter", f"label={self.label}", check=False).stdout
         if ids.split():
             docker("rm", "-f", *ids.split(), check=False)
+        volumes = docker(
+            "volume", "ls", "-q", "--filter", f"label={self.label}", check=False
+        ).stdout.split()
+        if volumes:
+            docker("volume", "rm", "-f", *volumes, check=False)
         docker("network", "rm", self.name, check=False)
 
 
 # ------------------------------------------------------------------ pods and the kubelet
+
+
+def http_probe(pod, get, timeout):
+    """An httpGet probe as the kubelet's prober sends it (`pkg/probe/http/http.go`
+    `DoHTTPProbe`, `pkg/probe/http/request.go` `NewProbeRequest`): `User-Agent: kube-probe/`,
+    `Accept: */*`, no proxy whatever the environment says (its transport sets `Proxy` to
+    none), redirects followed on the same host only, at most 10 (`RedirectChecker` with
+    followNonLocalRedirects false); a redirect to another host ends the probe with the 3xx
+    itself, a success with a warning, as any status from 200 to 399 is."""
+    url = f"http://{pod.ip}:{pod.port(get['port'])}{get.get('path', '/')}"
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "kube-probe/1.35", "Accept": "*/*"}
+    )
+    for header in get.get("httpHeaders", []):
+        request.add_header(header["name"], header["value"])
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), _SameHostRedirects()
+    )
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            answer.read(10 * 1024)
+            return 200 <= answer.status < 400, f"HTTP {answer.status}"
+    except urllib.error.HTTPError as error:
+        code = error.code
+        if 300 <= code < 400:
+            return True, f"HTTP {code} (redirect to another host, not followed)"
+        return 200 <= code < 400, f"HTTP {code} on {url}"
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = 10
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        original = urllib.parse.urlsplit(req.full_url).hostname
+        if urllib.parse.urlsplit(newurl).hostname != original:
+            return None  # the 3xx is the answer (urllib raises it as an HTTPError)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class Pod:
@@ -368,6 +462,11 @@ class Pod:
         self.container = spec["containers"][0]
         self.ip = cluster.network.allocate()
         self.cid = None
+        self.sandbox = []  # the pause container's id, once it runs
+        self.volumes = []  # the emptyDir volumes' names
+        self.backoff = (
+            None  # (crash-loop back-off s, last update), as the kubelet keeps
+        )
         self.ready = False
         self.ready_since = None
         self.terminating = False
@@ -404,23 +503,64 @@ class Pod:
     # --- the container
 
     def _docker_run(self):
+        """The pod's sandbox, then its container. The sandbox (a `pause` container: the
+        image's own `/probe sleep`) holds the pod's IP, its network sysctls and its emptyDir
+        volumes for the pod's whole life, as the kubelet's pod sandbox does: a container that
+        exits or restarts keeps its IP (connections are refused at once, not left to time out)
+        and its emptyDir contents (`pkg/kubelet/kuberuntime/kuberuntime_sandbox.go`
+        `createPodSandbox`; emptyDir lives as long as the pod)."""
         c, spec = self.container, self.spec
         pod_sc = spec.get("securityContext", {})
         sc = c.get("securityContext", {})
-        args = ["run", "-d", "--label", self.cluster.network.label]
-        args += ["--network", self.cluster.network.name, "--ip", self.ip]
-        args += [
-            "--name",
-            f"{self.cluster.network.name}-{self.name}",
-            "--hostname",
-            self.name,
-        ]
+        label = self.cluster.network.label
+        base = f"{self.cluster.network.name}-{self.name}"
         user = sc.get("runAsUser", pod_sc.get("runAsUser"))
         group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
         if user is None and group is not None:
             raise ManifestError(
                 f"pod {self.name}: runAsGroup without runAsUser is not simulated"
             )
+        # emptyDir: a tmpfs volume of the pod's own, owned by fsGroup (or the pod's user).
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        gid = pod_sc.get("fsGroup", group if group is not None else user)
+        mounts = []
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in volumes:
+                raise ManifestError(f"pod {self.name}: no volume named {m['name']!r}")
+            mounts.append(m)
+        sandbox = ["run", "-d", "--label", label, "--no-healthcheck"]
+        sandbox += ["--network", self.cluster.network.name, "--ip", self.ip]
+        sandbox += ["--name", f"{base}-pause", "--hostname", self.name]
+        for sysctl in pod_sc.get("sysctls", []):
+            sandbox += ["--sysctl", f"{sysctl['name']}={sysctl['value']}"]
+        volume_names = {}
+        for name, volume in volumes.items():
+            options = ["mode=1777"]
+            if user:
+                options += [f"uid={user}", f"gid={gid}"]
+            size = volume["emptyDir"].get("sizeLimit")
+            if size:
+                options.append(f"size={bytes_of(size)}")
+            vname = f"{base}-{name}"
+            docker(
+                "volume", "create", "--label", label, "--driver", "local",
+                "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+                "--opt", f"o={','.join(options)}", vname,
+            )  # fmt: skip
+            volume_names[name] = vname
+            self.volumes.append(vname)
+            sandbox += ["-v", f"{vname}:/volumes/{name}"]
+        sandbox += ["--entrypoint", "/probe", c["image"], "sleep", "87600h"]
+        result = docker(*sandbox, check=False)
+        if result.returncode != 0:
+            raise ManifestError(
+                f"pod {self.name}: the sandbox did not start: {result.stderr.strip()}"
+            )
+        self.sandbox = [result.stdout.strip()]
+        args = ["run", "-d", "--label", label, "--name", base]
+        # The kubelet ignores the image's HEALTHCHECK; Docker would run it inside the pod's
+        # CPU limit every 5 s.
+        args += ["--no-healthcheck", "--network", f"container:{self.sandbox[0]}"]
         if user is not None:
             args += ["--user", f"{user}:{group if group is not None else user}"]
         elif sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
@@ -441,24 +581,14 @@ class Pod:
             args += ["--cap-drop", cap]
         for cap in caps.get("add", []):
             args += ["--cap-add", cap]
-        for sysctl in pod_sc.get("sysctls", []):
-            args += ["--sysctl", f"{sysctl['name']}={sysctl['value']}"]
         limits = c.get("resources", {}).get("limits", {})
         if "cpu" in limits:
             args += ["--cpus", f"{cpus(limits['cpu']):g}"]
         if "memory" in limits:
             args += ["--memory", str(max(bytes_of(limits["memory"]), 6 * 2**20))]
-        volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        for m in c.get("volumeMounts", []):
-            if m["name"] not in volumes:
-                raise ManifestError(f"pod {self.name}: no volume named {m['name']!r}")
-            # fsGroup owns the volume, as the kubelet sets it; else the pod's user does.
-            gid = pod_sc.get("fsGroup", group if group is not None else user)
-            owner = f",uid={user},gid={gid}" if user else ""
-            size = volumes[m["name"]]["emptyDir"].get("sizeLimit")
-            limit = f",size={bytes_of(size)}" if size else ""
+        for m in mounts:
             mode = "ro" if m.get("readOnly") else "rw"
-            args += ["--tmpfs", f"{m['mountPath']}:{mode},mode=1777{owner}{limit}"]
+            args += ["-v", f"{volume_names[m['name']]}:{m['mountPath']}:{mode}"]
         for env in c.get("env", []):
             args += ["-e", f"{env['name']}={self._env_value(env)}"]
         command = c.get("command")
@@ -492,16 +622,7 @@ class Pod:
         timeout = probe.get("timeoutSeconds", 1)
         try:
             if "httpGet" in probe:
-                get = probe["httpGet"]
-                url = f"http://{self.ip}:{self.port(get['port'])}{get.get('path', '/')}"
-                request = urllib.request.Request(url)
-                for header in get.get("httpHeaders", []):
-                    request.add_header(header["name"], header["value"])
-                try:
-                    with urllib.request.urlopen(request, timeout=timeout) as answer:
-                        return 200 <= answer.status < 400, f"HTTP {answer.status}"
-                except urllib.error.HTTPError as error:
-                    return 200 <= error.code < 400, f"HTTP {error.code} on {url}"
+                return http_probe(self, probe["httpGet"], timeout)
             if "tcpSocket" in probe:
                 port = self.port(probe["tcpSocket"]["port"])
                 with socket.create_connection((self.ip, port), timeout=timeout):
@@ -533,13 +654,20 @@ class Pod:
                     :200
                 ]
             if "exec" in probe:
-                result = docker(
-                    "exec",
-                    self.cid,
-                    *probe["exec"]["command"],
-                    check=False,
-                    timeout=timeout + 5,
-                )
+                # Held to timeoutSeconds, as the kubelet has done since 1.20
+                # (`pkg/kubelet/prober/prober.go` `runProbe`: the exec's timeout is the
+                # probe's; `pkg/probe/exec/exec.go` `Probe`: a timeout is a failure). The
+                # docker CLI's own start-up counts against it, a few tens of ms.
+                try:
+                    result = docker(
+                        "exec",
+                        self.cid,
+                        *probe["exec"]["command"],
+                        check=False,
+                        timeout=timeout,
+                    )
+                except subprocess.TimeoutExpired:
+                    return False, f"command timed out after {timeout}s"
                 return result.returncode == 0, (result.stdout + result.stderr).strip()[
                     :200
                 ]
@@ -550,7 +678,11 @@ class Pod:
         )
 
     def _run(self):
-        """Starts the container, then probes it until it is terminated."""
+        """Starts the container, then probes it until it is gone. Once the pod is deleted only
+        readiness is probed, until the container exits: the kubelet stops liveness (and
+        startup) probes on a terminating pod and keeps readiness, which kube-proxy needs for
+        its fallback to serving terminating endpoints (`pkg/kubelet/prober/worker.go`
+        `doProbe`, the DeletionTimestamp check)."""
         try:
             self._docker_run()
         except ManifestError as error:
@@ -572,6 +704,8 @@ class Pod:
             for kind, probe in (("readiness", readiness), ("liveness", liveness)):
                 if probe is None or now < due[kind]:
                     continue
+                if kind == "liveness" and self.terminating:
+                    continue
                 due[kind] = now + probe.get("periodSeconds", 10)
                 ok, detail = self._probe(probe)
                 if self.stop.is_set():
@@ -586,36 +720,66 @@ class Pod:
                     elif not ok and counts[1] >= probe.get("failureThreshold", 3):
                         self._set_ready(False, detail)
                 elif not ok and counts[1] >= probe.get("failureThreshold", 3):
+                    # The kubelet kills the container (preStop, SIGTERM, the grace period)
+                    # and restarts it under the crash-loop back-off; the pod stays Ready
+                    # until the container has exited.
                     self.cluster.event(f"liveness failed ({detail}); restarting", self)
-                    self._set_ready(False, "restarting")
-                    self._kill_gracefully(reason="liveness")
-                    if self.stop.is_set():
+                    code = self._kill_gracefully(reason="liveness")
+                    if self.stop.is_set() or self.terminating:
                         return
-                    docker("start", self.cid, check=False)
-                    self.restarts += 1
-                    counts[:] = [0, 0]
+                    self._set_ready(False, f"container exited {code}")
+                    if not self._restart(code):
+                        return
+                    streak = {"readiness": [0, 0], "liveness": [0, 0]}
                     started = time.monotonic()
                     for k, p in (("readiness", readiness), ("liveness", liveness)):
                         if p is not None:
                             due[k] = started + p.get("initialDelaySeconds", 0)
-            if not self.stop.is_set() and self._exited():
-                self._restart_after_exit()
+            if not self.stop.is_set() and not self.terminating and self._exited():
+                code = docker(
+                    "inspect", "-f", "{{.State.ExitCode}}", self.cid, check=False
+                ).stdout.strip()
+                self._set_ready(False, "exited")
+                if not self._restart(code):
+                    return
             self.stop.wait(TICK)
 
     def _exited(self):
         state = docker("inspect", "-f", "{{.State.Running}}", self.cid, check=False)
         return state.returncode != 0 or state.stdout.strip() == "false"
 
-    def _restart_after_exit(self):
-        code = docker("inspect", "-f", "{{.State.ExitCode}}", self.cid, check=False)
-        self._set_ready(False, "exited")
-        # The kubelet restarts at once the first time, then after 10 s, 20 s, ... 300 s.
-        backoff = 0 if self.restarts == 0 else min(10 * 2 ** (self.restarts - 1), 300)
-        self.cluster.event(f"exited {code.stdout.strip()}; restart in {backoff}s", self)
-        if self.stop.wait(backoff):
-            return
+    # The kubelet's crash-loop back-off: `pkg/kubelet/kubelet.go` builds it with
+    # `flowcontrol.NewBackOff(10 s, 300 s)`; `pkg/kubelet/kuberuntime/kuberuntime_manager.go`
+    # `doBackOff` restarts at once when the container has no back-off entry, else only once
+    # the back-off has passed since the container finished, then doubles it; the entry is
+    # forgotten when nothing happened for twice the maximum (`flowcontrol.Backoff.Next`,
+    # `hasExpired`).
+    BACKOFF_INITIAL, BACKOFF_MAX = 10.0, 300.0
+
+    def _restart(self, code):
+        """Restarts the exited container under the back-off; False when the pod went away
+        meanwhile."""
+        finished = time.monotonic()
+        entry = self.backoff
+        if entry is not None and finished - entry[1] > 2 * self.BACKOFF_MAX:
+            entry = None
+        wait = 0.0 if entry is None else entry[0]
+        self.backoff = (
+            self.BACKOFF_INITIAL
+            if entry is None
+            else min(2 * entry[0], self.BACKOFF_MAX),
+            finished,
+        )
+        self.cluster.event(
+            f"exited {code}; restart in {wait:g}s"
+            + (" (CrashLoopBackOff)" if wait else ""),
+            self,
+        )
+        if self.stop.wait(wait) or self.terminating:
+            return False
         docker("start", self.cid, check=False)
         self.restarts += 1
+        return True
 
     def _set_ready(self, ready, detail):
         with self.lock:
@@ -671,7 +835,9 @@ class Pod:
         return int(code) if code.lstrip("-").isdigit() else None
 
     def delete(self):
-        """As `kubectl delete pod`: out of the endpoints (after the lag), terminated."""
+        """As `kubectl delete pod`: terminating at once (out of the ready endpoints, after
+        each node's lag), readiness still probed, preStop, SIGTERM, SIGKILL; the sandbox (and
+        with it the pod's IP) goes once the container has exited."""
         with self.lock:
             if self.terminating:
                 return
@@ -679,14 +845,19 @@ class Pod:
         self.cluster.event("deleted", self)
 
         def terminate():
-            self.stop.set()
-            self.thread.join()
             if self.cid is None:
+                self.stop.set()
+                self.thread.join()
                 self.gone = True
                 return
             self.exit_code = self._kill_gracefully(reason="deleted")
+            self.stop.set()
+            self.thread.join()
+            self._set_ready(False, "container exited")
             self.cluster.event(f"exited {self.exit_code}", self)
-            docker("rm", "-f", self.cid, check=False)
+            docker("rm", "-f", self.cid, *self.sandbox, check=False)
+            if self.volumes:
+                docker("volume", "rm", *self.volumes, check=False)
             self.gone = True
 
         threading.Thread(target=terminate, daemon=True).start()
@@ -718,6 +889,11 @@ class Deployment:
         self.name = obj["metadata"]["name"]
         self.namespace = obj["metadata"].get("namespace", "default")
         self.replica_sets = []
+        # The Progressing condition: when the rollout last made progress, and whether it
+        # ran out of its deadline (`pkg/controller/deployment/progress.go`).
+        self.last_progress = time.monotonic()
+        self.progress_mark = None
+        self.timed_out = False
         self.update(obj)
 
     def update(self, obj):
@@ -728,14 +904,33 @@ class Deployment:
         self.paused = spec.get("paused", False)
         self.strategy = spec.get("strategy", {}).get("type", "RollingUpdate")
         rolling = spec.get("strategy", {}).get("rollingUpdate", {})
+        # `pkg/controller/deployment/util/deployment_util.go` `ResolveFenceposts`: surge
+        # rounded up, unavailable down, and both 0 means unavailable 1.
         self.max_surge = resolve_surge(
-            rolling.get("maxSurge", "25%"), self.replicas, True
+            rolling.get("maxSurge", "25%"), self.replicas, True, "maxSurge"
         )
         self.max_unavailable = resolve_surge(
-            rolling.get("maxUnavailable", "25%"), self.replicas, False
+            rolling.get("maxUnavailable", "25%"), self.replicas, False, "maxUnavailable"
         )
         if self.max_surge == 0 and self.max_unavailable == 0:
             self.max_unavailable = 1
+        # 10 by default, as the API server's defaulting sets it.
+        self.history_limit = spec.get("revisionHistoryLimit", 10)
+        self.progress_deadline = spec.get("progressDeadlineSeconds", 600)
+        if not isinstance(self.history_limit, int) or self.history_limit < 0:
+            raise ManifestError(
+                f"Deployment {self.name}: spec.revisionHistoryLimit {self.history_limit!r}"
+            )
+        if not isinstance(self.progress_deadline, int) or self.progress_deadline <= 0:
+            raise ManifestError(
+                f"Deployment {self.name}: spec.progressDeadlineSeconds "
+                f"{self.progress_deadline!r}"
+            )
+        if self.min_ready >= self.progress_deadline:
+            raise ManifestError(
+                f"Deployment {self.name}: spec.progressDeadlineSeconds must be greater "
+                "than minReadySeconds"
+            )
         selector = spec["selector"]["matchLabels"]
         labels = spec["template"]["metadata"].get("labels", {})
         if any(labels.get(k) != v for k, v in selector.items()):
@@ -773,6 +968,65 @@ class Deployment:
             self._rolling(new)
         for rs in self.replica_sets:
             self._sync_rs(rs)
+        self._progress(new)
+        if new is not None and (self.paused or self.complete()):
+            self._cleanup()
+
+    def _progress(self, new):
+        """progressDeadlineSeconds is time without progress, not a cap on the rollout:
+        `pkg/controller/deployment/progress.go` `syncRolloutStatus` refreshes the Progressing
+        condition whenever `util.DeploymentProgressing` sees the new ReplicaSet grow, more
+        updated, ready or available replicas, or fewer old ones, and
+        `util.DeploymentTimedOut` reports ProgressDeadlineExceeded once the deadline passes
+        after the last refresh. A paused Deployment does not time out; a complete one is
+        done."""
+        now = time.monotonic()
+        old = [rs for rs in self.replica_sets if rs is not new]
+        mark = (
+            None if new is None else new.hash,
+            0 if new is None else new.replicas,
+            0 if new is None else len(new.active()),
+            0 if new is None else sum(p.ready for p in new.active()),
+            0 if new is None else new.available(),
+            -sum(rs.replicas + len(rs.active()) for rs in old),
+        )
+        previous, self.progress_mark = self.progress_mark, mark
+        if (
+            previous is None
+            or mark[0] != previous[0]
+            or any(a > b for a, b in zip(mark[1:], previous[1:], strict=True))
+            or self.paused
+            or self.complete()
+        ):
+            self.last_progress = now
+            self.timed_out = False
+        elif not self.timed_out and now - self.last_progress > self.progress_deadline:
+            self.timed_out = True
+            self.cluster.event(
+                f"deployment {self.name}: ProgressDeadlineExceeded "
+                f"(no progress for {self.progress_deadline}s)",
+                None,
+            )
+
+    def _cleanup(self):
+        """Old ReplicaSets beyond revisionHistoryLimit, oldest first, once they have no
+        pods: `pkg/controller/deployment/sync.go` `cleanupDeployment`, run when a rollout is
+        complete or the Deployment is paused."""
+        old = sorted(
+            (
+                rs
+                for rs in self.replica_sets
+                if rs is not self.new_rs and rs.replicas == 0 and not rs.pods
+            ),
+            key=lambda rs: rs.revision,
+        )
+        for rs in old[: max(0, len(old) - self.history_limit)]:
+            self.replica_sets.remove(rs)
+            self.cluster.event(
+                f"ReplicaSet revision {rs.revision} ({rs.hash}) deleted: "
+                f"revisionHistoryLimit {self.history_limit}",
+                None,
+            )
 
     def _scale_paused(self):
         """Paused: no rollout step, only scaling. One active ReplicaSet takes `replicas`;
@@ -890,6 +1144,12 @@ class Deployment:
     def undo(self, to_revision=None):
         """`kubectl rollout undo [--to-revision=N]`: the template of that revision (by default
         the one before the current)."""
+        if self.paused:
+            # kubectl's `DeploymentRollbacker.Rollback` (`polymorphichelpers/rollback.go`).
+            raise StepError(
+                f"deployment {self.name}: you cannot rollback a paused deployment; resume "
+                f"it first with 'kubectl rollout resume deployment/{self.name}' and try again"
+            )
         current = self.new_rs
         previous = sorted(
             (rs for rs in self.replica_sets if rs is not current),
@@ -898,7 +1158,10 @@ class Deployment:
         if to_revision is not None:
             previous = [rs for rs in previous if rs.revision == to_revision]
         if not previous:
-            raise StepError(f"deployment {self.name}: no revision to undo to")
+            raise StepError(
+                f"deployment {self.name}: unable to find specified revision"
+                + (f" {to_revision} in history" if to_revision is not None else "")
+            )
         target = previous[-1]
         target.revision = max(rs.revision for rs in self.replica_sets) + 1
         self.template = copy.deepcopy(target.template)
@@ -909,16 +1172,29 @@ class Deployment:
 
 
 class Service:
-    """haproxy with no retries and no health checks of its own: its endpoints change only
-    through the runtime API, as kube-proxy's rules change only when the control plane says.
-    Like kube-proxy, it picks a pod at random per connection (TCP mode): requests on a kept-alive
-    connection stay on its pod, even after the Service's selector moves elsewhere; and an
-    established connection may stay idle (for an hour here)."""
+    """One haproxy per Service standing in for kube-proxy on `nodes` nodes, with no retries
+    and no health checks of its own: a node's endpoints change only through the runtime API,
+    as kube-proxy's rules change only when the control plane says.
+
+    A new connection reaches one node at random (a client pod on that node, or a load
+    balancer spreading over the nodes: `use_backend` with `rand()`), and there one endpoint,
+    uniformly at random and blind to load, as kube-proxy's rules pick one: iptables
+    `-m statistic --mode random --probability 1/n, 1/(n-1), ...`
+    (`pkg/proxy/iptables/proxier.go` `writeServiceToEndpointRules`), nftables `numgen random
+    mod n` (`pkg/proxy/nftables/proxier.go`). haproxy's own `balance random` is not that: it
+    draws two servers and keeps the less loaded one, and even `random(1)` looks its random
+    key up on a consistent-hash ring, where equal servers get unequal shares (about 0.87 to
+    1.08 of a third each with three servers here). `balance hash rand()` with
+    `hash-type map-based` takes a random key modulo the live servers: uniform, as
+    lab/tests/test_balancer.py checks. Requests on a kept-alive connection stay on its pod,
+    even after the selector moves elsewhere; an established connection may stay idle (an
+    hour here)."""
 
     SLOTS = 32
 
     def __init__(self, cluster, obj):
         self.cluster = cluster
+        self.nodes = cluster.nodes
         self.name = obj["metadata"]["name"]
         self.namespace = obj["metadata"].get("namespace", "default")
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-haproxy-"))
@@ -943,9 +1219,14 @@ class Service:
                 f"    server s{n} 127.0.0.1:1 disabled" for n in range(self.SLOTS)
             )
             frontends.append(
-                f"frontend f{i}\n    bind {bind}\n    default_backend b{i}\n"
-                f"backend b{i}\n    balance random\n{servers}\n"
+                f"frontend f{i}\n    bind {bind}\n"
+                f"    use_backend b{i}n%[rand({self.nodes})]\n"
             )
+            for k in range(self.nodes):
+                frontends.append(
+                    f"backend b{i}n{k}\n    balance hash rand()\n"
+                    f"    hash-type map-based\n{servers}\n"
+                )
         config = self.dir / "haproxy.cfg"
         config.write_text(
             f"""global
@@ -982,10 +1263,10 @@ defaults
             self.close()
             raise RuntimeError(
                 f"Service {self.name}: haproxy did not start ({error}): {tail}"
-            )
-        # slot per (port index, pod name); what haproxy has now.
-        self.slots = {}
-        self.applied = set()
+            ) from error
+        # Per node: slot per (port index, pod name), and the endpoints it routes to now.
+        self.slots = [{} for _ in range(self.nodes)]
+        self.applied = [set() for _ in range(self.nodes)]
 
     def update(self, obj):
         spec = obj["spec"]
@@ -1021,34 +1302,47 @@ defaults
         )
 
     def wanted(self):
-        """The endpoints the control plane publishes now: ready, not terminating, selected."""
+        """The endpoints the control plane publishes now, name -> (pod, ready): selected pods
+        that are ready and not terminating (ready), and terminating ones whose readiness
+        probe still passes (serving, not ready), as the EndpointSlice controller writes them
+        (`staging/src/k8s.io/endpointslice/utils.go` `podToEndpoint`)."""
         return {
-            p.name: p
+            p.name: (p, p.ready and not p.terminating)
             for p in self.cluster.all_pods()
-            if self.selects(p) and p.ready and not p.terminating
+            if self.selects(p) and p.ready and not p.gone
         }
 
-    def apply(self, pods):
-        """Sets haproxy's servers to `pods` (name -> Pod): the new ones first, so that a
-        switch from one set to another (blue/green) never leaves none, as kube-proxy replaces
-        its rules in one go."""
-        for name in sorted(set(pods) - self.applied):
+    @staticmethod
+    def routed(endpoints):
+        """What a node's proxy routes to: the ready endpoints, or when there is none the
+        serving terminating ones (`pkg/proxy/topology.go` `CategorizeEndpoints`)."""
+        ready = {n: pod for n, (pod, is_ready) in endpoints.items() if is_ready}
+        return ready or {n: pod for n, (pod, _) in endpoints.items()}
+
+    def apply(self, node, endpoints):
+        """Sets node `node`'s servers to what it routes to out of `endpoints`: the new ones
+        first, so that a switch from one set to another (blue/green) never leaves none, as
+        kube-proxy replaces its rules in one go."""
+        pods = self.routed(endpoints)
+        slots, applied = self.slots[node], self.applied[node]
+        for name in sorted(set(pods) - applied):
             pod = pods[name]
             for i, port in enumerate(self.ports):
-                used = {s for (j, _), s in self.slots.items() if j == i}
+                used = {s for (j, _), s in slots.items() if j == i}
                 slot = next(n for n in range(self.SLOTS) if n not in used)
-                self.slots[(i, name)] = slot
+                slots[(i, name)] = slot
                 target = pod.port(port.get("targetPort", port["port"]))
-                self.command(f"set server b{i}/s{slot} addr {pod.ip} port {target}")
-                self.command(f"set server b{i}/s{slot} state ready")
-            self.cluster.event(f"endpoint added to {self.name}", pod)
-        for name in sorted(self.applied - set(pods)):
+                backend = f"b{i}n{node}/s{slot}"
+                self.command(f"set server {backend} addr {pod.ip} port {target}")
+                self.command(f"set server {backend} state ready")
+            self.cluster.event(f"endpoint added to {self.name}", pod, node=node)
+        for name in sorted(applied - set(pods)):
             for i in range(len(self.ports)):
-                slot = self.slots.pop((i, name), None)
+                slot = slots.pop((i, name), None)
                 if slot is not None:
-                    self.command(f"set server b{i}/s{slot} state maint")
-            self.cluster.event(f"endpoint removed from {self.name}", name)
-        self.applied = set(pods)
+                    self.command(f"set server b{i}n{node}/s{slot} state maint")
+            self.cluster.event(f"endpoint removed from {self.name}", name, node=node)
+        self.applied[node] = set(pods)
 
     def url(self, port=None):
         return self.urls[port] if port is not None else next(iter(self.urls.values()))
@@ -1065,9 +1359,13 @@ defaults
 class Cluster:
     """The objects applied so far, and the control loop that reconciles them."""
 
-    def __init__(self, lag=1.0, registry=""):
+    def __init__(self, lag=None, registry="", nodes=3, seed=None):
         self.run_id = uuid.uuid4().hex[:8]
-        self.lag = lag
+        self.lag = lag if isinstance(lag, Lag) else Lag.parse(1 if lag is None else lag)
+        if not 1 <= nodes <= 16:
+            raise ManifestError(f"nodes {nodes}: 1 to 16")
+        self.nodes = nodes
+        self.rng = random.Random(seed)
         self.registry = registry
         self.network = Network(self.run_id)
         self.deployments = {}
@@ -1075,7 +1373,10 @@ class Cluster:
         self.events = []
         self.errors = []
         self.samples = []  # (unix ms, {deployment: (available, active pods)})
-        self.pending = []  # (due monotonic, service, endpoints)
+        # Changes on their way, per (Service, node): [(due monotonic, endpoints)], in order.
+        self.pending = {}
+        # What the control plane published last, per Service: {name: (pod, ready)}.
+        self.published = {}
         self.lock = threading.RLock()
         self.counter = 0
         self.stopped = threading.Event()
@@ -1084,10 +1385,13 @@ class Cluster:
 
     # --- records
 
-    def event(self, what, pod):
+    def event(self, what, pod, node=None):
         name = pod.name if isinstance(pod, Pod) else pod
         ip = pod.ip if isinstance(pod, Pod) else None
-        self.events.append({"unix_ms": now_ms(), "event": what, "pod": name, "ip": ip})
+        record = {"unix_ms": now_ms(), "event": what, "pod": name, "ip": ip}
+        if node is not None:
+            record["node"] = node
+        self.events.append(record)
 
     def fail(self, error):
         self.errors.append(str(error))
@@ -1191,27 +1495,36 @@ class Cluster:
                     self.fail(f"control loop: {error!r}")
 
     def _endpoints(self):
-        """What each Service should route to now reaches haproxy `lag` seconds later."""
+        """What each Service should route to reaches each node after that node's own lag,
+        drawn for every change; a node applies its changes in order (a later one is never
+        overtaken by an earlier one drawn longer), as kube-proxy syncs its rules to the
+        latest state it has seen."""
         now = time.monotonic()
         for service in self.services.values():
             wanted = service.wanted()
-            scheduled = next(
-                (e for _, s, e in reversed(self.pending) if s is service), None
-            )
-            current = set(scheduled) if scheduled is not None else service.applied
-            if set(wanted) != current:
-                self.pending.append((now + self.lag, service, wanted))
-        due_now = [item for item in self.pending if item[0] <= now]
-        self.pending = [item for item in self.pending if item[0] > now]
-        for _, service, endpoints in due_now:
-            service.apply(endpoints)
+            flags = {n: ready for n, (_, ready) in wanted.items()}
+            last = self.published.get(service)
+            if last is None or flags != {n: r for n, (_, r) in last.items()}:
+                self.published[service] = wanted
+                for node in range(service.nodes):
+                    queue = self.pending.setdefault((service, node), [])
+                    due = now + self.lag.draw(self.rng)
+                    if queue:
+                        due = max(due, queue[-1][0])
+                    queue.append((due, wanted))
+        for (service, node), queue in self.pending.items():
+            while queue and queue[0][0] <= now:
+                _, endpoints = queue.pop(0)
+                service.apply(node, endpoints)
 
     def settled(self, service):
-        """The Service's endpoints are in haproxy, with no change on its way."""
+        """The Service's endpoints are on every node, with no change on its way."""
+        wanted = service.wanted()
+        routed = set(service.routed(wanted))
         return (
-            bool(service.applied)
-            and not any(s is service for _, s, _ in self.pending)
-            and (set(service.wanted()) == service.applied)
+            bool(routed)
+            and not any(self.pending.get((service, n)) for n in range(service.nodes))
+            and all(applied == routed for applied in service.applied)
         )
 
     def terminations_done(self):

@@ -7,7 +7,7 @@ run must show. The lab renders the manifests, plays the kubelet, the Deployment 
 the Services (see lab/cluster.py), runs the steps under `probe load` or with the clients of
 lab/streams.py connected, and checks the outcome.
 
-    python lab/lab.py [EXP ...] [--duration 60] [--qps 500] [-c 8] [--lag 1]
+    python lab/lab.py [EXP ...] [--duration 60] [--qps 500] [-c 8] [--lag 1 | --lag 0.5-3]
 
 EXP is a folder under k8s/ (`003-zero-downtime`, `004-strategies/canary`); none means every
 folder that has a lab.yaml. Results: a table per experiment on stdout,
@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab")]
 import streams
 import testlib
-from cluster import Cluster, ManifestError, StepError, now_ms, render
+from cluster import Cluster, Lag, ManifestError, StepError, now_ms, render
 
 K8S = ROOT / "k8s"
 OUT = ROOT / "target" / "lab"
@@ -63,7 +63,7 @@ def load_plan(name):
             f"lab: k8s/{name} has no lab.yaml (experiments: {experiments()})"
         )
     plan = yaml.safe_load(path.read_text())
-    unknown = set(plan) - {"title", "lag", "steps", "expect"}
+    unknown = set(plan) - {"title", "lag", "steps", "expect", "sweep"}
     if unknown:
         raise ManifestError(f"k8s/{name}/lab.yaml: unknown keys {sorted(unknown)}")
     return plan
@@ -77,9 +77,15 @@ class Run:
 
     def __init__(self, name, plan, args):
         self.name, self.plan, self.args = name, plan, args
-        # --lag if given, else the experiment's own (lab.yaml `lag:`), else 1 s.
-        self.lag = args.lag if args.lag is not None else plan.get("lag", 1.0)
-        self.cluster = Cluster(lag=self.lag, registry=args.registry)
+        # --lag if given, else the experiment's own (lab.yaml `lag:`), else 1 s; a value or
+        # a range each node draws from per change.
+        self.lag = Lag.parse(args.lag if args.lag is not None else plan.get("lag", 1))
+        self.cluster = Cluster(
+            lag=self.lag,
+            registry=args.registry,
+            nodes=getattr(args, "nodes", 3),
+            seed=getattr(args, "seed", None),
+        )
         self.loads = {}  # service name -> (Process, started unix ms)
         self.reports = {}
         self.streams = {}  # service name -> (Process, started unix ms)
@@ -472,17 +478,18 @@ class Run:
                     self.check(f"service {name}", False, "was not under load")
                     continue
                 errors = report["errors"]
+                at = f"at lag {self.lag}"
                 if "errors" in spec:
                     self.check(
                         f"service {name}: {spec['errors']} failed requests",
                         errors == spec["errors"],
-                        f"{errors} of {report['requests']} ({report['codes']})",
+                        f"{errors} of {report['requests']} ({report['codes']}) {at}",
                     )
                 if "errors_min" in spec:
                     self.check(
                         f"service {name}: at least {spec['errors_min']} failed requests",
                         errors >= spec["errors_min"],
-                        f"{errors} of {report['requests']} ({report['codes']})",
+                        f"{errors} of {report['requests']} ({report['codes']}) {at}",
                     )
                 if spec.get("errors_in_termination_windows"):
                     outside = [
@@ -526,7 +533,8 @@ class Run:
                     self.check(
                         f"service {name}: {version} gets {lo:.0%}-{hi:.0%} of the answers",
                         lo <= share <= hi,
-                        f"{share:.1%} ({n} of {answered}; 95% interval {low:.1%}-{high:.1%})",
+                        f"{share:.1%} ({n} of {answered}; 95% interval {low:.1%}-{high:.1%}) "
+                        + at,
                     )
             elif "streams" in spec:
                 self.stream_checks(spec)
@@ -622,7 +630,10 @@ class Run:
             "experiment": self.name,
             "title": self.plan.get("title", ""),
             "settings": {
-                "lag_s": self.lag,
+                # The propagation lag every figure here was measured at.
+                "lag": str(self.lag),
+                "lag_s": [self.lag.low, self.lag.high],
+                "nodes": self.cluster.nodes,
                 "connections": self.args.connections,
                 "qps": self.args.qps,
                 "duration_s": self.args.duration,
@@ -637,6 +648,9 @@ class Run:
                     "timeline": r["timeline"],
                     "error_events": r["error_events"],
                     "started_unix_ms": r["started_unix_ms"],
+                    # What the load reached beside what it asked for.
+                    "qps_asked": self.args.qps,
+                    "qps_reached": r.get("achieved_qps"),
                 }
                 for name, r in self.reports.items()
             },
@@ -692,12 +706,22 @@ def wilson(n, total, z=1.96):
 
 
 def table(result):
-    lines = [f"\n{result['experiment']}: {result['title']}"]
+    settings = result["settings"]
+    lines = [
+        f"\n{result['experiment']}: {result['title']}",
+        f"  measured at propagation lag {settings['lag']} on {settings['nodes']} nodes",
+    ]
     if result["services"]:
-        lines.append(f"  {'Service':<22} {'requests':>9} {'errors':>7}  versions")
+        lines.append(
+            f"  {'Service':<22} {'requests':>9} {'errors':>7} {'qps asked/reached':>17}"
+            "  versions"
+        )
     for name, s in result["services"].items():
         versions = "  ".join(f"{v} {n}" for v, n in s["versions"].items())
-        lines.append(f"  {name:<22} {s['requests']:>9} {s['errors']:>7}  {versions}")
+        rate = f"{s['qps_asked']:g}/{s['qps_reached'] or 0:.0f}"
+        lines.append(
+            f"  {name:<22} {s['requests']:>9} {s['errors']:>7} {rate:>17}  {versions}"
+        )
     if result.get("streams"):
         lines.append(
             f"  {'Streams':<22} {'clients':>7} {'messages':>8} {'clean':>5} {'cut':>4} "
@@ -745,10 +769,17 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--lag",
-        type=float,
         default=None,
-        help="endpoint propagation lag, s (default: the experiment's lag:, else 1)",
+        help="endpoint propagation lag per node, s: a value (1) or a range each node draws "
+        "from per change (0.5-3); default: the experiment's lag:, else 1",
     )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        help="nodes per Service, each with its own lag (3)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the lag draws")
     p.add_argument("-c", "--connections", type=int, default=8)
     p.add_argument("--qps", type=float, default=500)
     p.add_argument("--rollout-timeout", type=float, default=120)
