@@ -306,3 +306,17 @@ def test_a_websocket_that_never_reads_does_not_hold_the_shutdown():
     assert took < 4.5, took
     text = log.read_text()
     assert "streams_cut=1" in text, text
+
+
+def test_the_first_event_comes_at_once():
+    """A client that reconnects in the drain sees its new pod at once, not a second later."""
+    testlib.skip_or_fail(testlib.binaries_problem("testpage"))
+    proc, ready, _ = testlib.testpage_process({})
+    with proc:
+        started = time.monotonic()
+        ws = Socket(testlib.ready_addr(ready, proc))
+        opcode, payload = ws.recv()
+        took = time.monotonic() - started
+        ws.close()
+    assert opcode == TEXT and payload.startswith(b'{"version"'), (opcode, payload)
+    assert took < 0.5, took

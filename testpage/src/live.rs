@@ -324,8 +324,8 @@ where
         let mut out = Writer::new(write);
         let stamp = stamp(app);
         let mut goodbye = Goodbye::new(app.phases());
+        // The first event goes at once: a client that reconnects sees the pod that answered.
         let mut tick = tokio::time::interval(EVENT_EVERY);
-        tick.tick().await;
         // Pings show a client that only listens is still there; any frame from it counts.
         let mut ping = tokio::time::interval((idle / 2).max(Duration::from_millis(100)));
         ping.tick().await;
