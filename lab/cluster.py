@@ -1517,15 +1517,16 @@ class Cluster:
                 _, endpoints = queue.pop(0)
                 service.apply(node, endpoints)
 
+    def converged(self, service):
+        """Every node routes to what the control plane publishes now, no change on its way."""
+        routed = set(service.routed(service.wanted()))
+        return not any(
+            self.pending.get((service, n)) for n in range(service.nodes)
+        ) and all(applied == routed for applied in service.applied)
+
     def settled(self, service):
-        """The Service's endpoints are on every node, with no change on its way."""
-        wanted = service.wanted()
-        routed = set(service.routed(wanted))
-        return (
-            bool(routed)
-            and not any(self.pending.get((service, n)) for n in range(service.nodes))
-            and all(applied == routed for applied in service.applied)
-        )
+        """The Service has endpoints, and they are on every node."""
+        return bool(service.routed(service.wanted())) and self.converged(service)
 
     def terminations_done(self):
         return all(p.gone or not p.terminating for p in self.all_pods())

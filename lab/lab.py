@@ -87,6 +87,7 @@ class Run:
             seed=getattr(args, "seed", None),
         )
         self.loads = {}  # service name -> (Process, started unix ms)
+        self.loaded_services = []  # (namespace, name)
         self.reports = {}
         self.streams = {}  # service name -> (Process, started unix ms)
         self.stream_reports = {}
@@ -152,16 +153,22 @@ class Run:
         if verb == "rollout":
             action, dep = words[1], self._deployment(words[2], namespace)
             if action == "status":
-                # kubectl gives up when the Deployment's progress deadline passes.
-                deadline = dep.obj["spec"].get("progressDeadlineSeconds", 600)
+                # kubectl gives up when the Deployment reports ProgressDeadlineExceeded:
+                # progressDeadlineSeconds without progress (`polymorphichelpers/rollout_status.go`
+                # `DeploymentStatusViewer.Status`); --rollout-timeout caps the whole wait.
                 try:
                     self.cluster.wait(
-                        dep.complete,
-                        min(deadline, self.args.rollout_timeout),
+                        lambda: dep.complete() or dep.timed_out,
+                        self.args.rollout_timeout,
                         f"rollout of deployment/{dep.name}",
                     )
                 except StepError as error:
                     raise StepError(f"{error} ({dep.describe()})") from None
+                if dep.timed_out and not dep.complete():
+                    raise StepError(
+                        f'deployment "{dep.name}" exceeded its progress deadline '
+                        f"({dep.describe()})"
+                    )
             elif action in ("pause", "resume"):
                 obj = json.loads(json.dumps(dep.obj))
                 obj["spec"]["paused"] = action == "pause"
@@ -275,6 +282,7 @@ class Run:
             names = [w for w in words[1:] if w != "--new-connections"]
             for service in self.settled_services(namespace, names):
                 self.start_load(service, fresh)
+                self.loaded_services.append((namespace, service.name))
         elif verb == "streams":
             counts = {k: 0 for k in STREAM_KINDS}
             names = []
@@ -406,6 +414,14 @@ class Run:
                 self.step(step)
             # Pods still terminating are still answering: the load covers them to the end.
             self.cluster.wait(self.cluster.terminations_done, 120, "terminating pods")
+            # ... and until every node has dropped them: a node that has not yet may still
+            # send a connection to a pod that is gone.
+            loaded = [self.cluster.service(ns, n) for ns, n in self.loaded_services]
+            self.cluster.wait(
+                lambda: all(self.cluster.converged(s) for s in loaded),
+                120 + self.lag.high,
+                "endpoint changes on every node",
+            )
             time.sleep(self.args.cooldown)
             self.stop_loads()
             self.final_checks()

@@ -1,0 +1,11 @@
+# The lab's sweep: an experiment's variants over a range of endpoint propagation lags.
+# Included by the Makefile. Its short form (two lags, one run each) is lab/tests/test_sweep.py,
+# which `make lab-short` (part of `make test`) runs.
+
+##@ Lab
+
+.PHONY: lab-sweep
+lab-sweep: $(VENV)/.done ## EXP=folder (003-zero-downtime): failed requests against the lag, per variant; target/lab/<folder>/sweep.json and sweep.svg
+	@scripts/deps.sh docker haproxy
+	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images
+	nice $(PY) lab/sweep.py $(or $(LAB_EXP),003-zero-downtime)
