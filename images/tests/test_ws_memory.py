@@ -5,6 +5,7 @@ budget, about 200 sockets of either kind got the container OOM-killed."""
 
 import pathlib
 import resource
+import socket
 import time
 
 import pytest
@@ -70,6 +71,59 @@ def test_memory_20mi_survives_every_slow_slot_held_by_a_hostile_websocket(
             f"container memory peak {peak and peak // 1024} KiB"
         )
         assert upgraded == SOCKETS
+        for _ in range(3):
+            started = time.monotonic()
+            status = get(c.url(8080, "/healthz"), timeout=10)[0]
+            assert status == 200 and time.monotonic() - started < 5
+        state = c.state()
+        assert state["Running"] and not state["OOMKilled"], state
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_memory_20mi_survives_the_worst_mix_of_sockets_and_heads(containers):
+    """Everything one client can make the pod hold at once: every slow slot a socket whose
+    upgrade request arrived with most of a 64 KiB frame in the same packet (the bytes past the
+    head wait in the connection's read buffer, up to 16 KiB), and the remaining connections
+    holding request heads just under 16 KiB."""
+    heads = 60
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < SOCKETS + heads + 256:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (min(hard, SOCKETS + heads + 256), hard)
+        )
+    c = containers.run(
+        image("testpage", "0.5"), opts=["--memory", "20m", "--cpus", "0.1"]
+    )
+    ready(c, 8080)
+    addr = (c.ip(), 8080)
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 16_000
+    socks = []
+    try:
+        for _ in range(SOCKETS):
+            sock = socket.create_connection(addr, timeout=10)
+            sock.setblocking(False)
+            try:
+                sock.send(upgrade + FRAME[:60_000])
+            except BlockingIOError:
+                pass
+            socks.append(sock)
+        for _ in range(heads):
+            sock = socket.create_connection(addr, timeout=10)
+            sock.sendall(head)
+            socks.append(sock)
+        time.sleep(4)
+        peak = memory_peak(c.id)
+        print(
+            f"mixed: {SOCKETS} sockets and {heads} heads; "
+            f"container memory peak {peak and peak // 1024} KiB"
+        )
         for _ in range(3):
             started = time.monotonic()
             status = get(c.url(8080, "/healthz"), timeout=10)[0]

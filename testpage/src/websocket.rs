@@ -51,7 +51,7 @@ pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 /// The most bytes of messages that every WebSocket together holds at once (being read,
 /// waiting, or being echoed). At the default `MAX_CONNECTIONS` this keeps a full table of
 /// sockets inside the tutorials' `memory: 20Mi`.
-pub(crate) const MESSAGE_MEMORY: usize = 4 * 1024 * 1024;
+pub(crate) const MESSAGE_MEMORY: usize = 2 * 1024 * 1024;
 
 /// How long a message may take to arrive, from its first byte to its last.
 pub(crate) const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
