@@ -524,7 +524,7 @@ class Run:
                     self.check(
                         f"service {name}: versions {spec['versions']} answered",
                         seen == sorted(spec["versions"]),
-                        f"answered: {report['versions']}",
+                        f"{report['versions']}",
                     )
                 if "versions_at_once_max" in spec:
                     most = max(
@@ -833,7 +833,10 @@ def main(argv=None):
         (out / "timeline.svg").write_text(svg(result))
         print(table(result), flush=True)
         results.append(result)
-    print(f"\nresults: {args.out}/<experiment>/result.json and timeline.svg")
+    for result in results:
+        print(
+            f"results: {args.out / result['experiment']}/result.json and timeline.svg"
+        )
     return results
 
 

@@ -1,5 +1,6 @@
-"""An experiment's timeline as SVG: answers per second by version, every failed request as a
-red mark at its own millisecond, each step, each SIGTERM and each endpoint removal.
+"""An experiment's timeline as SVG: answers per second by version against the rate asked (a
+dashed line, the y-axis in answers per second), every failed request as a red mark at its own
+millisecond, each step, each SIGTERM and each endpoint removal.
 
 The axis spans the steps taken under load (two seconds either side), not the whole load, so a
 rollout of a few seconds fills the picture.
@@ -8,9 +9,20 @@ rollout of a few seconds fills the picture.
 from html import escape
 
 PALETTE = ["#4e79a7", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"]
-WIDTH, LEFT, RIGHT = 960, 60, 20
+WIDTH, LEFT, RIGHT = 960, 110, 20
+CHAR = 5.6  # width of a character of the 10 px labels, roughly
 LANE = 150  # height of one Service's answers
 MARKS = 70  # height of the lane of steps and pod events
+
+
+def nice(value):
+    """A round top for an axis: the smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a
+    power of ten that is at least `value`."""
+    power = 1
+    while power * 10 <= value:
+        power *= 10
+    steps = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+    return next(round(m * power) for m in steps if m * power >= value)
 
 
 def span(result):
@@ -54,28 +66,45 @@ def draw(result):
         )
     # Steps and pod events.
     top = 52
-    # Labels of steps taken close together go on separate rows (three), each where it fits.
-    row_ends = [0.0, 0.0, 0.0]
+    # Labels of steps taken close together go on separate rows (three), each where it fits; a
+    # label that would pass the right edge ends at its step's line instead of starting there.
+    row_spans: list[list[tuple[float, float]]] = [[], [], []]
     for step in result["steps"]:
         t = step.get("started_unix_ms", 0)
         if start <= t <= end:
             label = step["step"] if isinstance(step["step"], str) else "expect"
-            label = label.replace("kubectl ", "")[:40]
-            row = next((r for r, e in enumerate(row_ends) if e <= x(t)), None)
+            label = label.replace("kubectl ", "")
+            if len(label) > 60:
+                label = label[:59] + "…"
+            width = CHAR * len(label)
+            left = x(t) + 2
+            anchor = "start"
+            if left + width > WIDTH - RIGHT:
+                left, anchor = x(t) - 2 - width, "end"
+            span_ = (left - 4, left + width + 4)
+            row = next(
+                (
+                    r
+                    for r, taken in enumerate(row_spans)
+                    if all(span_[1] <= a or span_[0] >= b for a, b in taken)
+                ),
+                None,
+            )
             out.append(
                 f'<line x1="{x(t):.1f}" y1="{top - 24}" x2="{x(t):.1f}" y2="{height - 45}" '
                 'stroke="#333" stroke-dasharray="3,3"/>'
             )
             if row is not None:
-                row_ends[row] = x(t) + 6 * len(label) + 8
+                row_spans[row].append(span_)
+                at = x(t) + 2 if anchor == "start" else x(t) - 2
                 out.append(
-                    f'<text x="{x(t) + 2:.1f}" y="{top - 16 + 11 * row}" fill="#333" '
-                    f'font-size="10">{escape(label)}</text>'
+                    f'<text x="{at:.1f}" y="{top - 16 + 11 * row}" fill="#333" '
+                    f'font-size="10" text-anchor="{anchor}">{escape(label)}</text>'
                 )
     colours = {"SIGTERM": "#e15759", "endpoint removed": "#7b3294", "ready": "#59a14f"}
     for row, (kind, colour) in enumerate(colours.items()):
         y = top + 24 + row * 14
-        out.append(f'<text x="4" y="{y + 8}" fill="{colour}">{kind[:12]}</text>')
+        out.append(f'<text x="4" y="{y + 8}" fill="{colour}">{kind}</text>')
         for e in result["events"]:
             if e["event"].startswith(kind) and start <= e["unix_ms"] <= end:
                 out.append(
@@ -87,12 +116,29 @@ def draw(result):
     colour_of = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(versions)}
     for lane, (name, s) in enumerate(services):
         base = top + MARKS + LANE * (lane + 1) - 10
+        asked = s.get("qps_asked") or 0
         peak = max(
             (sum(sec["versions"].values()) + sec["errors"] for sec in s["timeline"]),
             default=1,
         )
-        scale = (LANE - 30) / max(peak, 1)
+        peak = nice(max(peak, asked, 1))
+        scale = (LANE - 40) / peak
         out.append(f'<text x="4" y="{base - LANE + 30}">{escape(name)}</text>')
+        # The y-axis: answers per second, from 0 to the top of the lane's scale.
+        out.append(
+            f'<line x1="{LEFT}" y1="{base - peak * scale:.1f}" x2="{LEFT}" y2="{base}" '
+            'stroke="#999"/>'
+        )
+        for tick in (0, peak / 2, peak):
+            y_tick = base - tick * scale
+            out.append(
+                f'<line x1="{LEFT - 4}" y1="{y_tick:.1f}" x2="{LEFT}" y2="{y_tick:.1f}" '
+                f'stroke="#999"/><text x="{LEFT - 6}" y="{y_tick + 4:.1f}" '
+                f'text-anchor="end" fill="#666">{tick:.0f}</text>'
+            )
+        out.append(
+            f'<text x="4" y="{base - LANE + 44}" fill="#666" font-size="10">answers/s</text>'
+        )
         for sec in s["timeline"]:
             t = s["started_unix_ms"] + sec["second"] * 1000
             if t + 1000 < start or t > end:
@@ -115,11 +161,23 @@ def draw(result):
                     f'height="{LANE - 46}" fill="#d62728" opacity="0.8">'
                     f"<title>{escape(str(e['code']))} {escape(e['error'])}</title></rect>"
                 )
+        if asked:
+            y_asked = base - asked * scale
+            out.append(
+                f'<line x1="{LEFT}" y1="{y_asked:.1f}" x2="{WIDTH - RIGHT}" y2="{y_asked:.1f}" '
+                'stroke="#333" stroke-dasharray="6,3"/>'
+            )
         errors = s["errors"]
+        reached = s.get("qps_reached")
+        rate = (
+            f", {reached:.0f} of {asked:.0f} answers/s asked"
+            if asked and reached is not None
+            else ""
+        )
         out.append(
             f'<text x="{WIDTH - RIGHT}" y="{base - LANE + 30}" text-anchor="end" '
             f'fill="{"#d62728" if errors else "#333"}">{s["requests"]} requests, '
-            f"{errors} failed</text>"
+            f"{errors} failed{escape(rate)}</text>"
         )
     legend = "".join(
         f'<rect x="{LEFT + 110 * i}" y="{height - 14}" width="10" height="10" '
