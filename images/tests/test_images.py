@@ -65,8 +65,9 @@ def test_variant_answers_its_page_on_its_port(
     assert headers["X-Pod-IP"] == c.ip()
 
 
-# The articles' own servers, byte for byte where a user can see it (../shared/seeds): the Python
-# testpage of seeds 000 and 004 sends `I am: <ip>, the version is: <VERSION>\n` as text/html; the
+# The articles' own servers, byte for byte where a user can see it (the tutorials each k8s/ folder
+# reproduces; their differences are listed in k8s/000-rolling-update/README.md and
+# k8s/001-rolling-update-test/README.md): the Python testpage of tutorials 000 and 004 sends `I am: <ip>, the version is: <VERSION>\n` as text/html; the
 # Go server of seed 001 sends `This is version 1.` with no newline, which Go's content sniffing
 # serves as text/plain; charset=utf-8.
 ARTICLES = {

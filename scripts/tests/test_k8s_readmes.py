@@ -13,7 +13,8 @@ HEADINGS = {
     "README.md": "## Differences from the article",
     "README.zh-CN.md": "## 与原文的不同",
 }
-# Folders built from the articles of ../shared/seeds (the others say they have none).
+# Folders built from the tutorials' articles, as k8s/README.md maps them (the others say they
+# have none).
 ARTICLE_FOLDERS = [
     "000-rolling-update",
     "rolling-update",
