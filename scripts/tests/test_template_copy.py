@@ -35,6 +35,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::app::App;
 use crate::connections::Router;
+use crate::protocol::ConnectionHandle;
 
 pub(crate) struct Routes(pub Arc<App>);
 
@@ -42,7 +43,7 @@ impl Router for Routes {
     type Body = Full<Bytes>;
     type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
 
-    fn answer(&self, req: Request<Incoming>) -> Self::Answer {
+    fn answer(&self, req: Request<Incoming>, _: &ConnectionHandle) -> Self::Answer {
         let path = req.uri().path().to_owned();
         Box::pin(async move {
             match path.as_str() {

@@ -56,9 +56,9 @@ pub(crate) trait Router: Send + Sync + 'static {
     /// An answer: ready, or to be awaited inside the connection.
     type Answer: Future<Output = Response<Self::Body>> + Send + Unpin + 'static;
 
-    /// Answers one request. The connection is found in the request's extensions
-    /// (`protocol::ConnectionHandle`), for an upgrade or to give up on a client.
-    fn answer(&self, req: Request<Incoming>) -> Self::Answer;
+    /// Answers one request that came on `connection` (for an upgrade, or to give up on a
+    /// client that stopped reading).
+    fn answer(&self, req: Request<Incoming>, connection: &ConnectionHandle) -> Self::Answer;
 
     /// What to answer when `answer`, or its future, panicked (the panic is logged; the other
     /// requests and connections go on).
@@ -217,12 +217,11 @@ impl<R: Router> Connections<R> {
             let router = Arc::clone(&self.router);
             let activity = Arc::clone(&activity);
             let handle = handle.clone();
-            service_fn(move |mut req: Request<Incoming>| {
+            service_fn(move |req: Request<Incoming>| {
                 let request = activity.begin();
-                req.extensions_mut().insert(handle.clone());
                 // A panic in a handler fails its request, not the process: the others go on
                 // and so does the drain.
-                let answer = catch_unwind(AssertUnwindSafe(|| router.answer(req)));
+                let answer = catch_unwind(AssertUnwindSafe(|| router.answer(req, &handle)));
                 let router = Arc::clone(&router);
                 async move {
                     // The request stays in flight until its body is sent: a stream of events
@@ -645,7 +644,7 @@ mod tests {
         type Body = Full<Bytes>;
         type Answer = Answer;
 
-        fn answer(&self, req: Request<Incoming>) -> Answer {
+        fn answer(&self, req: Request<Incoming>, _: &ConnectionHandle) -> Answer {
             match req.uri().path() {
                 "/panic" => panic!("a bug in the handler"),
                 "/panic-later" => Box::pin(async {

@@ -199,7 +199,7 @@ impl Body for EventStream {
 
 /// Starts the stream of one `/events` answer and returns its body, or `None` when every slow
 /// slot is taken.
-pub(crate) fn events(app: &Arc<App>, connection: Option<ConnectionHandle>) -> Option<EventStream> {
+pub(crate) fn events(app: &Arc<App>, connection: ConnectionHandle) -> Option<EventStream> {
     // One message waits at most: a client that does not read misses events (they are
     // dropped, not queued) but still gets its goodbye on time.
     let (sender, outbox) = Outbox::new(Open::new(app)?);
@@ -211,7 +211,7 @@ pub(crate) fn events(app: &Arc<App>, connection: Option<ConnectionHandle>) -> Op
 async fn send_events(
     app: Arc<App>,
     sender: mpsc::Sender<Message<Bytes>>,
-    connection: Option<ConnectionHandle>,
+    connection: ConnectionHandle,
 ) {
     let stamp = stamp(&app);
     let event = |kind: &str, seq: u64| {
@@ -234,7 +234,7 @@ async fn send_events(
             biased;
             () = goodbye.due() => {
                 // The goodbye waits for room if it must: it is the one message that matters.
-                return say_goodbye(&sender, event("bye", seq), connection.as_ref()).await;
+                return say_goodbye(&sender, event("bye", seq), Some(&connection)).await;
             }
             _ = tick.tick() => {
                 // A client that does not keep up misses events rather than piling them up.
@@ -255,6 +255,7 @@ async fn send_events(
 pub(crate) fn websocket(
     app: &Arc<App>,
     req: &mut hyper::Request<hyper::body::Incoming>,
+    connection: &ConnectionHandle,
 ) -> Option<Result<hyper::Response<http_body_util::Empty<Bytes>>, String>> {
     // HTTP/1.0 has no upgrade, and HTTP/2 would need its extended CONNECT (RFC 8441).
     if req.version() != hyper::Version::HTTP_11
@@ -272,9 +273,6 @@ pub(crate) fn websocket(
     if has_body {
         return Some(Err("a WebSocket upgrade request has no body\n".into()));
     }
-    let Some(connection) = req.extensions().get::<ConnectionHandle>().cloned() else {
-        return Some(Err("this connection cannot be upgraded\n".into()));
-    };
     let mut open = Open::new(app)?;
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(req) {
         Ok(pair) => pair,

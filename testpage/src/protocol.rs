@@ -55,8 +55,8 @@ impl<S> Service for S where
 {
 }
 
-/// What an answer may ask of the connection its request came on, found in every request's
-/// extensions: to serve the socket once the connection has handed it over (a WebSocket), or to
+/// What an answer may ask of the connection its request came on (the router gets it with each
+/// request): to serve the socket once the connection has handed it over (a WebSocket), or to
 /// end the connection (an answer whose client stopped reading).
 ///
 /// An upgraded socket is served inside its connection's task: it keeps the connection's slot of

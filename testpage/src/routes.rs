@@ -93,8 +93,8 @@ impl crate::connections::Router for Routes {
     type Body = Body;
     type Answer = Answer;
 
-    fn answer(&self, req: Request<Incoming>) -> Answer {
-        handle(&self.0, req)
+    fn answer(&self, req: Request<Incoming>, connection: &ConnectionHandle) -> Answer {
+        handle(&self.0, req, connection)
     }
 
     fn panicked(&self) -> Response<Body> {
@@ -110,7 +110,11 @@ fn later(wait: impl Future<Output = Response<Body>> + Send + 'static) -> Answer 
 }
 
 /// Answers one request. Never fails: every problem is an HTTP status.
-pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
+pub(crate) fn handle(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    connection: &ConnectionHandle,
+) -> Answer {
     let _in_flight = app.lifecycle().track_request();
     let started = Instant::now();
     let streaming = req.uri().path() == "/events"
@@ -131,13 +135,15 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
     // protocol error to the client. The length stays that of the GET answer.
     let head_over_http2 = req.method() == Method::HEAD && req.version() == Version::HTTP_2;
     let (route, answer) = if streaming {
-        ("/events", Answer::Now(events(app, &req)))
+        ("/events", Answer::Now(events(app, &req, connection)))
     } else if req.uri().path() == "/ws"
         && (req.method() == Method::GET || req.method() == Method::HEAD)
     {
-        ("/ws", Answer::Now(websocket(app, &mut req)))
+        ("/ws", Answer::Now(websocket(app, &mut req, connection)))
     } else if req.uri().path().starts_with(grpc::PATH) {
-        // gRPC (HTTP/2): its statuses travel in trailers.
+        // gRPC (HTTP/2): its statuses travel in trailers. tonic hands a `Watch` its
+        // connection through the request's extensions.
+        req.extensions_mut().insert(connection.clone());
         let serving = Arc::clone(app);
         let answer = later(async move {
             let response = grpc::serve(&serving, req).await;
@@ -153,6 +159,7 @@ pub(crate) fn handle(app: &Arc<App>, mut req: Request<Incoming>) -> Answer {
         http1,
         asked_to_reconnect,
         head_over_http2,
+        streaming,
     };
     match answer {
         Answer::Now(response) => Answer::Now(finish.apply(app, response)),
@@ -176,6 +183,8 @@ struct Finish {
     http1: bool,
     asked_to_reconnect: bool,
     head_over_http2: bool,
+    /// An endless stream: no length to claim.
+    streaming: bool,
 }
 
 impl Finish {
@@ -194,7 +203,7 @@ impl Finish {
                 .body()
                 .size_hint()
                 .exact()
-                .filter(|_| self.route != "/events");
+                .filter(|_| !self.streaming);
             if let Some(length) = length {
                 response
                     .headers_mut()
@@ -586,11 +595,15 @@ fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<Body> {
 /// `GET /events`: server-sent events, one a second, until the drain tells the stream to go.
 /// `HEAD` gets the headers alone; no stream starts. Streams share the slow slots with `/delay`
 /// and `LATENCY`: when all are taken, 503 with `Retry-After`, which `EventSource` retries.
-fn events(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
+fn events(
+    app: &Arc<App>,
+    req: &Request<Incoming>,
+    connection: &ConnectionHandle,
+) -> Response<Body> {
     let body = if req.method() == Method::HEAD {
         Either::Left(Full::new(Bytes::new()))
     } else {
-        match live::events(app, req.extensions().get::<ConnectionHandle>().cloned()) {
+        match live::events(app, connection.clone()) {
             Some(stream) => Either::Right(Either::Left(stream)),
             None => return too_many_slow(),
         }
@@ -604,8 +617,12 @@ fn events(app: &Arc<App>, req: &Request<Incoming>) -> Response<Body> {
 
 /// `GET /ws`: the upgrade (101), or 426 without one (`HEAD`, HTTP/1.0, HTTP/2, no upgrade
 /// headers), or 503 when every slow slot is taken.
-fn websocket(app: &Arc<App>, req: &mut Request<Incoming>) -> Response<Body> {
-    match live::websocket(app, req) {
+fn websocket(
+    app: &Arc<App>,
+    req: &mut Request<Incoming>,
+    connection: &ConnectionHandle,
+) -> Response<Body> {
+    match live::websocket(app, req, connection) {
         Some(Ok(upgrade)) => {
             let (parts, _) = upgrade.into_parts();
             Response::from_parts(parts, Either::Left(Full::new(Bytes::new())))
