@@ -523,6 +523,20 @@ BY_VERSION = (
 )
 
 
+def start_loads(ips, connections, qps, duration):
+    """`probe load` against port 8080 of each pod in `ips`, each its JSON report on stdout."""
+    probe = testlib.DIST / "probe"
+    return [
+        testlib.Process(
+            [probe, "load", f"http://{ip}:8080/", "-c", connections]
+            + ["--qps", qps, "-t", f"{duration}s", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for ip in ips
+    ]
+
+
 def run(duration, qps, connections):
     """Returns {rows, absent: the rows of a canary without pods, loads: probe load's report
     per container, by_version: requests per second by version, through the join on
@@ -554,16 +568,7 @@ def run(duration, qps, connections):
                 30,
                 f"all {len(pod_targets)} targets up",
             )
-            probe = testlib.DIST / "probe"
-            for ip in ips.values():
-                loads.append(
-                    testlib.Process(
-                        [probe, "load", f"http://{ip}:8080/", "-c", connections]
-                        + ["--qps", qps, "-t", f"{duration}s", "--json"],
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+            loads += start_loads(ips.values(), connections, qps, duration)
             reports = {
                 name: json.loads(proc.communicate(timeout=duration + 30)[0])
                 for name, proc in zip(ips, loads)

@@ -417,16 +417,7 @@ def run(duration, qps, connections):
             testlib.wait_until(
                 lambda: len(prometheus.targets_up()) == 4, 30, "all 4 targets up"
             )
-            probe = testlib.DIST / "probe"
-            for ip in ips.values():
-                loads.append(
-                    testlib.Process(
-                        [probe, "load", f"http://{ip}:8080/", "-c", connections]
-                        + ["--qps", qps, "-t", f"{duration}s", "--json"],
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+            loads += analysis.start_loads(ips.values(), connections, qps, duration)
             for proc in loads:
                 proc.communicate(timeout=duration + 30)
             # The last samples of the load: two scrapes more.

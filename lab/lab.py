@@ -72,6 +72,23 @@ def load_plan(name):
 # ------------------------------------------------------------------ the steps
 
 
+def take_namespace(words):
+    """The namespace `-n NS`, `--namespace NS` or `--namespace=NS` names (`default` without
+    one), taken out of `words`."""
+    namespace = "default"
+    for flag in ("-n", "--namespace"):
+        if flag in words:
+            i = words.index(flag)
+            namespace = words[i + 1]
+            del words[i : i + 2]
+    for i, word in enumerate(words):
+        if word.startswith("--namespace="):
+            namespace = word.split("=", 1)[1]
+            del words[i]
+            break
+    return namespace
+
+
 class Run:
     """One experiment: its cluster, its loads, and what happened."""
 
@@ -98,17 +115,7 @@ class Run:
     # --- kubectl, as far as the experiments use it
 
     def kubectl(self, words):
-        namespace = "default"
-        for flag in ("-n", "--namespace"):
-            if flag in words:
-                i = words.index(flag)
-                namespace = words[i + 1]
-                del words[i : i + 2]
-        for i, word in enumerate(words):
-            if word.startswith("--namespace="):
-                namespace = word.split("=", 1)[1]
-                del words[i]
-                break
+        namespace = take_namespace(words)
         # `--replicas N` as `--replicas=N`.
         if "--replicas" in words:
             i = words.index("--replicas")
@@ -226,12 +233,7 @@ class Run:
         """`helm upgrade --install RELEASE CHART [-n NS] [--set ...] [-f FILE]` (or `helm
         install`): the release as real helm renders it (`helm template`, without the test
         hooks, which only `helm test` runs), applied like `kubectl apply`."""
-        namespace = "default"
-        for flag in ("-n", "--namespace"):
-            if flag in words:
-                i = words.index(flag)
-                namespace = words[i + 1]
-                del words[i : i + 2]
+        namespace = take_namespace(words)
         if words[:2] == ["upgrade", "--install"]:
             words = words[2:]
         elif words[:1] == ["install"]:

@@ -40,13 +40,28 @@ def memory_peak(cid):
     return None
 
 
+def allow_files(sockets):
+    """Lifts this process's open-file limit to hold `sockets` and some."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < sockets + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, sockets + 256), hard))
+
+
+def assert_alive(c):
+    """The container answers /healthz within 5 s, three times, and was never OOM-killed."""
+    for _ in range(3):
+        started = time.monotonic()
+        status = get(c.url(8080, "/healthz"), timeout=10)[0]
+        assert status == 200 and time.monotonic() - started < 5
+    state = c.state()
+    assert state["Running"] and not state["OOMKilled"], state
+
+
 @pytest.mark.parametrize("pattern", ["partial-frames", "never-reads"])
 def test_memory_20mi_survives_every_slow_slot_held_by_a_hostile_websocket(
     containers, pattern
 ):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < SOCKETS + 256:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, SOCKETS + 256), hard))
+    allow_files(SOCKETS)
     c = containers.run(
         image("testpage", "0.5"), opts=["--memory", "20m", "--cpus", "0.1"]
     )
@@ -71,12 +86,7 @@ def test_memory_20mi_survives_every_slow_slot_held_by_a_hostile_websocket(
             f"container memory peak {peak and peak // 1024} KiB"
         )
         assert upgraded == SOCKETS
-        for _ in range(3):
-            started = time.monotonic()
-            status = get(c.url(8080, "/healthz"), timeout=10)[0]
-            assert status == 200 and time.monotonic() - started < 5
-        state = c.state()
-        assert state["Running"] and not state["OOMKilled"], state
+        assert_alive(c)
     finally:
         for sock in socks:
             sock.close()
@@ -88,11 +98,7 @@ def test_memory_20mi_survives_the_worst_mix_of_sockets_and_heads(containers):
     head wait in the connection's read buffer, up to 16 KiB), and the remaining connections
     holding request heads just under 16 KiB."""
     heads = 60
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < SOCKETS + heads + 256:
-        resource.setrlimit(
-            resource.RLIMIT_NOFILE, (min(hard, SOCKETS + heads + 256), hard)
-        )
+    allow_files(SOCKETS + heads)
     c = containers.run(
         image("testpage", "0.5"), opts=["--memory", "20m", "--cpus", "0.1"]
     )
@@ -124,12 +130,7 @@ def test_memory_20mi_survives_the_worst_mix_of_sockets_and_heads(containers):
             f"mixed: {SOCKETS} sockets and {heads} heads; "
             f"container memory peak {peak and peak // 1024} KiB"
         )
-        for _ in range(3):
-            started = time.monotonic()
-            status = get(c.url(8080, "/healthz"), timeout=10)[0]
-            assert status == 200 and time.monotonic() - started < 5
-        state = c.state()
-        assert state["Running"] and not state["OOMKilled"], state
+        assert_alive(c)
     finally:
         for sock in socks:
             sock.close()

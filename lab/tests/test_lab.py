@@ -248,3 +248,15 @@ def leftovers():
         check=False,
     ).stdout.split()
     return containers, networks, haproxies
+
+
+def test_the_namespace_is_taken_out_of_a_command_in_every_spelling():
+    for words, left in [
+        (["get", "po", "-n", "test"], ["get", "po"]),
+        (["get", "po", "--namespace", "test"], ["get", "po"]),
+        (["get", "po", "--namespace=test"], ["get", "po"]),
+    ]:
+        assert lab.take_namespace(words) == "test"
+        assert words == left
+    words = ["get", "po"]
+    assert lab.take_namespace(words) == "default" and words == ["get", "po"]
