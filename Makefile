@@ -70,9 +70,12 @@ unit: ## Unit and integration tests (they spawn the real binaries)
 doc: ## API docs, warnings denied
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-$(VENV)/.done: requirements-dev.txt
+# The pinned tools, then the repository's own Python (pyproject.toml: the lab package and
+# scripts/testlib.py), editable, so that both import by name from any folder.
+$(VENV)/.done: requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 ##@ Build and images
@@ -143,7 +146,7 @@ LAB_EXP = $(if $(filter file undefined,$(origin EXP)),,$(EXP))
 lab: $(VENV)/.done ## Every experiment (or EXP=folder) under load, DURATION=60 s at least; results in target/lab/
 	@scripts/deps.sh docker haproxy
 	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images
-	$(PY) lab/lab.py --duration $(DURATION) $(LAB_EXP)
+	$(PY) -m lab --duration $(DURATION) $(LAB_EXP)
 
 .PHONY: lab-short
 lab-short: $(VENV)/.done ## The lab's short run, the live view in a browser, the analysis queries (lab-analysis), the Python helpers' tests (part of make test)
@@ -157,7 +160,7 @@ lab-short: $(VENV)/.done ## The lab's short run, the live view in a browser, the
 lab-analysis: $(VENV)/.done ## The Argo Rollouts and Flagger queries on a real Prometheus; writes target/lab/analysis.json
 	@scripts/deps.sh docker prometheus
 	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.9 >/dev/null 2>&1 || $(MAKE) images
-	$(PY) lab/analysis.py
+	$(PY) -m lab.analysis
 
 ##@ Benchmarks
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Proves the analysis queries of k8s/argo-rollouts and k8s/flagger on a real Prometheus.
 
 Pods of our images run as containers on a private Docker network: the stable version as the
@@ -21,7 +20,7 @@ on a ReplicaSet's pods). Then, for each canary, every query as the manifests wri
 
 An empty result, or NaN, fails: an empty vector must never read as "no errors".
 
-    python lab/analysis.py [--duration 15] [--out target/lab/analysis.json]
+    python -m lab.analysis [--duration 15] [--out target/lab/analysis.json]
 
 Writes a list of {manifest, metric, query, canary, value, condition, verdict}.
 """
@@ -40,13 +39,12 @@ import time
 import urllib.parse
 import uuid
 
+import testlib
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab"), str(ROOT / "k8s")]
-import cluster
-import testlib
-import validate
+from lab import kube
+from lab.common import ROOT, k8s_validator
+from lab.common import log as common_log
 
 ARGO = ROOT / "k8s" / "argo-rollouts"
 FLAGGER = ROOT / "k8s" / "flagger"
@@ -65,8 +63,8 @@ LABEL = "testpage-lab-analysis"
 ABSENT = "absent"
 
 
-def log(message):
-    print(f"lab-analysis: {message}", file=sys.stderr, flush=True)
+def log(message: str) -> None:
+    common_log(message, "lab-analysis")
 
 
 # ------------------------------------------------------------------ conditions
@@ -115,10 +113,13 @@ def flagger_condition(threshold_range, result):
 def source_file(folder, kind, name):
     """The repository path of the file in `folder` that defines kind/name."""
     for path in sorted(folder.glob("*.yaml")):
-        if path.name in validate.NOT_MANIFESTS:
-            continue
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == kind and doc["metadata"]["name"] == name:
+            # kustomization.yaml, lab.yaml and scrape configs have no kind of their own.
+            if (
+                isinstance(doc, dict)
+                and doc.get("kind") == kind
+                and doc["metadata"]["name"] == name
+            ):
                 return str(path.relative_to(ROOT))
     raise LookupError(f"no {kind} {name} in {folder}")
 
@@ -168,9 +169,9 @@ def argo_checks(objects, hashes_of, source=None):
     comes from (the file under k8s/argo-rollouts/ when None)."""
     checks = {}
     for rollout in (o for o in objects if o["kind"] == "Rollout"):
-        for _where, analysis in validate.rollout_analyses(rollout):
+        for _where, analysis in k8s_validator().rollout_analyses(rollout):
             for ref in analysis.get("templates") or []:
-                template = validate.find(
+                template = k8s_validator().find(
                     objects,
                     "AnalysisTemplate",
                     rollout["metadata"]["namespace"],
@@ -183,7 +184,9 @@ def argo_checks(objects, hashes_of, source=None):
                     args = argo_args(rollout, analysis, template, hashes)
                     for metric in template["spec"]["metrics"]:
                         raw = metric["provider"]["prometheus"]["query"]
-                        query = fill(validate.ARGO_ARG, raw, args, manifest).strip()
+                        query = fill(
+                            k8s_validator().ARGO_ARG, raw, args, manifest
+                        ).strip()
                         condition = metric["successCondition"]
                         checks.setdefault(
                             (manifest, metric["name"], query, canary),
@@ -205,7 +208,7 @@ def flagger_checks(objects, namespace_of, source=None):
             ref = metric.get("templateRef")
             if not ref:
                 continue
-            template = validate.find(
+            template = k8s_validator().find(
                 objects,
                 "MetricTemplate",
                 ref.get("namespace") or canary_obj["metadata"]["namespace"],
@@ -229,7 +232,7 @@ def flagger_checks(objects, namespace_of, source=None):
                     },
                 }
                 query = fill(
-                    validate.FLAGGER_VARIABLE,
+                    k8s_validator().FLAGGER_VARIABLE,
                     template["spec"]["query"],
                     values,
                     manifest,
@@ -288,16 +291,16 @@ def changed(template, env):
 
 
 def pod_suffix(seed):
-    return cluster.pod_template_hash({"pod": seed})[:5]
+    return kube.pod_template_hash({"pod": seed})[:5]
 
 
 class Pods:
-    """Containers of our images on a network of their own (the lab's `cluster.Network`), under
+    """Containers of our images on a network of their own (the lab's `kube.Network`), under
     this scenario's label, not the lab's: a lab run beside this one never takes these for its
     leftovers. `cleanup` removes every one of them and the network."""
 
     def __init__(self, run_id):
-        self.network = cluster.Network(run_id, prefix=LABEL)
+        self.network = kube.Network(run_id, prefix=LABEL)
 
     def start(self, name, image, env):
         """Starts a pod; returns its IP address."""
@@ -313,7 +316,7 @@ class Pods:
         args += ["--ip", ip, "--name", f"{self.network.name}-{name}"]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
-        cluster.docker(*args, os.environ.get("REGISTRY", "") + image)
+        kube.docker(*args, os.environ.get("REGISTRY", "") + image)
         return ip
 
     def cleanup(self):
@@ -323,7 +326,7 @@ class Pods:
 def leftovers():
     """Containers and networks of any run of this scenario still there."""
     return [
-        cluster.docker(*what, "--filter", f"label={LABEL}", check=False).stdout.split()
+        kube.docker(*what, "--filter", f"label={LABEL}", check=False).stdout.split()
         for what in (("ps", "-aq"), ("network", "ls", "-q"))
     ]
 
@@ -429,14 +432,14 @@ def scrape_job(path, targets):
 def scenario():
     """What the run stands for, from the manifests: the Rollouts and the Canary, the stable
     template, each canary's template and hash, and the namespace each Canary is applied in."""
-    argo_objects, flagger_objects = cluster.render(ARGO), cluster.render(FLAGGER)
+    argo_objects, flagger_objects = kube.render(ARGO), kube.render(FLAGGER)
     rollout = next(
         o
         for o in argo_objects
         if o["kind"] == "Rollout" and "canary" in o["spec"]["strategy"]
     )
     canary = next(o for o in flagger_objects if o["kind"] == "Canary")
-    deployment = validate.find(
+    deployment = k8s_validator().find(
         flagger_objects,
         "Deployment",
         canary["metadata"]["namespace"],
@@ -449,9 +452,9 @@ def scenario():
         "rollout": rollout,
         "deployment": deployment,
         "stable": stable,
-        "stable_hash": cluster.pod_template_hash(stable),
+        "stable_hash": kube.pod_template_hash(stable),
         "hashes": {
-            c: cluster.pod_template_hash(changed(stable, env))
+            c: kube.pod_template_hash(changed(stable, env))
             for c, env in CANARIES.items()
         },
         "flagger_namespaces": {
@@ -489,7 +492,7 @@ def targets(s, ips):
             },
         },
     }
-    primary_hash = cluster.pod_template_hash(primary)
+    primary_hash = kube.pod_template_hash(primary)
     for c, env in CANARIES.items():
         out.append(
             sd_labels(
@@ -500,7 +503,7 @@ def targets(s, ips):
                 ips[c],
             )
         )
-        canary_hash = cluster.pod_template_hash(changed(template, env))
+        canary_hash = kube.pod_template_hash(changed(template, env))
         for pod, pod_template, pod_hash, ip in (
             (f"{target}-primary", primary, primary_hash, ips["stable"]),
             (target, changed(template, env), canary_hash, ips[c]),
@@ -571,7 +574,7 @@ def run(duration, qps, connections):
             loads += start_loads(ips.values(), connections, qps, duration)
             reports = {
                 name: json.loads(proc.communicate(timeout=duration + 30)[0])
-                for name, proc in zip(ips, loads)
+                for name, proc in zip(ips, loads, strict=False)
             }
             # The last samples of the load: two scrapes more.
             time.sleep(2.5)
@@ -649,7 +652,9 @@ def problems(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.analysis", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--duration", type=float, default=15, help="seconds of load")
     parser.add_argument("--qps", default="40", help="per pod")
     parser.add_argument("-c", dest="connections", default="4", help="per pod")

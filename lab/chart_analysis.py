@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The Helm chart's PromQL on a real Prometheus: the dashboard, the labels its ServiceMonitor
 and PodMonitor give, and the analysis templates it installs.
 
@@ -22,7 +21,7 @@ Then:
 - every expression of the dashboard, its variables set to the release, returns series in both
   namespaces; split by version (legend {{version}}) it returns both versions, by pod every pod.
 
-    python lab/chart_analysis.py [--duration 15] [--out target/lab/chart-analysis.json]
+    python -m lab.chart_analysis [--duration 15] [--out target/lab/chart-analysis.json]
 """
 
 import argparse
@@ -34,13 +33,12 @@ import tempfile
 import time
 import uuid
 
+import testlib
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab"), str(ROOT / "k8s")]
-import analysis
-import cluster
-import testlib
+from lab import analysis, kube
+from lab.common import ROOT
+from lab.common import log as common_log
 
 CHART = ROOT / "charts" / "testpage"
 OUT = ROOT / "target" / "lab" / "chart-analysis.json"
@@ -60,8 +58,8 @@ RELEASES = {
 RATE_INTERVAL = "1m"
 
 
-def log(message):
-    print(f"chart-analysis: {message}", file=sys.stderr, flush=True)
+def log(message: str) -> None:
+    common_log(message, "chart-analysis")
 
 
 def helm():
@@ -188,7 +186,7 @@ def scenario():
     for role in VERSIONS:
         objects = s["renders"][(ARGO_NS, role)]
         template = one(objects, "Rollout")["spec"]["template"]
-        pod_hash = cluster.pod_template_hash(template)
+        pod_hash = kube.pod_template_hash(template)
         s["hashes"][role] = pod_hash
         s["pods"][(ARGO_NS, role)] = (
             f"{RELEASE}-testpage-{pod_hash}-{analysis.pod_suffix(role)}",
@@ -207,7 +205,7 @@ def scenario():
             labels = template["metadata"]["labels"]
             labels["app.kubernetes.io/name"] += "-primary"
             name += "-primary"
-        pod_hash = cluster.pod_template_hash(template)
+        pod_hash = kube.pod_template_hash(template)
         s["pods"][(FLAGGER_NS, role)] = (
             f"{name}-{pod_hash}-{analysis.pod_suffix(name)}",
             template,
@@ -425,7 +423,7 @@ def run(duration, qps, connections):
             rows = label_rows(prometheus, s) + analysis_rows(prometheus, s)
             # SIGTERM to the stable pod: it drains (5 s) and its metrics say so; the
             # dashboard is read in the drain.
-            cluster.docker("kill", "--signal", "TERM", f"{pods.network.name}-stable")
+            kube.docker("kill", "--signal", "TERM", f"{pods.network.name}-stable")
             time.sleep(3)
             rows += dashboard_rows(prometheus, s) + drain_rows(prometheus, s)
             return rows, dashboard_rows(prometheus, s, [ABSENT])
@@ -451,7 +449,9 @@ def show(row):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.chart_analysis", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--duration", type=float, default=15, help="seconds of load")
     parser.add_argument("--qps", default="40", help="per pod")
     parser.add_argument("-c", dest="connections", default="4", help="per pod")

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Failed requests against the endpoint propagation lag: an experiment's variants, each rolled
 out under load at each lag of a range, several runs each.
 
-    python lab/sweep.py EXP [--short] [--lags 0.5,2,8] [--runs 3] [--qps 200]
+    python -m lab.sweep EXP [--short] [--lags 0.5,2,8] [--runs 3] [--qps 200]
 
 The experiment's lab.yaml holds the sweep:
 
@@ -29,18 +28,12 @@ import copy
 import json
 import pathlib
 import re
-import sys
 import tempfile
 
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab")]
-import cluster
-
-import lab
-
-OUT = ROOT / "target" / "lab"
+from lab import kube, run
+from lab.common import K8S, OUT, log
 
 
 def slug(name):
@@ -48,13 +41,13 @@ def slug(name):
 
 
 def config(name):
-    plan = lab.load_plan(name)
+    plan = run.load_plan(name)
     sweep = plan.get("sweep")
     if not sweep:
         raise SystemExit(f"sweep: k8s/{name}/lab.yaml has no sweep: section")
     unknown = set(sweep) - {"lags", "runs", "short", "image", "variants"}
     if unknown:
-        raise cluster.ManifestError(
+        raise kube.ManifestError(
             f"k8s/{name}/lab.yaml sweep: unknown {sorted(unknown)}"
         )
     return sweep
@@ -63,7 +56,7 @@ def config(name):
 def variant_objects(folder, variant):
     """The variant's Deployment, renamed after it (labels and selector too), its env overrides
     applied, and a ClusterIP Service of its own on the container's first port."""
-    objects = cluster.render(folder / variant["file"])
+    objects = kube.render(folder / variant["file"])
     deployment = copy.deepcopy(next(o for o in objects if o["kind"] == "Deployment"))
     name = slug(variant["name"])
     deployment["metadata"]["name"] = name
@@ -86,7 +79,7 @@ def variant_objects(folder, variant):
 
 def one_run(name, sweep, lag, args, workdir):
     """One cluster with every variant, at `lag`: {variant name: (failed, total)}."""
-    folder = lab.K8S / name
+    folder = K8S / name
     objects, names, set_image = [], {}, []
     for variant in sweep["variants"]:
         dep, container, objs = variant_objects(folder, variant)
@@ -110,13 +103,13 @@ def one_run(name, sweep, lag, args, workdir):
         ],
         "expect": [],
     }
-    run_args = lab.parse_args(
+    run_args = run.parse_args(
         [
             "--duration", "1", "--cooldown", "1", "--qps", str(args.qps),
             "--lag", str(lag), "--nodes", str(args.nodes),
         ]
     )  # fmt: skip
-    result = lab.Run(f"{name} sweep", plan, run_args).run()
+    result = run.Run(f"{name} sweep", plan, run_args).run()
     return {
         variant: (
             result["services"][dep]["errors"],
@@ -148,7 +141,7 @@ def sweep(name, args):
     with tempfile.TemporaryDirectory(prefix="lab-sweep-") as tmp:
         for r in range(runs):
             for lag in lags:
-                lab.log(f"sweep {name}: lag {lag} s, run {r + 1} of {runs}")
+                log(f"sweep {name}: lag {lag} s, run {r + 1} of {runs}")
                 for variant, (failed, total) in one_run(
                     name, cfg, lag, args, pathlib.Path(tmp)
                 ).items():
@@ -160,7 +153,7 @@ def sweep(name, args):
         failed, total = sum(row["failed"]), sum(row["total"])
         row["failed_sum"], row["total_sum"] = failed, total
         row["failed_per_run"] = failed / row["runs"]
-        low, high = lab.wilson(failed, total)
+        low, high = run.wilson(failed, total)
         row["interval"] = [low, high]  # 95 % Wilson interval of the failed share
     return {
         "experiment": name,
@@ -283,7 +276,9 @@ def svg(report):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m lab.sweep", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("experiment", help="a folder under k8s/ whose lab.yaml has a sweep:")
     p.add_argument("--short", action="store_true", help="the sweep's short form")
     p.add_argument(

@@ -1,24 +1,20 @@
-#!/usr/bin/env python3
 """Takes the README's picture of the live view (`/ui`) in the middle of a rolling update: the
 lab plays k8s/004-strategies/ramped (v1.0.0 -> v2.0.0, maxSurge 2) and headless Chromium shows
 /ui through the Service's NodePort.
 
-    python lab/ui_screenshot.py [--out docs/ui-rollout.png]
+    python -m lab.ui_screenshot [--out docs/ui-rollout.png]
 """
 
 import argparse
 import pathlib
 import shutil
-import sys
 import time
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "lab"), str(ROOT / "scripts")]
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-import lab
+from lab.common import ROOT
+from lab.run import Run, parse_args
 
 NS = "-n strategy-ramped"
 
@@ -27,8 +23,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "ui-rollout.png")
     out = p.parse_args().out
-    args = lab.parse_args(["--duration", "1", "--qps", "100"])
-    run = lab.Run("004-strategies/ramped", {"steps": []}, args)
+    args = parse_args(["--duration", "1", "--qps", "100"])
+    run = Run("004-strategies/ramped", {"steps": []}, args)
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in ("--headless=new", "--no-sandbox", "--window-size=1100,760"):

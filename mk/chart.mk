@@ -35,7 +35,7 @@ chart-test: $(VENV)/.done $(CHECKOV) ## The chart's tests: lint, renders validat
 chart-analysis: $(VENV)/.done ## The dashboard, the monitors' labels and the chart's analysis templates on a real Prometheus; target/lab/chart-analysis.json
 	@scripts/deps.sh docker prometheus
 	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.9 >/dev/null 2>&1 || $(MAKE) images
-	nice $(PY) lab/chart_analysis.py
+	nice $(PY) -m lab.chart_analysis
 
 .PHONY: chart-scan
 chart-scan: $(VENV)/.done $(CHECKOV) ## checkov on the default render, each finding checked against the chart README; target/chart/checkov.json
@@ -51,7 +51,7 @@ $(CHECKOV):
 chart-lab: $(VENV)/.done ## The lab plays the chart: helm template renders of 0.8 then 0.9 under probe load, 0 failed requests (DURATION=60)
 	@scripts/deps.sh docker haproxy
 	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)testpage:0.9 >/dev/null 2>&1 || $(MAKE) images
-	nice $(PY) lab/lab.py --duration $(DURATION) chart
+	nice $(PY) -m lab --duration $(DURATION) chart
 
 .PHONY: chart-template
 chart-template: ## Render the chart with its defaults (VALUES=file to add a value file)

@@ -8,4 +8,4 @@
 lab-sweep: $(VENV)/.done ## EXP=folder (003-zero-downtime): failed requests against the lag, per variant; target/lab/<folder>/sweep.json and sweep.svg
 	@scripts/deps.sh docker haproxy
 	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images
-	nice $(PY) lab/sweep.py $(or $(LAB_EXP),003-zero-downtime)
+	nice $(PY) -m lab.sweep $(or $(LAB_EXP),003-zero-downtime)

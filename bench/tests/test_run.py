@@ -44,7 +44,8 @@ def test_without_wrk_the_bench_fails_under_require_docker(without_tools, tmp_pat
     )
     assert run.returncode == 1
     assert "REQUIRE_DOCKER=1 allows no skip" in run.stderr
-    assert "wrk not found" in run.stderr and "nginx not found" in run.stderr
+    assert "wrk not found" in run.stderr
+    assert "nginx not found" in run.stderr
 
 
 # The figures `run.py --quick` must produce for testpage and nginx, and for the load clients.
@@ -86,12 +87,14 @@ def test_the_quick_run_produces_every_cost_figure():
     for server in ("testpage", "nginx"):
         for figure in SERVER_COSTS:
             assert isinstance(costs[server].get(figure), (int, float)), (server, figure)
-    assert costs["clients"]["wrk"] > 0 and costs["clients"]["probe load"] > 0
+    assert costs["clients"]["wrk"] > 0
+    assert costs["clients"]["probe load"] > 0
     report = out.read_text()
     assert "## Costs per request and per connection" in report
     assert "instructions per keep-alive `GET /`" in report
     assert "Load clients, instructions per request" in report
     # The quick run's numbers are not read: no verdict may end `make test`'s output.
-    assert "**missed**" not in report and "| met |" not in report
+    assert "**missed**" not in report
+    assert "| met |" not in report
     assert "Not judged in a quick run" in report
     print(f"\nbench-quick: every figure measured, not judged; the report: {out}")

@@ -140,7 +140,7 @@ def test_image_digest_wins_and_version_follows_the_tag(render):
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    ("args", "message"),
     [
         (["--set", "replicaCount=abc"], "at '/replicaCount': got string, want integer"),
         (
@@ -264,7 +264,8 @@ def test_analysis_queries_have_one_source(render):
         ("flagger-canary.yaml", "k8s/flagger/canary.yaml"),
     ):
         path = CHART / "files" / link
-        assert path.is_symlink() and path.resolve() == ROOT / target
+        assert path.is_symlink()
+        assert path.resolve() == ROOT / target
     argo = yaml.safe_load(
         (ROOT / "k8s/argo-rollouts/analysistemplate.yaml").read_text()
     )
@@ -382,7 +383,7 @@ def test_helm_script_is_idempotent(helm):
 
 
 @pytest.mark.parametrize(
-    "args,workload,grace",
+    ("args", "workload", "grace"),
     [
         ([], "kubectl -n demo rollout status deployment/t-testpage", 20),
         (

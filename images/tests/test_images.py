@@ -50,7 +50,8 @@ def expected_page(message, version, ip, color, newline=True):
 
 
 @pytest.mark.parametrize(
-    "name,tag,version,port,message,color,newline,ctype", variants()
+    ("name", "tag", "version", "port", "message", "color", "newline", "ctype"),
+    variants(),
 )
 def test_variant_answers_its_page_on_its_port(
     containers, name, tag, version, port, message, color, newline, ctype
@@ -78,7 +79,7 @@ ARTICLES = {
 }
 
 
-@pytest.mark.parametrize("name,tag", sorted(ARTICLES))
+@pytest.mark.parametrize(("name", "tag"), sorted(ARTICLES))
 def test_variant_answers_the_articles_bytes(containers, name, tag):
     body, ctype = ARTICLES[(name, tag)]
     port = next(v[3] for v in variants() if v[:2] == (name, tag))
@@ -149,7 +150,8 @@ def test_tutorial_limits_cpu_10m_memory_20mi(containers):
     )
     assert probe.returncode == 0, probe.stderr
     state = c.state()
-    assert state["Running"] and not state["OOMKilled"], state
+    assert state["Running"], state
+    assert not state["OOMKilled"], state
 
 
 IDLE_CONNECTIONS = 5000
@@ -201,15 +203,18 @@ def test_memory_20mi_survives_5000_idle_connections(containers):
             started = time.monotonic()
             status = get(c.url(8080), timeout=10)[0]
             took = time.monotonic() - started
-            assert status == 200 and took < 5, (status, took)
+            assert status == 200, (status, took)
+            assert took < 5, (status, took)
         metrics = get(c.url(8080, "/metrics"), timeout=10)[2].decode()
         reached = re.search(
             r"^testpage_connection_limit_reached_total (\S+)$", metrics, re.MULTILINE
         )
         # The limit, not spare memory, is what kept the container alive.
-        assert reached and float(reached.group(1)) >= 1, metrics[-2000:]
+        assert reached, metrics[-2000:]
+        assert float(reached.group(1)) >= 1, metrics[-2000:]
         state = c.state()
-        assert state["Running"] and not state["OOMKilled"], state
+        assert state["Running"], state
+        assert not state["OOMKilled"], state
     finally:
         for sock in socks:
             sock.close()
@@ -256,9 +261,11 @@ def test_memory_20mi_survives_every_connection_holding_the_largest_head(containe
             started = time.monotonic()
             status = get(c.url(8080), timeout=10)[0]
             took = time.monotonic() - started
-            assert status == 200 and took < 5, (status, took)
+            assert status == 200, (status, took)
+            assert took < 5, (status, took)
         state = c.state()
-        assert state["Running"] and not state["OOMKilled"], state
+        assert state["Running"], state
+        assert not state["OOMKilled"], state
     finally:
         for sock in socks:
             sock.close()

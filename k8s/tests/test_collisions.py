@@ -65,7 +65,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(
-    "case,relative,old,new,expected", CASES, ids=[c[0] for c in CASES]
+    ("case", "relative", "old", "new", "expected"), CASES, ids=[c[0] for c in CASES]
 )
 def test_collision_is_caught(broken, case, relative, old, new, expected):
     # The whole tree: a collision is between folders.
@@ -86,7 +86,7 @@ def test_alternative_file_in_another_namespace_is_caught(broken):
 
 
 @pytest.mark.parametrize(
-    "text,seconds",
+    ("text", "seconds"),
     [
         ("500ms", 0.5),
         ("10s", 10),
@@ -104,5 +104,5 @@ def test_duration_reads_what_testpage_reads(text, seconds):
 
 @pytest.mark.parametrize("text", ["", "1.5s", "-1", "5x", "s", "1m30", "10 parsecs"])
 def test_duration_refuses_what_testpage_refuses(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration"):
         validate.duration(text)

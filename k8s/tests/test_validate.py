@@ -223,7 +223,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(
-    "case,relative,old,new,expected", CASES, ids=[c[0] for c in CASES]
+    ("case", "relative", "old", "new", "expected"), CASES, ids=[c[0] for c in CASES]
 )
 def test_broken_copy_is_caught(broken, case, relative, old, new, expected):
     # Only the broken file's folder: the rest is unchanged and checked by the test above.

@@ -7,22 +7,21 @@ import json
 import math
 import pathlib
 import re
-import sys
 
 import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "lab"), str(ROOT / "scripts")]
 
-import analysis
 import testlib
+
+from lab import analysis
 
 # ------------------------------------------------------------ without Docker
 
 
 @pytest.mark.parametrize(
-    "condition,result,verdict",
+    ("condition", "result", "verdict"),
     [
         ("result[0] >= 0.95", [0.96], True),
         ("result[0] >= 0.95", [0.95], True),
@@ -46,7 +45,7 @@ def test_argo_condition_refuses_forms_it_does_not_know():
 
 
 @pytest.mark.parametrize(
-    "threshold,result,verdict",
+    ("threshold", "result", "verdict"),
     [
         ({"min": 95}, [99.0], True),
         ({"min": 95}, [70.0], False),
@@ -186,7 +185,8 @@ def test_the_values_are_the_canarys_own(outcome):
 def test_a_query_that_selects_nothing_fails(outcome):
     assert outcome["absent"]
     for row in outcome["absent"]:
-        assert row["value"] is None and row["verdict"] == "fail", row
+        assert row["value"] is None, row
+        assert row["verdict"] == "fail", row
 
 
 def test_versions_are_told_apart_by_a_join_on_build_info(outcome):

@@ -8,16 +8,15 @@ import collections
 import math
 import pathlib
 import socket
-import sys
 import threading
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "lab"), str(ROOT / "scripts")]
 
-import cluster
 import testlib
+
+from lab import kube
 
 ALPHA = 0.001
 # Connections per test: with 3 equal pods, a pod 10 % off its third is caught most times.
@@ -64,7 +63,7 @@ def service():
         "metadata": {"name": "fair"},
         "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]},
     }
-    svc = cluster.Service(FakeCluster(nodes=3), obj)
+    svc = kube.Service(FakeCluster(nodes=3), obj)
     yield svc
     svc.close()
 
@@ -151,48 +150,49 @@ def test_each_node_routes_to_its_own_endpoints(service):
 
 def test_percentages_are_scaled_in_integers_as_kubernetes_does():
     # GetScaledValueFromIntOrPercent: ceil/floor(v * total / 100).
-    assert cluster.resolve_surge("7%", 100, round_up=True) == 7
-    assert cluster.resolve_surge("7%", 100, round_up=False) == 7
-    assert cluster.resolve_surge("25%", 10, round_up=True) == 3
-    assert cluster.resolve_surge("25%", 10, round_up=False) == 2
-    assert cluster.resolve_surge("33%", 3, round_up=False) == 0
-    with pytest.raises(cluster.ManifestError, match="maxUnavailable"):
-        cluster.resolve_surge("7.5%", 100, False, "maxUnavailable")
+    assert kube.resolve_surge("7%", 100, round_up=True) == 7
+    assert kube.resolve_surge("7%", 100, round_up=False) == 7
+    assert kube.resolve_surge("25%", 10, round_up=True) == 3
+    assert kube.resolve_surge("25%", 10, round_up=False) == 2
+    assert kube.resolve_surge("33%", 3, round_up=False) == 0
+    with pytest.raises(kube.ManifestError, match="maxUnavailable"):
+        kube.resolve_surge("7.5%", 100, False, "maxUnavailable")
 
 
 def test_a_lag_is_a_value_or_a_range():
     import random
 
-    assert str(cluster.Lag.parse(1)) == "1 s"
-    lag = cluster.Lag.parse("0.5-3")
+    assert str(kube.Lag.parse(1)) == "1 s"
+    lag = kube.Lag.parse("0.5-3")
     assert (lag.low, lag.high, str(lag)) == (0.5, 3.0, "0.5-3 s")
     draws = [lag.draw(random.Random(i)) for i in range(200)]
-    assert all(0.5 <= d <= 3 for d in draws) and max(draws) - min(draws) > 2
+    assert all(0.5 <= d <= 3 for d in draws)
+    assert max(draws) - min(draws) > 2
     for bad in ("3-1", "x", "-1"):
-        with pytest.raises(cluster.ManifestError, match="lag"):
-            cluster.Lag.parse(bad)
+        with pytest.raises(kube.ManifestError, match="lag"):
+            kube.Lag.parse(bad)
 
 
 def test_terminating_endpoints_serve_only_when_none_is_ready():
     ready, terminating = object(), object()
     both = {"r": (ready, True), "t": (terminating, False)}
-    assert cluster.Service.routed(both) == {"r": ready}
-    assert cluster.Service.routed({"t": (terminating, False)}) == {"t": terminating}
-    assert cluster.Service.routed({}) == {}
+    assert kube.Service.routed(both) == {"r": ready}
+    assert kube.Service.routed({"t": (terminating, False)}) == {"t": terminating}
+    assert kube.Service.routed({}) == {}
 
 
 def test_undo_of_a_paused_deployment_is_refused():
-    objects = cluster.render(ROOT / "k8s/000-rolling-update")
+    objects = kube.render(ROOT / "k8s/000-rolling-update")
     obj = next(o for o in objects if o["kind"] == "Deployment")
     obj["spec"]["paused"] = True
-    dep = cluster.Deployment(FakeCluster(nodes=1), obj)
-    with pytest.raises(cluster.StepError, match="cannot rollback a paused deployment"):
+    dep = kube.Deployment(FakeCluster(nodes=1), obj)
+    with pytest.raises(kube.StepError, match="cannot rollback a paused deployment"):
         dep.undo()
 
 
 def test_a_progress_deadline_not_above_min_ready_is_refused():
-    objects = cluster.render(ROOT / "k8s/000-rolling-update")
+    objects = kube.render(ROOT / "k8s/000-rolling-update")
     obj = next(o for o in objects if o["kind"] == "Deployment")
     obj["spec"].update(minReadySeconds=30, progressDeadlineSeconds=30)
-    with pytest.raises(cluster.ManifestError, match="progressDeadlineSeconds"):
-        cluster.Deployment(FakeCluster(nodes=1), obj)
+    with pytest.raises(kube.ManifestError, match="progressDeadlineSeconds"):
+        kube.Deployment(FakeCluster(nodes=1), obj)

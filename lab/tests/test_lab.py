@@ -5,18 +5,16 @@ shows; nothing is left behind."""
 import argparse
 import pathlib
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "lab"), str(ROOT / "scripts")]
 
-import cluster
 import testlib
 
-import lab
+from lab import kube
+from lab import run as lab
 
 # 5 s of load at least, 200 qps: the whole set in a few minutes on two cores.
 SHORT = ["--duration", "5", "--qps", "200", "--cooldown", "1"]
@@ -53,13 +51,13 @@ def test_the_experiment_shows_what_its_tutorial_says(results, experiment):
 def test_every_deployment_experiment_has_steps():
     """Each folder with a Deployment and a kustomization runs in the lab, unless it needs a
     router that cannot be installed here (Gateway API, Istio, Traefik)."""
-    routers = set(cluster.SKIPPED) - {"PodDisruptionBudget", "Ingress"}
+    routers = set(kube.SKIPPED) - {"PodDisruptionBudget", "Ingress"}
     missing = []
     for kustomization in sorted((ROOT / "k8s").rglob("kustomization.yaml")):
         folder = kustomization.parent
         if folder.name in ("base", "tools") or (folder / "lab.yaml").exists():
             continue
-        kinds = {o.get("kind") for o in cluster.render(folder)}
+        kinds = {o.get("kind") for o in kube.render(folder)}
         if "Deployment" in kinds and not kinds & routers:
             missing.append(str(folder.relative_to(ROOT)))
     assert not missing
@@ -68,14 +66,16 @@ def test_every_deployment_experiment_has_steps():
 def test_zero_downtime_losses_come_from_the_manifests(results):
     r = results["003-zero-downtime"]
     without, with_hook = r["services"]["myapp-without-hook"], r["services"]["myapp"]
-    assert without["errors"] >= 1 and with_hook["errors"] == 0
+    assert without["errors"] >= 1
+    assert with_hook["errors"] == 0
     assert {e["code"] for e in without["error_events"]} <= {-1, 502, 503}
 
 
 def test_long_lived_clients_reach_the_new_version_cleanly_only_with_the_drain(results):
     streams = results["long-lived"]["streams"]
     for kind, s in streams["drain"]["summary"].items():
-        assert s["abnormal"] == 0 and s["clean"] >= s["clients"], (kind, s)
+        assert s["abnormal"] == 0, (kind, s)
+        assert s["clean"] >= s["clients"], (kind, s)
         assert s["versions_at_end"] == {"0.9": s["clients"]}, (kind, s)
     no_drain = streams["no-drain"]["summary"]
     # DRAIN=0 still says goodbye to every stream, at SIGTERM: what fails is reconnecting to
@@ -96,7 +96,7 @@ def broken(tmp_path, name, patch, steps, expect=()):
     """Runs `steps` against the canary's v1 Deployment with `patch` applied to its pod
     template, and returns the result (the run may fail, as a rollout on a cluster would)."""
     require()
-    objects = cluster.render(ROOT / "k8s/004-strategies/canary")
+    objects = kube.render(ROOT / "k8s/004-strategies/canary")
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     patch(deployment["spec"]["template"]["spec"])
     service = next(o for o in objects if o["kind"] == "Service")
@@ -113,7 +113,7 @@ def broken(tmp_path, name, patch, steps, expect=()):
     run = lab.Run(name, plan, args)
     try:
         return run.run()
-    except (cluster.StepError, cluster.ManifestError) as error:
+    except (kube.StepError, kube.ManifestError) as error:
         result = run.result()
         result["error"] = str(error)
         return result
@@ -142,7 +142,8 @@ def test_a_broken_probe_path_stalls_the_rollout(tmp_path):
         ROLL_OUT,
     )
     assert "not done within" in r["error"], r.get("error")
-    assert "HTTP 404" in r["error"] and "/no-such-page" in r["error"], r["error"]
+    assert "HTTP 404" in r["error"], r["error"]
+    assert "/no-such-page" in r["error"], r["error"]
     assert leftovers() == ([], [], [])
 
 
@@ -187,30 +188,30 @@ def test_a_grace_period_shorter_than_the_drain_ends_in_sigkill(tmp_path):
 
 
 def test_surge_rounds_up_and_unavailable_rounds_down():
-    assert cluster.resolve_surge("25%", 3, True) == 1
-    assert cluster.resolve_surge("25%", 3, False) == 0
-    assert cluster.resolve_surge("50%", 5, True) == 3
-    assert cluster.resolve_surge(2, 3, False) == 2
+    assert kube.resolve_surge("25%", 3, True) == 1
+    assert kube.resolve_surge("25%", 3, False) == 0
+    assert kube.resolve_surge("50%", 5, True) == 3
+    assert kube.resolve_surge(2, 3, False) == 2
 
 
 def test_quantities():
-    assert cluster.cpus("100m") == 0.1 and cluster.cpus("2") == 2.0
-    assert cluster.bytes_of("32Mi") == 32 * 2**20 and cluster.bytes_of("1G") == 10**9
+    assert kube.cpus("100m") == 0.1
+    assert kube.cpus("2") == 2.0
+    assert kube.bytes_of("32Mi") == 32 * 2**20
+    assert kube.bytes_of("1G") == 10**9
 
 
 def test_a_field_the_lab_does_not_play_is_named():
-    objects = cluster.render(ROOT / "k8s/004-strategies/canary")
+    objects = kube.render(ROOT / "k8s/004-strategies/canary")
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     deployment["spec"]["template"]["spec"]["hostNetwork"] = True
-    with pytest.raises(
-        cluster.ManifestError, match=r"spec\.template\.spec\.hostNetwork"
-    ):
-        cluster.check_supported(deployment)
+    with pytest.raises(kube.ManifestError, match=r"spec\.template\.spec\.hostNetwork"):
+        kube.check_supported(deployment)
     volumes = deployment["spec"]["template"]["spec"]
     del volumes["hostNetwork"]
     volumes["volumes"] = [{"name": "data", "hostPath": {"path": "/"}}]
-    with pytest.raises(cluster.ManifestError, match=r"volumes\[0\]\.hostPath"):
-        cluster.check_supported(deployment)
+    with pytest.raises(kube.ManifestError, match=r"volumes\[0\]\.hostPath"):
+        kube.check_supported(deployment)
 
 
 def test_routers_are_skipped_and_said_so(results):
@@ -224,25 +225,25 @@ def test_an_unknown_step_is_refused():
     args = argparse.Namespace(registry="")
     run = object.__new__(lab.Run)
     run.args = args
-    with pytest.raises(cluster.ManifestError, match="not played"):
+    with pytest.raises(kube.ManifestError, match="not played"):
         run.kubectl(["delete", "pod", "x"])
 
 
 def leftovers():
     containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={cluster.LABEL}"],
+        ["docker", "ps", "-aq", "--filter", f"label={kube.LABEL}"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.split()
     networks = subprocess.run(
-        ["docker", "network", "ls", "-q", "--filter", f"label={cluster.LABEL}"],
+        ["docker", "network", "ls", "-q", "--filter", f"label={kube.LABEL}"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.split()
     haproxies = subprocess.run(
-        ["pgrep", "-f", f"{cluster.LABEL}-haproxy"],
+        ["pgrep", "-f", f"{kube.LABEL}-haproxy"],
         capture_output=True,
         text=True,
         check=False,
@@ -259,4 +260,5 @@ def test_the_namespace_is_taken_out_of_a_command_in_every_spelling():
         assert lab.take_namespace(words) == "test"
         assert words == left
     words = ["get", "po"]
-    assert lab.take_namespace(words) == "default" and words == ["get", "po"]
+    assert lab.take_namespace(words) == "default"
+    assert words == ["get", "po"]

@@ -3,12 +3,10 @@ reached, step labels whole and inside the picture."""
 
 import pathlib
 import re
-import sys
+
+from lab import timeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "lab"))
-
-import timeline
 
 
 def result(step_label="apply -f k8s/000-rolling-update/deployment-0.9.yaml"):

@@ -119,4 +119,5 @@ def test_deploy_refuses_a_registry_without_its_slash(
 def test_some_experiment_uses_our_images() -> None:
     """The override is tested on something: the tutorials' images are among the rendered ones."""
     assert {"testpage", "my-app", "hello"} <= OURS
-    assert "000-rolling-update" in EXPERIMENTS and "argo-rollouts" in EXPERIMENTS
+    assert "000-rolling-update" in EXPERIMENTS
+    assert "argo-rollouts" in EXPERIMENTS

@@ -53,21 +53,21 @@ def test_rehearsal_publishes_every_tag_for_both_architectures(
     assert set(rehearsed["tags"]) == expected
     for key, seen in rehearsed["tags"].items():
         assert set(seen["platforms"]) == {"linux/amd64", "linux/arm64"}, key
-        assert seen["index"].startswith("sha256:") and seen["sbom"].startswith(
-            "sha256:"
-        ), key
-    assert "-errors" in " ".join(expected) and "-unready" in " ".join(expected)
+        assert seen["index"].startswith("sha256:"), key
+        assert seen["sbom"].startswith("sha256:"), key
+    assert "-errors" in " ".join(expected)
+    assert "-unready" in " ".join(expected)
 
 
 def test_rehearsal_checked_sbom_run_and_chart(rehearsed: dict[str, Any]) -> None:
     crates = sbom.read_lock(ROOT / "Cargo.lock")
     assert rehearsed["sbom"]["components"] == len(crates)
     notes = "\n".join(rehearsed["verified"]["notes"])
-    assert (
-        "arm64 testpage:" in notes and "under qemu answered 'I am: 127.0.0.1" in notes
-    )
+    assert "arm64 testpage:" in notes
+    assert "under qemu answered 'I am: 127.0.0.1" in notes
     assert "docker pull --platform linux/arm64" in notes
-    assert rehearsed["chart"] and rehearsed["chart"]["digest"].startswith("sha256:")
+    assert rehearsed["chart"]
+    assert rehearsed["chart"]["digest"].startswith("sha256:")
     assert "objects, as charts/testpage" in notes
     assert rehearsed["verified"]["problems"] == []
 
@@ -148,7 +148,8 @@ def test_sbom_lists_every_crate_of_the_lock_file_once() -> None:
     assert sbom.missing_crates(document, crates) == []
     refs = [c["bom-ref"] for c in document["components"]]
     assert len(refs) == len(set(refs)) == len(crates)
-    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.5"
+    assert document["bomFormat"] == "CycloneDX"
+    assert document["specVersion"] == "1.5"
     # The same lock file gives the same bytes: one blob serves every image.
     assert sbom.dumps(document) == sbom.dumps(sbom.generate(ROOT))
 

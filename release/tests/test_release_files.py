@@ -88,11 +88,13 @@ def test_changelog_command_prints_the_notes_or_fails(tmp_path: pathlib.Path) -> 
         text=True,
         check=False,
     )
-    assert done.returncode == 0 and done.stdout == "### Fixed\n\n- a fix\n"
+    assert done.returncode == 0
+    assert done.stdout == "### Fixed\n\n- a fix\n"
     done = subprocess.run(
         [*command, "v9.9.9"], cwd=ROOT, capture_output=True, text=True, check=False
     )
-    assert done.returncode == 1 and "no section for 9.9.9" in done.stderr
+    assert done.returncode == 1
+    assert "no section for 9.9.9" in done.stderr
 
 
 def test_tag_check_names_each_mismatch(tmp_path: pathlib.Path) -> None:
@@ -153,7 +155,8 @@ def test_assemble_writes_binaries_sbom_and_checksums(tmp_path: pathlib.Path) -> 
         text=True,
         check=False,
     )
-    assert done.returncode == 1 and "aarch64/probe missing" in done.stderr
+    assert done.returncode == 1
+    assert "aarch64/probe missing" in done.stderr
 
 
 def steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

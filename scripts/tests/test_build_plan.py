@@ -56,7 +56,7 @@ PLANS = [
 ]
 
 
-@pytest.mark.parametrize("system,arch,tools,want,plan", PLANS)
+@pytest.mark.parametrize(("system", "arch", "tools", "want", "plan"), PLANS)
 def test_plan(tmp_path, system, arch, tools, want, plan):
     bin_dir, _ = machine(tmp_path, system, arch, tools)
     done = run(bin_dir, "images/build-plan.sh", *([want] if want else []))
@@ -69,7 +69,8 @@ def test_mac_without_docker_says_what_to_install(tmp_path):
     done = run(bin_dir, "images/build-plan.sh")
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.count("\n") == 1 and "Docker Desktop" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "Docker Desktop" in done.stderr
 
 
 def test_unknown_architecture_is_refused(tmp_path):

@@ -127,10 +127,12 @@ def serve(tmp_path_factory):
 
 
 def test_the_readmes_have_examples_of_each_kind():
-    assert curl_examples() and page_examples() and report_lines()
+    assert curl_examples()
+    assert page_examples()
+    assert report_lines()
 
 
-@pytest.mark.parametrize("where,command,expected", curl_examples())
+@pytest.mark.parametrize(("where", "command", "expected"), curl_examples())
 def test_curl_example_is_what_make_run_answers(where, command, expected, serve):
     if shutil.which("curl") is None:
         testlib.skip_or_fail("curl not found (Debian: apt-get install curl)")
@@ -147,7 +149,7 @@ def test_curl_example_is_what_make_run_answers(where, command, expected, serve):
     )
 
 
-@pytest.mark.parametrize("where,line", page_examples())
+@pytest.mark.parametrize(("where", "line"), page_examples())
 def test_page_example_is_what_testpage_answers(where, line, serve):
     ip, version = PAGE_LINE.match(line).groups()
     addr = serve(POD_IP=ip, VERSION=version)
@@ -201,7 +203,7 @@ def test_report_codes_are_in_the_programs_order():
 
 
 @pytest.mark.parametrize(
-    "where,shape,line", report_lines(), ids=[w for w, _, _ in report_lines()]
+    ("where", "shape", "line"), report_lines(), ids=[w for w, _, _ in report_lines()]
 )
 def test_report_line_has_the_programs_shape(where, shape, line):
     assert shape.match(line), f"{where}: {line!r} is not what probe prints"

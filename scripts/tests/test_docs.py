@@ -787,7 +787,9 @@ def test_the_readmes_are_found_and_checked():
     } <= names
     # The scan must have seen something of every kind, or it checks nothing.
     counts = checked()
-    assert counts["make"] and counts["path"] and counts["image"], counts
+    assert counts["make"], counts
+    assert counts["path"], counts
+    assert counts["image"], counts
 
 
 def test_the_readmes_probe_commands_are_checked(real_probe_spec):
@@ -983,7 +985,7 @@ def docker_exec_ok(name, *args):
 
 
 @pytest.mark.parametrize(
-    "where,run", DOCKER_RUNS, ids=[where for where, _ in DOCKER_RUNS]
+    ("where", "run"), DOCKER_RUNS, ids=[where for where, _ in DOCKER_RUNS]
 )
 def test_readme_docker_command_runs(where, run, local_testpage):
     """The command as written (URLs pointed at a local testpage), bounded in time: a probe

@@ -1,13 +1,12 @@
-#!/usr/bin/env python3
 """Runs the experiments of k8s/ from their own manifests, on one machine.
 
 Each experiment folder holds `lab.yaml`: the steps its README tells (the same `kubectl`
 commands), the Services to load or to hold long-lived clients on while they run, and what the
 run must show. The lab renders the manifests, plays the kubelet, the Deployment controller and
-the Services (see lab/cluster.py), runs the steps under `probe load` or with the clients of
+the Services (see lab/kube/), runs the steps under `probe load` or with the clients of
 lab/streams.py connected, and checks the outcome.
 
-    python lab/lab.py [EXP ...] [--duration 60] [--qps 500] [-c 8] [--lag 1 | --lag 0.5-3]
+    python -m lab [EXP ...] [--duration 60] [--qps 500] [-c 8] [--lag 1 | --lag 0.5-3]
 
 EXP is a folder under k8s/ (`003-zero-downtime`, `004-strategies/canary`); none means every
 folder that has a lab.yaml. Results: a table per experiment on stdout,
@@ -25,25 +24,17 @@ import sys
 import time
 import urllib.request
 
+import testlib
 import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "lab")]
-import streams
-import testlib
-from cluster import Cluster, Lag, ManifestError, StepError, now_ms, render
+from lab import streams
+from lab.common import DIST, K8S, OUT, ROOT, log, now_ms
+from lab.kube import Cluster, Lag, ManifestError, StepError, render
 
-K8S = ROOT / "k8s"
-OUT = ROOT / "target" / "lab"
-BIN = testlib.DIST
 # Errors up to this long after an endpoint removal reached haproxy still belong to the
 # termination that caused it (requests already sent to the pod).
 SLACK_MS = 250
 STREAM_KINDS = streams.KINDS
-
-
-def log(message):
-    print(f"lab: {message}", file=sys.stderr, flush=True)
 
 
 # Experiments whose steps live outside k8s/: the Helm chart, played from `helm template`.
@@ -365,7 +356,7 @@ class Run:
     def start_load(self, service, fresh=False):
         if service.name in self.loads:
             return
-        command = [BIN / "probe", "load", service.url(), "-c", self.args.connections]
+        command = [DIST / "probe", "load", service.url(), "-c", self.args.connections]
         command += ["--qps", self.args.qps, "-t", "3600s", "--json"]
         if fresh:
             command.append("--keepalive=false")
@@ -768,7 +759,7 @@ def svg(result):
     """Answers per 100 ms by version, each failed request, each step, SIGTERM and endpoint
     removal; the axis spans the steps after the load began, so a rollout of a few seconds
     fills the picture and one failed request shows as a red mark."""
-    from timeline import draw
+    from lab.timeline import draw
 
     return draw(result)
 
@@ -777,7 +768,9 @@ def svg(result):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m lab", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("experiment", nargs="*", help="folders under k8s/ (default: all)")
     p.add_argument(
         "--duration", type=float, default=60, help="seconds of load at least (60)"
@@ -840,8 +833,3 @@ def main(argv=None):
             f"results: {args.out / result['experiment']}/result.json and timeline.svg"
         )
     return results
-
-
-if __name__ == "__main__":
-    results = main()
-    sys.exit(0 if all(r["ok"] for r in results) else 1)

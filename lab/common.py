@@ -1,0 +1,48 @@
+"""What every part of the lab shares: where things are, one log, one clock."""
+
+import functools
+import importlib.util
+import pathlib
+import sys
+import time
+from types import ModuleType
+
+import testlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+OUT = ROOT / "target" / "lab"
+# The binaries the lab runs on the host (probe load, probe grpc).
+DIST = testlib.DIST
+# How often the control loop, the kubelet's probers and every wait look again, s.
+TICK = 0.1
+
+
+def log(message: str, source: str = "lab") -> None:
+    """One line on stderr, named after its source (`lab`, `lab-analysis`, ...), at once."""
+    print(f"{source}: {message}", file=sys.stderr, flush=True)
+
+
+def now_ms() -> float:
+    """The wall clock in unix milliseconds: what every record (event, step, sample, request)
+    carries, so that the lab's records line up with probe's and the clients' own."""
+    return time.time() * 1000
+
+
+def since(start: float) -> float:
+    """Seconds on the monotonic clock since `start` (a `time.monotonic()` reading): for
+    deadlines and durations, which a change of the wall clock must not stretch."""
+    return time.monotonic() - start
+
+
+@functools.cache
+def k8s_validator() -> ModuleType:
+    """k8s/validate.py, the offline validator `make validate` runs as a script: the analyses
+    evaluate the very queries it reads out of the manifests. Loaded from its file (it is a
+    script of k8s/, not a module of this package), once."""
+    spec = importlib.util.spec_from_file_location("validate", K8S / "validate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
