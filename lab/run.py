@@ -14,6 +14,7 @@ target/lab/<folder>/result.json and target/lab/<folder>/timeline.svg.
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -23,13 +24,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 import testlib
 import yaml
 
 from lab import streams
 from lab.common import DIST, K8S, OUT, ROOT, log, now_ms
-from lab.kube import Cluster, Lag, ManifestError, StepError, render
+from lab.kube import (
+    Cluster,
+    Deployment,
+    Lag,
+    ManifestError,
+    Pod,
+    Service,
+    StepError,
+    render,
+)
+from lab.results import Check, Event, Load, Result, Settings, Step
 
 # Errors up to this long after an endpoint removal reached haproxy still belong to the
 # termination that caused it (requests already sent to the pod).
@@ -37,17 +50,20 @@ SLACK_MS = 250
 STREAM_KINDS = streams.KINDS
 
 
+# An experiment's lab.yaml: title, lag, steps, expect, sweep.
+Plan = dict[str, Any]
+
 # Experiments whose steps live outside k8s/: the Helm chart, played from `helm template`.
 OTHER_PLANS = {"chart": ROOT / "charts" / "testpage" / "lab.yaml"}
 
 
-def experiments():
+def experiments() -> list[str]:
     """Every folder under k8s/ with a lab.yaml, then the others, as `make lab` runs them."""
     folders = sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("lab.yaml"))
     return folders + sorted(OTHER_PLANS)
 
 
-def load_plan(name):
+def load_plan(name: str) -> Plan:
     path = OTHER_PLANS.get(name) or K8S / name / "lab.yaml"
     if not path.exists():
         raise SystemExit(
@@ -63,7 +79,7 @@ def load_plan(name):
 # ------------------------------------------------------------------ the steps
 
 
-def take_namespace(words):
+def take_namespace(words: list[str]) -> str:
     """The namespace `-n NS`, `--namespace NS` or `--namespace=NS` names (`default` without
     one), taken out of `words`."""
     namespace = "default"
@@ -83,7 +99,7 @@ def take_namespace(words):
 class Run:
     """One experiment: its cluster, its loads, and what happened."""
 
-    def __init__(self, name, plan, args):
+    def __init__(self, name: str, plan: Plan, args: argparse.Namespace) -> None:
         self.name, self.plan, self.args = name, plan, args
         # --lag if given, else the experiment's own (lab.yaml `lag:`), else 1 s; a value or
         # a range each node draws from per change.
@@ -94,18 +110,20 @@ class Run:
             nodes=getattr(args, "nodes", 3),
             seed=getattr(args, "seed", None),
         )
-        self.loads = {}  # service name -> (Process, started unix ms)
-        self.loaded_services = []  # (namespace, name)
-        self.reports = {}
-        self.streams = {}  # service name -> (Process, started unix ms)
-        self.stream_reports = {}
-        self.steps = []
-        self.skipped = []
-        self.checks = []
+        # Per Service: its `probe load` (the process, started unix ms), and its report.
+        self.loads: dict[str, tuple[testlib.Process, float]] = {}
+        self.loaded_services: list[tuple[str, str]] = []  # (namespace, name)
+        self.reports: dict[str, dict[str, Any]] = {}
+        # Per Service: lab/streams.py's clients (the process, started unix ms), their report.
+        self.streams: dict[str, tuple[testlib.Process, float]] = {}
+        self.stream_reports: dict[str, dict[str, Any]] = {}
+        self.steps: list[Step] = []
+        self.skipped: list[str] = []
+        self.checks: list[Check] = []
 
     # --- kubectl, as far as the experiments use it
 
-    def kubectl(self, words):
+    def kubectl(self, words: list[str]) -> None:
         namespace = take_namespace(words)
         # `--replicas N` as `--replicas=N`.
         if "--replicas" in words:
@@ -145,8 +163,7 @@ class Run:
                 for c in obj["spec"]["template"]["spec"]["containers"]:
                     if c["name"] == container:
                         c["image"] = self.args.registry + image
-                with self.cluster.lock:
-                    dep.update(obj)
+                self.cluster.update_deployment(dep, obj)
             return
         if verb == "rollout":
             action, dep = words[1], self._deployment(words[2], namespace)
@@ -170,8 +187,7 @@ class Run:
             elif action in ("pause", "resume"):
                 obj = json.loads(json.dumps(dep.obj))
                 obj["spec"]["paused"] = action == "pause"
-                with self.cluster.lock:
-                    dep.update(obj)
+                self.cluster.update_deployment(dep, obj)
             elif action == "undo":
                 to = next(
                     (
@@ -181,8 +197,7 @@ class Run:
                     ),
                     None,
                 )
-                with self.cluster.lock:
-                    dep.undo(to)
+                self.cluster.undo(dep, to)
             else:
                 raise ManifestError(f"kubectl rollout {action} is not played")
             return
@@ -193,8 +208,7 @@ class Run:
             )
             obj = json.loads(json.dumps(dep.obj))
             obj["spec"]["replicas"] = int(replicas)
-            with self.cluster.lock:
-                dep.update(obj)
+            self.cluster.update_deployment(dep, obj)
             return
         if verb == "patch" and words[1].startswith(("deployment/", "deploy/")):
             dep = self._deployment(words[1], namespace)
@@ -202,8 +216,7 @@ class Run:
                 json.loads(json.dumps(dep.obj)),
                 json.loads(words[words.index("-p") + 1]),
             )
-            with self.cluster.lock:
-                dep.update(obj)
+            self.cluster.update_deployment(dep, obj)
             return
         if verb == "patch" and words[1].startswith(("service/", "svc/")):
             service = self.cluster.service(namespace, words[1].split("/", 1)[1])
@@ -213,14 +226,13 @@ class Run:
                 raise ManifestError(
                     "kubectl patch service: only spec.selector is played"
                 )
-            with self.cluster.lock:
-                service.selector = {**service.selector, **patch["spec"]["selector"]}
+            self.cluster.select(service, patch["spec"]["selector"])
             return
         raise ManifestError(f"kubectl {' '.join(words)}: not played by the lab")
 
     # --- helm, as far as installing and upgrading a chart goes
 
-    def helm(self, words):
+    def helm(self, words: list[str]) -> None:
         """`helm upgrade --install RELEASE CHART [-n NS] [--set ...] [-f FILE]` (or `helm
         install`): the release as real helm renders it (`helm template`, without the test
         hooks, which only `helm test` runs), applied like `kubectl apply`."""
@@ -240,7 +252,7 @@ class Run:
         if done.returncode:
             raise StepError(f"helm: {done.stderr.strip()}")
         render = subprocess.run(
-            [done.stdout.split()[-1], "template", release, ROOT / chart]
+            [done.stdout.split()[-1], "template", release, str(ROOT / chart)]
             + ["--namespace", namespace, "--skip-tests", *rest],
             capture_output=True,
             text=True,
@@ -253,7 +265,7 @@ class Run:
             obj.setdefault("metadata", {}).setdefault("namespace", namespace)
         self.skipped += self.cluster.apply(objects)
 
-    def _deployment(self, ref, namespace):
+    def _deployment(self, ref: str, namespace: str) -> Deployment:
         kind, _, name = ref.partition("/")
         if kind not in ("deployment", "deploy", "deployments") or not name:
             raise ManifestError(f"{ref}: only deployment/NAME is played")
@@ -261,7 +273,7 @@ class Run:
 
     # --- the lab's own steps
 
-    def lab(self, words):
+    def lab(self, words: list[str]) -> None:
         namespace = "default"
         if "-n" in words:
             i = words.index("-n")
@@ -301,25 +313,24 @@ class Run:
         else:
             raise ManifestError(f"lab {verb}: unknown (load, streams, sleep)")
 
-    def settled_services(self, namespace, names):
+    def settled_services(self, namespace: str, names: list[str]) -> Iterator[Service]:
         """The Services named, each once it answers (its endpoints reached haproxy), as a user
         would start a client."""
         for name in names:
             service = self.cluster.service(namespace, name)
             self.cluster.wait(
-                lambda s=service: self.cluster.settled(s),
+                functools.partial(self.cluster.settled, service),
                 30,
                 f"endpoints of {name}",
             )
             yield service
 
-    def expect_now(self, spec):
+    def expect_now(self, spec: dict[str, Any]) -> None:
         """A check of the state right now: which versions answer, how many pods are ready."""
         namespace = spec.get("namespace", "default")
         if "deployment" in spec:
             dep = self.cluster.deployment(namespace, spec["deployment"])
-            with self.cluster.lock:
-                ready = [p for p in dep.pods() if p.available(dep.min_ready)]
+            ready = self.cluster.available_pods(dep)
             if "ready" in spec:
                 self.check(
                     f"deployment {dep.name}: {spec['ready']} ready",
@@ -327,7 +338,7 @@ class Run:
                     f"{len(ready)} ready",
                 )
             if "serves" in spec:
-                versions = sorted({version_of(p) for p in ready})
+                versions = sorted({version_of(p) or "no answer" for p in ready})
                 self.check(
                     f"deployment {dep.name} serves {spec['serves']}",
                     versions == sorted(spec["serves"]),
@@ -335,7 +346,7 @@ class Run:
                 )
         elif "service" in spec:
             service = self.cluster.service(namespace, spec["service"])
-            seen = {}
+            seen: dict[str | None, int] = {}
             for _ in range(spec.get("requests", 20)):
                 version = fetch_version(service.url())
                 seen[version] = seen.get(version, 0) + 1
@@ -347,13 +358,13 @@ class Run:
         else:
             raise ManifestError(f"expect {spec}: needs deployment or service")
 
-    def check(self, what, ok, detail):
-        self.checks.append({"check": what, "ok": bool(ok), "detail": detail})
+    def check(self, what: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(what, bool(ok), detail))
         log(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
 
     # --- load
 
-    def start_load(self, service, fresh=False):
+    def start_load(self, service: Service, fresh: bool = False) -> None:
         if service.name in self.loads:
             return
         command = [DIST / "probe", "load", service.url(), "-c", self.args.connections]
@@ -364,7 +375,7 @@ class Run:
         self.loads[service.name] = (proc, now_ms())
         self.cluster.event(f"load on {service.name}", None)
 
-    def start_streams(self, service, counts):
+    def start_streams(self, service: Service, counts: dict[str, int]) -> None:
         """lab/streams.py's clients on `service`: they connect now and reconnect until the
         end of the run."""
         if service.name in self.streams:
@@ -376,7 +387,7 @@ class Run:
         self.streams[service.name] = (proc, now_ms())
         self.cluster.event(f"streams on {service.name}", None)
 
-    def stop_loads(self):
+    def stop_loads(self) -> None:
         running = {**self.loads, **{f"streams {n}": p for n, p in self.streams.items()}}
         for proc, started in running.values():
             left = self.args.duration - (now_ms() - started) / 1000
@@ -401,7 +412,7 @@ class Run:
 
     # --- the run
 
-    def run(self):
+    def run(self) -> Result:
         try:
             for step in self.plan["steps"]:
                 self.step(step)
@@ -424,8 +435,8 @@ class Run:
             self.cluster.close()
         return self.result()
 
-    def step(self, step):
-        record = {"step": step, "started_unix_ms": now_ms()}
+    def step(self, step: str | dict[str, Any]) -> None:
+        record = Step(step, now_ms())
         self.steps.append(record)
         self.cluster.event(f"step: {step if isinstance(step, str) else 'expect'}", None)
         log(f"{self.name}: {step}")
@@ -449,35 +460,36 @@ class Run:
                 raise ManifestError(
                     f"step {step!r}: a kubectl or helm command, lab ..., or expect"
                 )
-            if self.cluster.errors:
-                raise StepError(self.cluster.errors[0])
-            record["ok"] = True
+            error = self.cluster.records.first_error()
+            if error is not None:
+                raise StepError(error)
+            record.ok = True
         except (StepError, ManifestError) as error:
-            record["ok"], record["error"] = False, str(error)
+            record.error = str(error)
             raise
         finally:
-            record["ended_unix_ms"] = now_ms()
+            record.ended_unix_ms = now_ms()
 
     # --- what the run showed
 
-    def terminations(self, service):
+    def terminations(self, service: str) -> list[tuple[float, float]]:
         """Per pod of `service` that was deleted: from its deletion to its endpoint removal
         (+ SLACK_MS), the window in which a request routed to it can fail."""
-        by_pod = {}
-        for e in self.cluster.events:
-            if e["event"] in ("deleted", "SIGTERM") or e["event"] == (
+        by_pod: dict[str | None, list[Event]] = {}
+        for e in self.cluster.records.events():
+            if e.event in ("deleted", "SIGTERM") or e.event == (
                 f"endpoint removed from {service}"
             ):
-                by_pod.setdefault(e["pod"], []).append(e)
+                by_pod.setdefault(e.pod, []).append(e)
         windows = []
         for events in by_pod.values():
-            deleted = next((e for e in events if e["event"] == "deleted"), None)
-            removed = [e for e in events if e["event"].startswith("endpoint removed")]
+            deleted = next((e for e in events if e.event == "deleted"), None)
+            removed = [e for e in events if e.event.startswith("endpoint removed")]
             if deleted and removed:
-                windows.append((deleted["unix_ms"], removed[-1]["unix_ms"] + SLACK_MS))
+                windows.append((deleted.unix_ms, removed[-1].unix_ms + SLACK_MS))
         return windows
 
-    def final_checks(self):
+    def final_checks(self) -> None:
         for spec in self.plan.get("expect", []):
             if "service" in spec:
                 name = spec["service"]
@@ -553,7 +565,9 @@ class Run:
                 running = [*self.loads.values(), *self.streams.values()]
                 start = min((t for _, t in running), default=0)
                 samples = [
-                    s[name] for t, s in self.cluster.samples if t >= start and name in s
+                    s[name]
+                    for t, s in self.cluster.records.samples()
+                    if t >= start and name in s
                 ]
                 if "available_min" in spec:
                     low = min((a for a, _ in samples), default=0)
@@ -574,7 +588,7 @@ class Run:
                     f"expect {spec}: needs service, streams or deployment"
                 )
 
-    def stream_checks(self, spec):
+    def stream_checks(self, spec: dict[str, Any]) -> None:
         """What the long-lived clients on a Service saw: how their streams ended, the
         versions they ended on, the longest time without a message or without a stream."""
         name = spec["streams"]
@@ -634,46 +648,33 @@ class Run:
                 ", ".join(f"{k} {t:.2f}s" for k, t in offline.items()),
             )
 
-    def result(self):
-        return {
-            "experiment": self.name,
-            "title": self.plan.get("title", ""),
-            "settings": {
-                # The propagation lag every figure here was measured at.
-                "lag": str(self.lag),
-                "lag_s": [self.lag.low, self.lag.high],
-                "nodes": self.cluster.nodes,
-                "connections": self.args.connections,
-                "qps": self.args.qps,
-                "duration_s": self.args.duration,
+    def result(self, error: str | None = None) -> Result:
+        """What the run recorded so far; `error`: why it stopped short."""
+        return Result(
+            experiment=self.name,
+            title=self.plan.get("title", ""),
+            settings=Settings(
+                lag=str(self.lag),
+                lag_s=(self.lag.low, self.lag.high),
+                nodes=self.cluster.nodes,
+                connections=self.args.connections,
+                qps=self.args.qps,
+                duration_s=self.args.duration,
+            ),
+            steps=self.steps,
+            services={
+                name: Load.from_report(report, self.args.qps)
+                for name, report in self.reports.items()
             },
-            "steps": self.steps,
-            "services": {
-                name: {
-                    "requests": r["requests"],
-                    "errors": r["errors"],
-                    "codes": r["codes"],
-                    "versions": r["versions"],
-                    "timeline": r["timeline"],
-                    "error_events": r["error_events"],
-                    "started_unix_ms": r["started_unix_ms"],
-                    # What the load reached beside what it asked for.
-                    "qps_asked": self.args.qps,
-                    "qps_reached": r.get("achieved_qps"),
-                }
-                for name, r in self.reports.items()
-            },
-            # Per Service: per kind of client the figures, and each client's record.
-            "streams": self.stream_reports,
-            "checks": self.checks,
-            "ok": all(c["ok"] for c in self.checks)
-            and all(s.get("ok") for s in self.steps),
-            "skipped": self.skipped,
-            "events": self.cluster.events,
-        }
+            streams=self.stream_reports,
+            checks=self.checks,
+            skipped=self.skipped,
+            events=self.cluster.records.events(),
+            error=error,
+        )
 
 
-def merge(target, patch):
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """A JSON merge patch (maps merge, everything else replaces)."""
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -683,12 +684,12 @@ def merge(target, patch):
     return target
 
 
-def version_of(pod):
+def version_of(pod: Pod) -> str | None:
     port = pod.container.get("ports", [{}])[0].get("containerPort", 8080)
     return fetch_version(f"http://{pod.ip}:{port}/")
 
 
-def fetch_version(url):
+def fetch_version(url: str) -> str | None:
     """The X-Version of one answer on a new connection, or None."""
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
@@ -697,7 +698,7 @@ def fetch_version(url):
         return None
 
 
-def wilson(n, total, z=1.96):
+def wilson(n: int, total: int, z: float = 1.96) -> tuple[float, float]:
     """The 95 % Wilson interval of a share n/total."""
     if total == 0:
         return 0.0, 1.0
@@ -714,60 +715,60 @@ def wilson(n, total, z=1.96):
 # ------------------------------------------------------------------ output
 
 
-def table(result):
-    settings = result["settings"]
+def table(result: Result) -> str:
+    settings = result.settings
     lines = [
-        f"\n{result['experiment']}: {result['title']}",
-        f"  measured at propagation lag {settings['lag']} on {settings['nodes']} nodes",
+        f"\n{result.experiment}: {result.title}",
+        f"  measured at propagation lag {settings.lag} on {settings.nodes} nodes",
     ]
-    if result["services"]:
+    if result.services:
         lines.append(
             f"  {'Service':<22} {'requests':>9} {'errors':>7} {'qps asked/reached':>17}"
             "  versions"
         )
-    for name, s in result["services"].items():
-        versions = "  ".join(f"{v} {n}" for v, n in s["versions"].items())
-        rate = f"{s['qps_asked']:g}/{s['qps_reached'] or 0:.0f}"
+    for name, s in result.services.items():
+        versions = "  ".join(f"{v} {n}" for v, n in s.versions.items())
+        rate = f"{s.qps_asked:g}/{s.qps_reached or 0:.0f}"
         lines.append(
-            f"  {name:<22} {s['requests']:>9} {s['errors']:>7} {rate:>17}  {versions}"
+            f"  {name:<22} {s.requests:>9} {s.errors:>7} {rate:>17}  {versions}"
         )
-    if result.get("streams"):
+    if result.streams:
         lines.append(
             f"  {'Streams':<22} {'clients':>7} {'messages':>8} {'clean':>5} {'cut':>4} "
             f"{'failed':>6} {'reconn.':>7} {'max gap':>7} {'offline':>7}  at the end"
         )
-    for name, report in result.get("streams", {}).items():
-        for kind, s in report["summary"].items():
-            gap = "-" if s["max_gap_s"] is None else f"{s['max_gap_s']:.2f}s"
-            at_end = "  ".join(f"{v} {n}" for v, n in s["versions_at_end"].items())
+    for name, report in result.streams.items():
+        for kind, k in report["summary"].items():
+            gap = "-" if k["max_gap_s"] is None else f"{k['max_gap_s']:.2f}s"
+            at_end = "  ".join(f"{v} {n}" for v, n in k["versions_at_end"].items())
             lines.append(
-                f"  {name + ' ' + kind:<22} {s['clients']:>7} {s['messages']:>8} "
-                f"{s['clean']:>5} {s['cut']:>4} {s['failed']:>6} {s['reconnections']:>7} "
-                f"{gap:>7} {s['max_offline_s']:>6.2f}s  {at_end}"
+                f"  {name + ' ' + kind:<22} {k['clients']:>7} {k['messages']:>8} "
+                f"{k['clean']:>5} {k['cut']:>4} {k['failed']:>6} {k['reconnections']:>7} "
+                f"{gap:>7} {k['max_offline_s']:>6.2f}s  {at_end}"
             )
-    for c in result["checks"]:
-        lines.append(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
-    for s in result["steps"]:
-        if not s.get("ok"):
-            lines.append(f"  FAIL step {s['step']}: {s.get('error')}")
-    for s in result["skipped"]:
-        lines.append(f"  skipped {s}")
+    for c in result.checks:
+        lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.check}: {c.detail}")
+    for step in result.steps:
+        if not step.ok:
+            lines.append(f"  FAIL step {step.step}: {step.error}")
+    for skipped in result.skipped:
+        lines.append(f"  skipped {skipped}")
     return "\n".join(lines)
 
 
-def svg(result):
+def svg(result: Result) -> str:
     """Answers per 100 ms by version, each failed request, each step, SIGTERM and endpoint
     removal; the axis spans the steps after the load began, so a rollout of a few seconds
     fills the picture and one failed request shows as a red mark."""
     from lab.timeline import draw
 
-    return draw(result)
+    return draw(result.to_json())
 
 
 # ------------------------------------------------------------------ main
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m lab", description=__doc__.split("\n\n")[0]
     )
@@ -801,7 +802,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> list[Result]:
     args = parse_args(argv)
     for problem in (
         testlib.tool_problem("haproxy"),
@@ -818,18 +819,14 @@ def main(argv=None):
         try:
             result = run.run()
         except (StepError, ManifestError) as error:
-            result = run.result()
-            result["ok"] = False
-            result["error"] = str(error)
+            result = run.result(error=str(error))
             log(f"{name}: {error}")
         out = args.out / name
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps(result, indent=2))
+        (out / "result.json").write_text(json.dumps(result.to_json(), indent=2))
         (out / "timeline.svg").write_text(svg(result))
         print(table(result), flush=True)
         results.append(result)
     for result in results:
-        print(
-            f"results: {args.out / result['experiment']}/result.json and timeline.svg"
-        )
+        print(f"results: {args.out / result.experiment}/result.json and timeline.svg")
     return results

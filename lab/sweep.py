@@ -111,10 +111,7 @@ def one_run(name, sweep, lag, args, workdir):
     )  # fmt: skip
     result = run.Run(f"{name} sweep", plan, run_args).run()
     return {
-        variant: (
-            result["services"][dep]["errors"],
-            result["services"][dep]["requests"],
-        )
+        variant: (result.services[dep].errors, result.services[dep].requests)
         for variant, dep in names.items()
     }
 

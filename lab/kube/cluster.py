@@ -1,23 +1,76 @@
 """The cluster: the objects applied so far, the control loop that reconciles them, and each
-Service's endpoints on their way to every node."""
+Service's endpoints on their way to every node.
+
+Every change of the objects goes through the Cluster's methods, which take its lock; the
+control loop holds it for each pass. What the pods' threads report (events, errors) goes to
+`Records`, which has a lock of its own, so that a pod never waits for a pass of the loop."""
 
 import copy
 import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from lab.common import TICK, now_ms
 from lab.kube.admission import SKIPPED, ManifestError, StepError, check_supported
-from lab.kube.deployments import Deployment
+from lab.kube.deployments import Deployment, ReplicaSet
 from lab.kube.kubelet import Network, Pod
 from lab.kube.services import Lag, Service
+from lab.results import Event
+
+# What the control plane publishes for a Service: pod name -> (pod, ready).
+Endpoints = dict[str, tuple[Pod, bool]]
+# Per sample: unix ms, and per Deployment (available pods, pods not terminating).
+Sample = tuple[float, dict[str, tuple[int, int]]]
+
+
+class Records:
+    """What happened, in order: events, errors, and the control loop's samples. Written by
+    the pods' threads and the loop, read by the run while they go on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self._errors: list[str] = []
+        self._samples: list[Sample] = []
+
+    def add(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def error(self, error: str) -> None:
+        with self._lock:
+            self._errors.append(error)
+
+    def sample(self, sample: Sample) -> None:
+        with self._lock:
+            self._samples.append(sample)
+
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    def first_error(self) -> str | None:
+        with self._lock:
+            return self._errors[0] if self._errors else None
+
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            return list(self._samples)
 
 
 class Cluster:
     """The objects applied so far, and the control loop that reconciles them."""
 
-    def __init__(self, lag=None, registry="", nodes=3, seed=None):
+    def __init__(
+        self,
+        lag: Lag | str | float | None = None,
+        registry: str = "",
+        nodes: int = 3,
+        seed: int | None = None,
+    ) -> None:
         self.run_id = uuid.uuid4().hex[:8]
         self.lag = lag if isinstance(lag, Lag) else Lag.parse(1 if lag is None else lag)
         if not 1 <= nodes <= 16:
@@ -26,38 +79,33 @@ class Cluster:
         self.rng = random.Random(seed)
         self.registry = registry
         self.network = Network(self.run_id)
-        self.deployments = {}
-        self.services = {}
-        self.events = []
-        self.errors = []
-        self.samples = []  # (unix ms, {deployment: (available, active pods)})
+        self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.services: dict[tuple[str, str], Service] = {}
+        self.records = Records()
         # Changes on their way, per (Service, node): [(due monotonic, endpoints)], in order.
-        self.pending = {}
+        self.pending: dict[tuple[Service, int], list[tuple[float, Endpoints]]] = {}
         # What the control plane published last, per Service: {name: (pod, ready)}.
-        self.published = {}
-        self.lock = threading.RLock()
-        self.counter = 0
+        self.published: dict[Service, Endpoints] = {}
+        # Held by each pass of the control loop and by every change from outside.
+        self._lock = threading.RLock()
         self.stopped = threading.Event()
         self.loop = threading.Thread(target=self._control_loop, daemon=True)
         self.loop.start()
 
     # --- records
 
-    def event(self, what, pod, node=None):
+    def event(self, what: str, pod: Pod | str | None, node: int | None = None) -> None:
         name = pod.name if isinstance(pod, Pod) else pod
         ip = pod.ip if isinstance(pod, Pod) else None
-        record = {"unix_ms": now_ms(), "event": what, "pod": name, "ip": ip}
-        if node is not None:
-            record["node"] = node
-        self.events.append(record)
+        self.records.add(Event(now_ms(), what, name, ip, node))
 
-    def fail(self, error):
-        self.errors.append(str(error))
+    def fail(self, error: object) -> None:
+        self.records.error(str(error))
         self.event(f"error: {error}", None)
 
     # --- objects
 
-    def apply(self, objects):
+    def apply(self, objects: list[dict[str, Any]]) -> list[str]:
         """`kubectl apply` of already rendered objects; returns what was skipped and why."""
         skipped = []
         for obj in objects:
@@ -73,7 +121,7 @@ class Cluster:
             if kind == "Deployment":
                 for c in obj["spec"]["template"]["spec"]["containers"]:
                     c["image"] = self.registry + c["image"]
-            with self.lock:
+            with self._lock:
                 if kind == "Deployment":
                     if key in self.deployments:
                         old = self.deployments[key]
@@ -91,7 +139,7 @@ class Cluster:
                         self.services[key] = Service(self, obj)
         return skipped
 
-    def deployment(self, namespace, name):
+    def deployment(self, namespace: str, name: str) -> Deployment:
         try:
             return self.deployments[(namespace, name)]
         except KeyError:
@@ -99,7 +147,7 @@ class Cluster:
                 f"deployment {name} not found in namespace {namespace}"
             ) from None
 
-    def service(self, namespace, name):
+    def service(self, namespace: str, name: str) -> Service:
         try:
             return self.services[(namespace, name)]
         except KeyError:
@@ -107,11 +155,30 @@ class Cluster:
                 f"service {name} not found in namespace {namespace}"
             ) from None
 
-    def all_pods(self):
+    def all_pods(self) -> list[Pod]:
         return [p for d in list(self.deployments.values()) for p in d.pods()]
 
-    def create_pod(self, rs):
-        self.counter += 1
+    def available_pods(self, deployment: Deployment) -> list[Pod]:
+        with self._lock:
+            return [p for p in deployment.pods() if p.available(deployment.min_ready)]
+
+    # --- changes, as kubectl makes them
+
+    def update_deployment(self, deployment: Deployment, obj: dict[str, Any]) -> None:
+        """The Deployment's new object (set image, pause, resume, scale, patch)."""
+        with self._lock:
+            deployment.update(obj)
+
+    def undo(self, deployment: Deployment, to_revision: int | None) -> None:
+        with self._lock:
+            deployment.undo(to_revision)
+
+    def select(self, service: Service, selector: dict[str, str]) -> None:
+        """The Service's selector, merged with `selector` (`kubectl patch`)."""
+        with self._lock:
+            service.selector = {**service.selector, **selector}
+
+    def create_pod(self, rs: ReplicaSet) -> None:
         suffix = uuid.uuid4().hex[:5]
         name = f"{rs.deployment.name}-{rs.hash[:8]}-{suffix}"
         labels = dict(rs.template["metadata"].get("labels", {}))
@@ -122,20 +189,20 @@ class Cluster:
 
     # --- the control loop
 
-    def sync_now(self):
+    def sync_now(self) -> None:
         """One pass of the controllers, now (they react to every change, as watches do)."""
-        with self.lock:
+        with self._lock:
             for d in list(self.deployments.values()):
                 d.sync()
 
-    def _control_loop(self):
+    def _control_loop(self) -> None:
         while not self.stopped.wait(TICK):
-            with self.lock:
+            with self._lock:
                 try:
                     for d in list(self.deployments.values()):
                         d.sync()
                     self._endpoints()
-                    self.samples.append(
+                    self.records.sample(
                         (
                             now_ms(),
                             {
@@ -152,7 +219,7 @@ class Cluster:
                 except Exception as error:  # noqa: BLE001 (reported, never silent)
                     self.fail(f"control loop: {error!r}")
 
-    def _endpoints(self):
+    def _endpoints(self) -> None:
         """What each Service should route to reaches each node after that node's own lag,
         drawn for every change; a node applies its changes in order (a later one is never
         overtaken by an earlier one drawn longer), as kube-proxy syncs its rules to the
@@ -175,32 +242,35 @@ class Cluster:
                 _, endpoints = queue.pop(0)
                 service.apply(node, endpoints)
 
-    def converged(self, service):
+    def converged(self, service: Service) -> bool:
         """Every node routes to what the control plane publishes now, no change on its way."""
         routed = set(service.routed(service.wanted()))
         return not any(
             self.pending.get((service, n)) for n in range(service.nodes)
         ) and all(applied == routed for applied in service.applied)
 
-    def settled(self, service):
+    def settled(self, service: Service) -> bool:
         """The Service has endpoints, and they are on every node."""
         return bool(service.routed(service.wanted())) and self.converged(service)
 
-    def terminations_done(self):
+    def terminations_done(self) -> bool:
         return all(p.gone or not p.terminating for p in self.all_pods())
 
-    def wait(self, condition, timeout, what):
+    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until `condition` holds (looked at under the lock, between passes of the loop);
+        StepError when an error was recorded meanwhile or `timeout` s went by."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.errors:
-                raise StepError(self.errors[0])
-            with self.lock:
+            error = self.records.first_error()
+            if error is not None:
+                raise StepError(error)
+            with self._lock:
                 if condition():
                     return
             time.sleep(TICK)
         raise StepError(f"{what}: not done within {timeout:g}s")
 
-    def close(self):
+    def close(self) -> None:
         self.stopped.set()
         self.loop.join()
         for service in self.services.values():

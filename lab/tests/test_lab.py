@@ -35,9 +35,10 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab")
     results = lab.main(SHORT + ["--out", str(out)])
     for r in results:
-        svg = (out / r["experiment"] / "timeline.svg").read_text()
-        assert svg.startswith("<svg"), r["experiment"]
-    return {r["experiment"]: r for r in results}
+        svg = (out / r.experiment / "timeline.svg").read_text()
+        assert svg.startswith("<svg"), r.experiment
+    # As result.json holds them.
+    return {r.experiment: r.to_json() for r in results}
 
 
 @pytest.mark.parametrize("experiment", lab.experiments())
@@ -112,11 +113,9 @@ def broken(tmp_path, name, patch, steps, expect=()):
     }
     run = lab.Run(name, plan, args)
     try:
-        return run.run()
+        return run.run().to_json()
     except (kube.StepError, kube.ManifestError) as error:
-        result = run.result()
-        result["error"] = str(error)
-        return result
+        return run.result(error=str(error)).to_json()
 
 
 NS = "-n strategy-canary"
