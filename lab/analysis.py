@@ -38,6 +38,8 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Self
 
 import testlib
 import yaml
@@ -51,7 +53,7 @@ FLAGGER = ROOT / "k8s" / "flagger"
 OUT = ROOT / "target" / "lab" / "analysis.json"
 # The new version each canary runs: the walkthroughs' upgrade, with or without a fault.
 CANARY_IMAGE = "testpage:0.9"
-CANARIES = {
+CANARIES: dict[str, dict[str, str]] = {
     "healthy": {},
     "errors": {"ERROR_RATE": "0.3"},
     "latency": {"LATENCY": "400ms"},
@@ -72,7 +74,7 @@ def log(message: str) -> None:
 CLAUSE = re.compile(
     r"\s*result\[(\d+)\]\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 )
-COMPARE = {
+COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,
     "==": lambda a, b: a == b,
@@ -82,7 +84,7 @@ COMPARE = {
 }
 
 
-def argo_condition(condition, result):
+def argo_condition(condition: str, result: Sequence[float]) -> bool:
     """An Argo successCondition of the form `result[N] OP NUMBER [&& ...]` on a query result
     (a list of floats, as Argo's Prometheus provider hands it over). An index past the end is
     an error in Argo (the measurement errs, it never succeeds): False here, as NaN is."""
@@ -98,7 +100,9 @@ def argo_condition(condition, result):
     return verdict
 
 
-def flagger_condition(threshold_range, result):
+def flagger_condition(
+    threshold_range: Mapping[str, float], result: Sequence[float]
+) -> bool:
     """Flagger's thresholdRange on a query result: one value, within min and max; no value or
     NaN is 'no values found', a failed check."""
     if len(result) != 1 or math.isnan(result[0]):
@@ -109,8 +113,17 @@ def flagger_condition(threshold_range, result):
 
 # ------------------------------------------------------------------ manifests
 
+# A check's key: (manifest, metric, query, canary).
+CheckKey = tuple[str, str, str, str]
+# A check's verdict on a query's result (a list of floats).
+Verdict = Callable[[list[float]], bool]
+# {key: (condition as written, verdict)}.
+Checks = dict[CheckKey, tuple[str, Verdict]]
+# Where a template comes from: source(kind, name).
+Source = Callable[[str, str], str]
 
-def source_file(folder, kind, name):
+
+def source_file(folder: pathlib.Path, kind: str, name: str) -> str:
     """The repository path of the file in `folder` that defines kind/name."""
     for path in sorted(folder.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -124,7 +137,7 @@ def source_file(folder, kind, name):
     raise LookupError(f"no {kind} {name} in {folder}")
 
 
-def field(obj, path):
+def field(obj: dict[str, Any], path: str) -> str:
     """A Rollout's field as Argo's fieldRef reads it: metadata.name, metadata.namespace,
     metadata.labels['key'], metadata.annotations['key']."""
     match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
@@ -135,7 +148,12 @@ def field(obj, path):
     raise ValueError(f"fieldRef {path} not supported by the lab")
 
 
-def argo_args(rollout, analysis, template, hashes):
+def argo_args(
+    rollout: dict[str, Any],
+    analysis: dict[str, Any],
+    template: dict[str, Any],
+    hashes: Mapping[str, str],
+) -> dict[str, str]:
     """The template's args as the Rollout passes them: hashes maps Latest and Stable to the
     pod-template hashes of the canary and the stable pods."""
     values = {a["name"]: a.get("value") for a in template["spec"].get("args") or []}
@@ -154,8 +172,10 @@ def argo_args(rollout, analysis, template, hashes):
     return values
 
 
-def fill(pattern, query, values, what):
-    def one(match):
+def fill(
+    pattern: re.Pattern[str], query: str, values: Mapping[str, object], what: str
+) -> str:
+    def one(match: re.Match[str]) -> str:
         if match.group(1) not in values:
             raise ValueError(f"{what}: no value for {match.group(0)}")
         return str(values[match.group(1)])
@@ -163,11 +183,15 @@ def fill(pattern, query, values, what):
     return pattern.sub(one, query)
 
 
-def argo_checks(objects, hashes_of, source=None):
+def argo_checks(
+    objects: list[dict[str, Any]],
+    hashes_of: Mapping[str, Mapping[str, str]],
+    source: Source | None = None,
+) -> Checks:
     """(manifest, metric, query, condition, check) for each AnalysisTemplate metric that a
     Rollout runs, per canary: {canary: [...]}. `source(kind, name)` names where a template
     comes from (the file under k8s/argo-rollouts/ when None)."""
-    checks = {}
+    checks: Checks = {}
     for rollout in (o for o in objects if o["kind"] == "Rollout"):
         for _where, analysis in k8s_validator().rollout_analyses(rollout):
             for ref in analysis.get("templates") or []:
@@ -192,16 +216,20 @@ def argo_checks(objects, hashes_of, source=None):
                             (manifest, metric["name"], query, canary),
                             (
                                 condition,
-                                lambda result, c=condition: argo_condition(c, result),
+                                functools.partial(argo_condition, condition),
                             ),
                         )
     return checks
 
 
-def flagger_checks(objects, namespace_of, source=None):
+def flagger_checks(
+    objects: list[dict[str, Any]],
+    namespace_of: Mapping[str, str],
+    source: Source | None = None,
+) -> Checks:
     """The same for each MetricTemplate a Canary uses; namespace_of maps each canary to the
     namespace its Canary is applied in."""
-    checks = {}
+    checks: Checks = {}
     for canary_obj in (o for o in objects if o["kind"] == "Canary"):
         spec = canary_obj["spec"]
         for metric in spec["analysis"]["metrics"]:
@@ -239,7 +267,7 @@ def flagger_checks(objects, namespace_of, source=None):
                 ).strip()
                 checks[(manifest, metric["name"], query, canary)] = (
                     condition,
-                    lambda result, t=threshold: flagger_condition(t, result),
+                    functools.partial(flagger_condition, threshold),
                 )
     return checks
 
@@ -247,12 +275,18 @@ def flagger_checks(objects, namespace_of, source=None):
 # ------------------------------------------------------------------ pods and targets
 
 
-def sd_name(text):
+def sd_name(text: str) -> str:
     """A label or annotation key as Kubernetes service discovery spells it in a meta label."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", text)
 
 
-def sd_labels(namespace, name, template, extra_labels, ip):
+def sd_labels(
+    namespace: str,
+    name: str,
+    template: dict[str, Any],
+    extra_labels: Mapping[str, str],
+    ip: str,
+) -> tuple[str, dict[str, str]]:
     """The meta labels Prometheus's Kubernetes service discovery (role: pod) gives the target
     of a pod made from `template`, for its container port named http."""
     meta = template.get("metadata") or {}
@@ -279,7 +313,7 @@ def sd_labels(namespace, name, template, extra_labels, ip):
     return f"{ip}:{port['containerPort']}", out
 
 
-def changed(template, env):
+def changed(template: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """The pod template of the new version: the canary image, with the fault's env."""
     new = json.loads(json.dumps(template))
     container = new["spec"]["containers"][0]
@@ -290,7 +324,7 @@ def changed(template, env):
     return new
 
 
-def pod_suffix(seed):
+def pod_suffix(seed: str) -> str:
     return kube.pod_template_hash({"pod": seed})[:5]
 
 
@@ -299,10 +333,10 @@ class Pods:
     this scenario's label, not the lab's: a lab run beside this one never takes these for its
     leftovers. `cleanup` removes every one of them and the network."""
 
-    def __init__(self, run_id):
+    def __init__(self, run_id: str) -> None:
         self.network = kube.Network(run_id, prefix=LABEL)
 
-    def start(self, name, image, env):
+    def start(self, name: str, image: str, env: Mapping[str, str]) -> str:
         """Starts a pod; returns its IP address."""
         ip = self.network.allocate()
         args = [
@@ -319,11 +353,11 @@ class Pods:
         kube.docker(*args, os.environ.get("REGISTRY", "") + image)
         return ip
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         self.network.cleanup()
 
 
-def leftovers():
+def leftovers() -> list[list[str]]:
     """Containers and networks of any run of this scenario still there."""
     return [
         kube.docker(*what, "--filter", f"label={LABEL}", check=False).stdout.split()
@@ -331,7 +365,7 @@ def leftovers():
     ]
 
 
-def image_of(template):
+def image_of(template: dict[str, Any]) -> str:
     return template["spec"]["containers"][0]["image"]
 
 
@@ -342,7 +376,11 @@ class Prometheus:
     """Debian's prometheus with its own config and data folder, on a port the kernel chose
     (read from its log), stopped and reaped on the way out."""
 
-    def __init__(self, folder, scrape_configs):
+    addr: str  # host:port, once entered
+
+    def __init__(
+        self, folder: str | os.PathLike[str], scrape_configs: list[dict[str, Any]]
+    ) -> None:
         self.folder = pathlib.Path(folder)
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -363,7 +401,7 @@ class Prometheus:
             stderr=subprocess.STDOUT,
         )
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         try:
             self.addr = testlib.wait_until(self._listening, 30, "Prometheus listening")
             testlib.wait_until(
@@ -376,7 +414,7 @@ class Prometheus:
             raise
         return self
 
-    def _listening(self):
+    def _listening(self) -> str | None:
         if self.proc.poll() is not None:
             raise RuntimeError(
                 f"prometheus exited: {self.log_path.read_text()[-2000:]}"
@@ -386,12 +424,12 @@ class Prometheus:
         )
         return match and match.group(1)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.proc.close()
         self.log_file.close()
         return False
 
-    def api(self, path, **params):
+    def api(self, path: str, **params: str) -> dict[str, Any]:
         url = f"http://{self.addr}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         status, _, body = testlib.http_get(url, timeout=10)
         answer = json.loads(body)
@@ -399,7 +437,7 @@ class Prometheus:
             raise RuntimeError(f"Prometheus {path}: {status} {body[:500]!r}")
         return answer["data"]
 
-    def query(self, query):
+    def query(self, query: str) -> list[float]:
         """The result as a list of floats: each sample of a vector, or the scalar."""
         data = self.api("query", query=query)
         if data["resultType"] == "vector":
@@ -408,12 +446,14 @@ class Prometheus:
             return [float(data["result"][1])]
         raise RuntimeError(f"unexpected result type {data['resultType']} for {query}")
 
-    def targets_up(self):
+    def targets_up(self) -> list[dict[str, Any]]:
         data = self.api("targets", state="active")
         return [t for t in data["activeTargets"] if t["health"] == "up"]
 
 
-def scrape_job(path, targets):
+def scrape_job(
+    path: pathlib.Path, targets: Iterable[tuple[str, dict[str, str]]]
+) -> dict[str, Any]:
     """The folder's scrape job, its relabel_configs as written, its service discovery replaced
     by static targets with the meta labels Kubernetes would give."""
     jobs = yaml.safe_load(path.read_text())["scrape_configs"]
@@ -429,7 +469,7 @@ def scrape_job(path, targets):
 # ------------------------------------------------------------------ the run
 
 
-def scenario():
+def scenario() -> dict[str, Any]:
     """What the run stands for, from the manifests: the Rollouts and the Canary, the stable
     template, each canary's template and hash, and the namespace each Canary is applied in."""
     argo_objects, flagger_objects = kube.render(ARGO), kube.render(FLAGGER)
@@ -463,7 +503,9 @@ def scenario():
     }
 
 
-def targets(s, ips):
+def targets(
+    s: dict[str, Any], ips: Mapping[str, str]
+) -> list[tuple[str, dict[str, str]]]:
     """(address, meta labels) of every pod the containers stand for. Argo Rollouts: the stable
     pod and each canary's in the Rollout's namespace, told apart by the hash. Flagger: per
     canary, a namespace with the primary pod (the stable container; app: <name>-primary, as
@@ -526,7 +568,9 @@ BY_VERSION = (
 )
 
 
-def start_loads(ips, connections, qps, duration):
+def start_loads(
+    ips: Iterable[str], connections: str, qps: str, duration: float
+) -> list[testlib.Process]:
     """`probe load` against port 8080 of each pod in `ips`, each its JSON report on stdout."""
     probe = testlib.DIST / "probe"
     return [
@@ -540,13 +584,13 @@ def start_loads(ips, connections, qps, duration):
     ]
 
 
-def run(duration, qps, connections):
+def run(duration: float, qps: str, connections: str) -> dict[str, Any]:
     """Returns {rows, absent: the rows of a canary without pods, loads: probe load's report
     per container, by_version: requests per second by version, through the join on
     testpage_build_info}."""
     s = scenario()
     pods = Pods(uuid.uuid4().hex[:8])
-    loads = []
+    loads: list[testlib.Process] = []
     try:
         # One container per version; each is scraped as every pod it stands for.
         ips = {"stable": pods.start("stable", image_of(s["stable"]), {})}
@@ -615,10 +659,14 @@ def run(duration, qps, connections):
         pods.cleanup()
 
 
-def evaluate(prometheus, key, condition, ok):
+def evaluate(
+    prometheus: Prometheus, key: CheckKey, condition: str, ok: Verdict
+) -> dict[str, Any]:
     manifest, metric, query, canary = key
     result = prometheus.query(query)
-    value = result[0] if len(result) == 1 else (result or None)
+    value: float | list[float] | str | None = (
+        result[0] if len(result) == 1 else (result or None)
+    )
     if isinstance(value, float) and math.isnan(value):
         value = "NaN"
     return {
@@ -633,10 +681,14 @@ def evaluate(prometheus, key, condition, ok):
 
 
 # Which metric each faulty canary must fail (and pass every other).
-MUST_FAIL = {"healthy": set(), "errors": {"success-rate"}, "latency": {"latency-p99"}}
+MUST_FAIL: dict[str, set[str]] = {
+    "healthy": set(),
+    "errors": {"success-rate"},
+    "latency": {"latency-p99"},
+}
 
 
-def problems(rows):
+def problems(rows: Iterable[dict[str, Any]]) -> list[str]:
     """Where the verdicts are not what the canaries are: the healthy one passes every check,
     each faulty one fails the metric its fault moves and passes the others."""
     found = []
@@ -651,7 +703,7 @@ def problems(rows):
     return found
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m lab.analysis", description=__doc__.split("\n\n")[0]
     )

@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import testlib
 import yaml
@@ -62,7 +64,7 @@ def log(message: str) -> None:
     common_log(message, "chart-analysis")
 
 
-def helm():
+def helm() -> str:
     done = subprocess.run(
         [ROOT / "scripts" / "helm.sh"], capture_output=True, text=True, check=False
     )
@@ -71,18 +73,15 @@ def helm():
     return done.stdout.split()[-1]
 
 
-def render(namespace, tag, extra):
-    done = subprocess.run(
-        [helm(), "template", RELEASE, CHART, "--namespace", namespace, "--skip-tests"]
-        + ["--set", f"image.tag={tag},dashboard.enabled=true", *extra],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+def render(namespace: str, tag: str, extra: list[str]) -> list[dict[str, Any]]:
+    command: list[str | pathlib.Path] = [helm(), "template", RELEASE, CHART]
+    command += ["--namespace", namespace, "--skip-tests"]
+    command += ["--set", f"image.tag={tag},dashboard.enabled=true", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-def one(objects, kind):
+def one(objects: Iterable[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == kind)
 
 
@@ -99,7 +98,7 @@ CAMEL = {
 }
 
 
-def relabel_config(relabeling):
+def relabel_config(relabeling: Mapping[str, Any]) -> dict[str, Any]:
     """A monitor's relabeling as Prometheus spells it (the operator renames the fields)."""
     unknown = set(relabeling) - set(CAMEL)
     if unknown:
@@ -107,15 +106,15 @@ def relabel_config(relabeling):
     return {CAMEL[k]: v for k, v in relabeling.items()}
 
 
-def keep(meta, value):
+def keep(meta: str, value: object) -> dict[str, Any]:
     return {"source_labels": [meta], "regex": str(value), "action": "keep"}
 
 
-def copy(meta, label):
+def copy(meta: str, label: str) -> dict[str, Any]:
     return {"source_labels": [meta], "target_label": label}
 
 
-def monitor_job(monitor):
+def monitor_job(monitor: dict[str, Any]) -> dict[str, Any]:
     """The scrape job the Prometheus Operator writes for a ServiceMonitor (role endpoints) or
     a PodMonitor (role pod), without its service discovery: its keep rules, its target
     labels, then the monitor's relabelings."""
@@ -161,7 +160,7 @@ def monitor_job(monitor):
     }
 
 
-def service_meta(service):
+def service_meta(service: dict[str, Any]) -> dict[str, str]:
     """The meta labels role endpoints adds for a pod behind `service`, port http."""
     out = {
         "__meta_kubernetes_service_name": service["metadata"]["name"],
@@ -176,9 +175,11 @@ def service_meta(service):
 # ------------------------------------------------------------------ the scenario
 
 
-def scenario():
+def scenario() -> dict[str, Any]:
     """Renders both releases at both versions; returns what the run needs."""
-    s = {"renders": {}, "pods": {}, "hashes": {}}
+    # renders: {(namespace, role): objects}; pods: {(namespace, role): (name, template,
+    # extra labels)}; hashes: {role: the Rollout's pod-template hash}.
+    s: dict[str, Any] = {"renders": {}, "pods": {}, "hashes": {}}
     for namespace, extra in RELEASES.items():
         for role, tag in VERSIONS.items():
             s["renders"][(namespace, role)] = render(namespace, tag, extra)
@@ -214,7 +215,7 @@ def scenario():
     return s
 
 
-def targets(s, ips):
+def targets(s: dict[str, Any], ips: Mapping[str, str]) -> list[dict[str, Any]]:
     """(job, [(address, meta labels)]) for both monitors."""
     argo = s["renders"][(ARGO_NS, "new")]
     service = next(
@@ -243,7 +244,7 @@ def targets(s, ips):
     return jobs
 
 
-def literal_env(template):
+def literal_env(template: dict[str, Any]) -> dict[str, str]:
     """The env a container of the template gets, without the Downward API (Docker has none;
     POD_IP falls back to the container's address)."""
     container = template["spec"]["containers"][0]
@@ -253,7 +254,9 @@ def literal_env(template):
 # ------------------------------------------------------------------ the checks
 
 
-def label_rows(prometheus, s):
+def label_rows(
+    prometheus: analysis.Prometheus, s: dict[str, Any]
+) -> list[dict[str, Any]]:
     rows = []
     for namespace in RELEASES:
         series = prometheus.api(
@@ -288,7 +291,9 @@ def label_rows(prometheus, s):
     return rows
 
 
-def analysis_rows(prometheus, s):
+def analysis_rows(
+    prometheus: analysis.Prometheus, s: dict[str, Any]
+) -> list[dict[str, Any]]:
     argo = s["renders"][(ARGO_NS, "new")]
     flagger = s["renders"][(FLAGGER_NS, "new")]
     checks = analysis.argo_checks(
@@ -310,14 +315,18 @@ def analysis_rows(prometheus, s):
     return rows
 
 
-def dashboard_expressions():
+def dashboard_expressions() -> Iterator[tuple[str, str, str]]:
     dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
     for panel in dashboard["panels"]:
         for target in panel.get("targets") or []:
             yield panel["title"], target["expr"], target["legendFormat"]
 
 
-def dashboard_rows(prometheus, s, namespaces=RELEASES):
+def dashboard_rows(
+    prometheus: analysis.Prometheus,
+    s: dict[str, Any],
+    namespaces: Iterable[str] = RELEASES,
+) -> list[dict[str, Any]]:
     """Each expression of the dashboard per namespace; a namespace no pod is in (not in
     RELEASES) must give no series, so each of its rows fails."""
     rows = []
@@ -357,7 +366,9 @@ def dashboard_rows(prometheus, s, namespaces=RELEASES):
     return rows
 
 
-def drain_rows(prometheus, s):
+def drain_rows(
+    prometheus: analysis.Prometheus, s: dict[str, Any]
+) -> list[dict[str, Any]]:
     """In the stable pod's drain: the shutdown panels show it, the new pod's show nothing."""
     rows = []
     for namespace in RELEASES:
@@ -389,12 +400,14 @@ def drain_rows(prometheus, s):
 # ------------------------------------------------------------------ the run
 
 
-def run(duration, qps, connections):
+def run(
+    duration: float, qps: str, connections: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     s = scenario()
     pods = analysis.Pods(uuid.uuid4().hex[:8])
-    loads = []
+    loads: list[testlib.Process] = []
     try:
-        ips = {}
+        ips: dict[str, str] = {}
         for role, tag in VERSIONS.items():
             template = s["pods"][(ARGO_NS, role)][1]
             ips[role] = pods.start(role, f"testpage:{tag}", literal_env(template))
@@ -433,7 +446,7 @@ def run(duration, qps, connections):
         pods.cleanup()
 
 
-def show(row):
+def show(row: dict[str, Any]) -> str:
     if row["what"] == "labels":
         return f"labels     {row['namespace']:13} {row['pod']}: {row['detail']}"
     if row["what"] == "drain":
@@ -448,7 +461,9 @@ def show(row):
     )
 
 
-def main(argv=None):
+def main(
+    argv: Sequence[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(
         prog="python -m lab.chart_analysis", description=__doc__.split("\n\n")[0]
     )
@@ -467,7 +482,9 @@ def main(argv=None):
     return rows, absent
 
 
-def problems(rows, absent):
+def problems(
+    rows: Iterable[dict[str, Any]], absent: Iterable[dict[str, Any]]
+) -> list[str]:
     """Every check passes, and no dashboard expression finds series where no pod is."""
     found = [f"{show(r)}: {r['verdict']}" for r in rows if r["verdict"] != "pass"]
     found += [f"{show(r)}: series where no pod is" for r in absent if r["series"]]

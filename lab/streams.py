@@ -34,6 +34,11 @@ import signal
 import sys
 import time
 import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import grpc
 
 RECONNECT_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
@@ -45,12 +50,16 @@ MAX_HEAD = 16 * 1024  # an HTTP answer's head, a line of a stream of events
 MAX_MESSAGE = 64 * 1024  # a WebSocket message
 KINDS = ("ws", "sse", "grpc")
 
+T = TypeVar("T")
+# What sse_events yields: (event, data, None) per event, (None, None, retry ms) per `retry:`.
+SseItem = tuple[str, str, None] | tuple[None, None, int]
 
-def now_ms():
+
+def now_ms() -> float:
     return time.time() * 1000
 
 
-async def within(awaitable, seconds):
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
     """`awaitable`, or TimeoutError after `seconds`. With asyncio.timeout rather than
     wait_for, which in Python 3.11 can lose a cancellation that comes as the awaitable ends
     (the client would then never stop)."""
@@ -61,26 +70,28 @@ async def within(awaitable, seconds):
 class Client:
     """One long-lived client: its messages, connections and how each stream ended."""
 
-    def __init__(self, kind, n):
+    def __init__(self, kind: str, n: int) -> None:
         self.kind, self.n = kind, n
-        self.messages = []  # [unix ms, version, pod, seq]
+        self.messages: list[list[Any]] = []  # [unix ms, version, pod, seq]
         self.count = 0
         self.connections = 0
-        self.closes = []  # {unix_ms, outcome: clean|cut|failed, detail, pod}
+        # {unix_ms, outcome: clean|cut|failed, detail, pod}
+        self.closes: list[dict[str, Any]] = []
         self.outcomes = {"clean": 0, "cut": 0, "failed": 0}
-        self.last_ms = None
+        self.last_ms: float | None = None
         self.max_gap_ms = 0.0
-        self.versions = {}
+        self.versions: dict[str, int] = {}
         self.fresh = False  # a message arrived on the current connection
-        self.pod = None  # of the current connection
+        self.pod: str | None = None  # of the current connection
         self.since_ms = now_ms()  # the current connection or attempt began
-        self.offline_ms = None  # when its last stream ended, while it has none
+        # When its last stream ended, while it has none.
+        self.offline_ms: float | None = None
         self.max_offline_ms = 0.0
 
-    def attempt(self):
+    def attempt(self) -> None:
         self.since_ms = now_ms()
 
-    def connected(self):
+    def connected(self) -> None:
         if self.offline_ms is not None:
             self.max_offline_ms = max(self.max_offline_ms, now_ms() - self.offline_ms)
             self.offline_ms = None
@@ -88,7 +99,7 @@ class Client:
         self.fresh = False
         self.pod = None
 
-    def message(self, version, pod, seq):
+    def message(self, version: str, pod: str, seq: int | str) -> None:
         t = now_ms()
         if self.last_ms is not None and self.kind != "grpc":
             self.max_gap_ms = max(self.max_gap_ms, t - self.last_ms)
@@ -100,7 +111,7 @@ class Client:
         if len(self.messages) < MAX_RECORDED:
             self.messages.append([round(t), version, pod, seq])
 
-    def ended(self, outcome, detail):
+    def ended(self, outcome: str, detail: object) -> None:
         """A stream that ended, or an attempt that gave none (`failed`, no pod)."""
         self.outcomes[outcome] += 1
         if outcome != "failed":
@@ -120,13 +131,13 @@ class Client:
         self.fresh = False
         self.pod = None
 
-    def stop(self, at_ms):
+    def stop(self, at_ms: float) -> None:
         if self.last_ms is not None and self.kind != "grpc":
             self.max_gap_ms = max(self.max_gap_ms, at_ms - self.last_ms)
         if self.offline_ms is not None:
             self.max_offline_ms = max(self.max_offline_ms, at_ms - self.offline_ms)
 
-    def report(self):
+    def report(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "client": self.n,
@@ -145,7 +156,7 @@ class Client:
         }
 
 
-def summary(clients):
+def summary(clients: Iterable[Client]) -> dict[str, dict[str, Any]]:
     """Per kind: clients, messages, clean, cut, failed, abnormal (cut + failed), the clients
     that saw any abnormal one, reconnections, the longest gap and time offline, the versions
     seen (clients per version) and the clients per version at the end."""
@@ -157,7 +168,8 @@ def summary(clients):
         count = {
             o: sum(c["outcomes"][o] for c in mine) for o in ("clean", "cut", "failed")
         }
-        at_end, seen = {}, {}
+        at_end: dict[str, int] = {}
+        seen: dict[str, int] = {}
         for c in mine:
             at_end[str(c["version_at_end"])] = (
                 at_end.get(str(c["version_at_end"]), 0) + 1
@@ -187,7 +199,7 @@ def summary(clients):
 # ------------------------------------------------------------------ WebSockets
 
 
-async def websocket(client, url):
+async def websocket(client: Client, url: str) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -240,19 +252,25 @@ class Cut(Exception):
     """A stream of events that cannot be read within the limits."""
 
 
-async def events(client, url):
+async def events(client: Client, url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     request = (
         f"GET /events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
         "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
     ).encode()
-    retry = {"s": RECONNECT_S}  # what the last `retry:` field said
+    retry: dict[str, float] = {"s": RECONNECT_S}  # what the last `retry:` field said
     while True:
         await one_stream(client, parts.hostname, parts.port or 80, request, retry)
         await asyncio.sleep(retry["s"])
 
 
-async def one_stream(client, host, port, request, retry):
+async def one_stream(
+    client: Client,
+    host: str | None,
+    port: int,
+    request: bytes,
+    retry: dict[str, float],
+) -> None:
     """One connection: a failed attempt, or a stream of events to its end."""
     client.attempt()
     try:
@@ -268,7 +286,13 @@ async def one_stream(client, host, port, request, retry):
         writer.close()
 
 
-async def read_stream(client, reader, writer, request, retry):
+async def read_stream(
+    client: Client,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    retry: dict[str, float],
+) -> None:
     try:
         writer.write(request)
         await writer.drain()
@@ -287,10 +311,11 @@ async def read_stream(client, reader, writer, request, retry):
     chunked = "chunked" in headers.get("transfer-encoding", "")
     said_bye = False
     try:
-        async for kind, data, retry_ms in sse_events(reader, chunked):
-            if retry_ms is not None:
-                retry["s"] = retry_ms / 1000
+        async for event in sse_events(reader, chunked):
+            if event[2] is not None:
+                retry["s"] = event[2] / 1000
                 continue
+            kind, data, _ = event
             try:
                 payload = json.loads(data)
                 client.message(payload["version"], payload["pod"], payload["seq"])
@@ -313,7 +338,7 @@ async def read_stream(client, reader, writer, request, retry):
         client.ended("cut", f"unreadable: {error}")
 
 
-def describe(error, when):
+def describe(error: BaseException, when: str) -> str:
     if isinstance(error, asyncio.IncompleteReadError):
         return f"EOF {when}"
     if isinstance(error, TimeoutError):
@@ -321,20 +346,22 @@ def describe(error, when):
     return f"{type(error).__name__} {when}: {error}"
 
 
-def parse_head(head):
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split()[1])
     except (IndexError, ValueError):
         return 0, {}
-    headers = {}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip().lower()
     return status, headers
 
 
-async def body_lines(reader, chunked):
+async def body_lines(
+    reader: asyncio.StreamReader, chunked: bool
+) -> AsyncIterator[bytes]:
     """The lines of an answer's body (without their ends), across chunks, until the body's
     proper end: the last chunk of a chunked body, else the end of the connection. A chunked
     body that breaks off raises IncompleteReadError."""
@@ -366,10 +393,13 @@ async def body_lines(reader, chunked):
             yield line.rstrip(b"\r")
 
 
-async def sse_events(reader, chunked):
+async def sse_events(
+    reader: asyncio.StreamReader, chunked: bool
+) -> AsyncIterator[SseItem]:
     """(event, data, None) per event and (None, None, retry ms) per `retry:` field, until the
     body ends properly; raises what reading raises."""
-    kind, data = "message", []
+    kind = "message"
+    data: list[str] = []
     async for raw in body_lines(reader, chunked):
         line = raw.decode("utf-8", "replace")
         if not line:
@@ -390,7 +420,7 @@ async def sse_events(reader, chunked):
 # ------------------------------------------------------------------ gRPC health Watch
 
 
-async def watch(client, url):
+async def watch(client: Client, url: str) -> None:
     import grpc
 
     target = urllib.parse.urlsplit(url).netloc
@@ -416,7 +446,7 @@ TRANSPORT = (
 )
 
 
-async def one_watch(client, channel):
+async def one_watch(client: Client, channel: "grpc.aio.Channel") -> None:
     """One `Watch` call, to its end. Its first answer (the status now, sent at once) makes it
     a stream; an error before that is a failed attempt."""
     import grpc
@@ -456,7 +486,7 @@ async def one_watch(client, channel):
         client.ended(outcome, f"{grpc_detail(error)} after {last}")
 
 
-def grpc_detail(error):
+def grpc_detail(error: "TimeoutError | grpc.aio.AioRpcError") -> str:
     if isinstance(error, TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_S:g}s"
     return f"{error.code().name}: {error.details()}"
@@ -465,15 +495,19 @@ def grpc_detail(error):
 # ------------------------------------------------------------------ the run
 
 
-async def run(url, counts, final_wait=FINAL_WAIT_S):
+async def run(
+    url: str, counts: dict[str, int], final_wait: float = FINAL_WAIT_S
+) -> dict[str, Any]:
     parsed = urllib.parse.urlsplit(url)
     base = f"{parsed.scheme}://{parsed.netloc}"
     ws_url = f"ws://{parsed.netloc}/ws"
-    clients, tasks = [], []
+    clients: list[Client] = []
+    tasks: list[asyncio.Task[None]] = []
     for kind, n in counts.items():
         for i in range(n):
             client = Client(kind, i)
             clients.append(client)
+            job: Coroutine[Any, Any, None]
             if kind == "ws":
                 job = websocket(client, ws_url)
             elif kind == "sse":
@@ -510,7 +544,7 @@ async def run(url, counts, final_wait=FINAL_WAIT_S):
     }
 
 
-def parse_args(argv=None):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("url", help="the Service, http://HOST:PORT/")
     for kind, what in (
@@ -533,7 +567,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     counts = {k: getattr(args, k) for k in KINDS if getattr(args, k)}
     report = asyncio.run(run(args.url, counts, args.final_wait))

@@ -7,6 +7,7 @@ rollout of a few seconds fills the picture.
 """
 
 from html import escape
+from typing import Any
 
 PALETTE = ["#4e79a7", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"]
 WIDTH, LEFT, RIGHT = 960, 110, 20
@@ -15,7 +16,7 @@ LANE = 150  # height of one Service's answers
 MARKS = 70  # height of the lane of steps and pod events
 
 
-def nice(value):
+def nice(value: float) -> int:
     """A round top for an axis: the smallest of 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a
     power of ten that is at least `value`."""
     power = 1
@@ -25,7 +26,7 @@ def nice(value):
     return next(round(m * power) for m in steps if m * power >= value)
 
 
-def span(result):
+def span(result: dict[str, Any]) -> tuple[float, float]:
     """(start, end) in unix ms of what the picture shows."""
     loads = [s["started_unix_ms"] for s in result["services"].values()]
     steps = [s for s in result["steps"] if s.get("started_unix_ms")]
@@ -40,12 +41,12 @@ def span(result):
     return start, max(end, start + 1000)
 
 
-def draw(result):
+def draw(result: dict[str, Any]) -> str:
     start, end = span(result)
     services = list(result["services"].items())
     height = 62 + MARKS + LANE * max(1, len(services)) + 50
 
-    def x(ms):
+    def x(ms: float) -> float:
         return LEFT + (ms - start) / (end - start) * (WIDTH - LEFT - RIGHT)
 
     title = f"{escape(result['experiment'])}: {escape(result.get('title', ''))}"

@@ -19,14 +19,18 @@ from lab.run import Run, parse_args
 NS = "-n strategy-ramped"
 
 
-def main():
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "ui-rollout.png")
     out = p.parse_args().out
     args = parse_args(["--duration", "1", "--qps", "100"])
     run = Run("004-strategies/ramped", {"steps": []}, args)
     options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        # Selenium refuses None with a TypeError that does not say what is missing.
+        raise SystemExit("ui_screenshot: no chromium on PATH")
+    options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--window-size=1100,760"):
         options.add_argument(flag)
     browser = webdriver.Chrome(
