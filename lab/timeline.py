@@ -50,6 +50,13 @@ def draw(result: dict[str, Any]) -> str:
         return LEFT + (ms - start) / (end - start) * (WIDTH - LEFT - RIGHT)
 
     title = f"{escape(result['experiment'])}: {escape(result.get('title', ''))}"
+    settings = result.get("settings")
+    if settings:
+        # Every figure of a run holds at the lag it was measured at.
+        title += (
+            f" (propagation lag {escape(str(settings['lag']))}, "
+            f"{settings['nodes']} nodes)"
+        )
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         + 'font-family="sans-serif" font-size="11">',

@@ -14,6 +14,7 @@ def result(step_label="apply -f k8s/000-rolling-update/deployment-0.9.yaml"):
     return {
         "experiment": "000-rolling-update",
         "title": "a rolling update",
+        "settings": {"lag": "1 s", "nodes": 3},
         "services": {
             "testpage": {
                 "started_unix_ms": start,
@@ -67,3 +68,8 @@ def test_step_labels_are_whole_and_inside_the_picture():
     late = "rollout status deployment testpage"
     line = next(x for x in svg.splitlines() if late in x)
     assert 'text-anchor="end"' in line
+
+
+def test_the_picture_says_the_lag_it_was_measured_at():
+    svg = timeline.draw(result())
+    assert "(propagation lag 1 s, 3 nodes)" in svg
