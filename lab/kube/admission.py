@@ -6,8 +6,12 @@ import hashlib
 import json
 import pathlib
 import subprocess
+from typing import Any
 
 import yaml
+
+# A Kubernetes object, or a part of one (a spec, a container, a probe), as parsed from YAML.
+Manifest = dict[str, Any]
 
 
 class ManifestError(Exception):
@@ -142,14 +146,14 @@ SKIPPED = {
 }
 
 
-def check_supported(obj):
+def check_supported(obj: Manifest) -> None:
     """Raises ManifestError naming the first field the lab does not play."""
     kind = obj.get("kind")
     where = f"{kind} {obj.get('metadata', {}).get('name', '?')}"
     if kind not in SUPPORTED:
         raise ManifestError(f"{where}: kind {kind} is not simulated by the lab")
 
-    def walk(value, schema, path):
+    def walk(value: object, schema: Any, path: str) -> None:
         if schema is None:
             return
         if isinstance(schema, list):
@@ -204,7 +208,7 @@ def check_supported(obj):
 FIELD_PATHS = ("status.podIP", "metadata.name", "metadata.namespace", "spec.nodeName")
 
 
-def render(path):
+def render(path: str | pathlib.Path) -> list[Manifest]:
     """The objects of a kustomization folder (kubectl kustomize) or of one manifest file."""
     path = pathlib.Path(path)
     if path.is_dir():
@@ -222,13 +226,13 @@ def render(path):
 # ------------------------------------------------------------------ quantities
 
 
-def cpus(quantity):
+def cpus(quantity: object) -> float:
     """`100m` -> 0.1, `1` -> 1.0."""
     text = str(quantity)
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def bytes_of(quantity):
+def bytes_of(quantity: object) -> int:
     """`32Mi` -> 33554432, `64M` -> 64000000."""
     text = str(quantity)
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -238,7 +242,9 @@ def bytes_of(quantity):
     return int(text)
 
 
-def resolve_surge(value, replicas, round_up, field="maxSurge"):
+def resolve_surge(
+    value: object, replicas: int, round_up: bool, field: str = "maxSurge"
+) -> int:
     """maxSurge/maxUnavailable: a number, or a whole percentage of replicas, `value * replicas
     / 100` rounded up (surge) or down (unavailable) as apimachinery's
     `intstr.GetScaledValueFromIntOrPercent` does. Integer arithmetic: 7 % of 100 is 7, where
@@ -256,6 +262,6 @@ def resolve_surge(value, replicas, round_up, field="maxSurge"):
     return value
 
 
-def pod_template_hash(template):
+def pod_template_hash(template: Manifest) -> str:
     text = json.dumps(template, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -5,52 +5,65 @@ controller's choice of which pods to delete."""
 
 import copy
 import time
+from typing import TYPE_CHECKING
 
 from lab.kube.admission import (
+    Manifest,
     ManifestError,
     StepError,
     pod_template_hash,
     resolve_surge,
 )
 
+if TYPE_CHECKING:
+    from lab.kube.cluster import Cluster
+    from lab.kube.kubelet import Pod
+
 
 class ReplicaSet:
-    def __init__(self, deployment, template, revision):
+    def __init__(
+        self, deployment: "Deployment", template: Manifest, revision: int
+    ) -> None:
         self.deployment = deployment
         self.namespace = deployment.namespace
-        self.template = copy.deepcopy(template)
+        self.template: Manifest = copy.deepcopy(template)
         self.hash = pod_template_hash(template)
         self.revision = revision
         self.replicas = 0
-        self.pods = []
+        self.pods: list[Pod] = []
 
-    def active(self):
+    def active(self) -> "list[Pod]":
         return [p for p in self.pods if not p.terminating]
 
-    def available(self):
+    def available(self) -> int:
         return sum(p.available(self.deployment.min_ready) for p in self.active())
 
 
+# The Progressing condition's view of a rollout: the new ReplicaSet's hash, its replicas, active,
+# ready and available pods, and minus the old ReplicaSets' replicas and active pods.
+_ProgressMark = tuple[str | None, int, int, int, int, int]
+
+
 class Deployment:
-    def __init__(self, cluster, obj):
+    def __init__(self, cluster: "Cluster", obj: Manifest) -> None:
         self.cluster = cluster
-        self.name = obj["metadata"]["name"]
-        self.namespace = obj["metadata"].get("namespace", "default")
-        self.replica_sets = []
+        self.name: str = obj["metadata"]["name"]
+        self.namespace: str = obj["metadata"].get("namespace", "default")
+        self.replica_sets: list[ReplicaSet] = []
         # The Progressing condition: when the rollout last made progress, and whether it
         # ran out of its deadline (`pkg/controller/deployment/progress.go`).
         self.last_progress = time.monotonic()
-        self.progress_mark = None
+        self.progress_mark: _ProgressMark | None = None
         self.timed_out = False
         self.update(obj)
 
-    def update(self, obj):
+    def update(self, obj: Manifest) -> None:
         spec = obj["spec"]
-        self.obj = copy.deepcopy(obj)
-        self.replicas = spec.get("replicas", 1)
-        self.min_ready = spec.get("minReadySeconds", 0)
-        self.paused = spec.get("paused", False)
-        self.strategy = spec.get("strategy", {}).get("type", "RollingUpdate")
+        self.obj: Manifest = copy.deepcopy(obj)
+        self.replicas: int = spec.get("replicas", 1)
+        self.min_ready: float = spec.get("minReadySeconds", 0)
+        self.paused: bool = spec.get("paused", False)
+        self.strategy: str = spec.get("strategy", {}).get("type", "RollingUpdate")
         rolling = spec.get("strategy", {}).get("rollingUpdate", {})
         # `pkg/controller/deployment/util/deployment_util.go` `ResolveFenceposts`: surge
         # rounded up, unavailable down, and both 0 means unavailable 1.
@@ -63,8 +76,8 @@ class Deployment:
         if self.max_surge == 0 and self.max_unavailable == 0:
             self.max_unavailable = 1
         # 10 by default, as the API server's defaulting sets it.
-        self.history_limit = spec.get("revisionHistoryLimit", 10)
-        self.progress_deadline = spec.get("progressDeadlineSeconds", 600)
+        self.history_limit: int = spec.get("revisionHistoryLimit", 10)
+        self.progress_deadline: int = spec.get("progressDeadlineSeconds", 600)
         if not isinstance(self.history_limit, int) or self.history_limit < 0:
             raise ManifestError(
                 f"Deployment {self.name}: spec.revisionHistoryLimit {self.history_limit!r}"
@@ -85,17 +98,17 @@ class Deployment:
             raise ManifestError(
                 f"Deployment {self.name}: selector does not match the template's labels"
             )
-        self.template = spec["template"]
+        self.template: Manifest = spec["template"]
 
     @property
-    def new_rs(self):
+    def new_rs(self) -> ReplicaSet | None:
         wanted = pod_template_hash(self.template)
         return next((rs for rs in self.replica_sets if rs.hash == wanted), None)
 
-    def pods(self):
+    def pods(self) -> "list[Pod]":
         return [p for rs in self.replica_sets for p in rs.pods]
 
-    def sync(self):
+    def sync(self) -> None:
         """One pass of the controller, as level-triggered as the real one."""
         new = self.new_rs
         latest = max((rs.revision for rs in self.replica_sets), default=0)
@@ -120,7 +133,7 @@ class Deployment:
         if new is not None and (self.paused or self.complete()):
             self._cleanup()
 
-    def _progress(self, new):
+    def _progress(self, new: ReplicaSet | None) -> None:
         """progressDeadlineSeconds is time without progress, not a cap on the rollout:
         `pkg/controller/deployment/progress.go` `syncRolloutStatus` refreshes the Progressing
         condition whenever `util.DeploymentProgressing` sees the new ReplicaSet grow, more
@@ -130,7 +143,7 @@ class Deployment:
         done."""
         now = time.monotonic()
         old = [rs for rs in self.replica_sets if rs is not new]
-        mark = (
+        mark: _ProgressMark = (
             None if new is None else new.hash,
             0 if new is None else new.replicas,
             0 if new is None else len(new.active()),
@@ -156,7 +169,7 @@ class Deployment:
                 None,
             )
 
-    def _cleanup(self):
+    def _cleanup(self) -> None:
         """Old ReplicaSets beyond revisionHistoryLimit, oldest first, once they have no
         pods: `pkg/controller/deployment/sync.go` `cleanupDeployment`, run when a rollout is
         complete or the Deployment is paused."""
@@ -176,7 +189,7 @@ class Deployment:
                 None,
             )
 
-    def _scale_paused(self):
+    def _scale_paused(self) -> None:
         """Paused: no rollout step, only scaling. One active ReplicaSet takes `replicas`;
         several (paused mid-rollout) may hold `replicas + maxSurge` between them, as the
         controller allows, and a difference goes to the largest (added) or comes from the
@@ -201,7 +214,7 @@ class Deployment:
             rs.replicas -= down
             diff += down
 
-    def _recreate(self, new):
+    def _recreate(self, new: ReplicaSet) -> None:
         old = [rs for rs in self.replica_sets if rs is not new]
         for rs in old:
             rs.replicas = 0
@@ -209,7 +222,7 @@ class Deployment:
             return
         new.replicas = self.replicas
 
-    def _rolling(self, new):
+    def _rolling(self, new: ReplicaSet) -> None:
         old = sorted(
             (rs for rs in self.replica_sets if rs is not new),
             key=lambda rs: rs.revision,
@@ -248,7 +261,7 @@ class Deployment:
             rs.replicas -= down
             budget -= down
 
-    def _sync_rs(self, rs):
+    def _sync_rs(self, rs: ReplicaSet) -> None:
         active = rs.active()
         for _ in range(rs.replicas - len(active)):
             self.cluster.create_pod(rs)
@@ -266,7 +279,7 @@ class Deployment:
                 pod.delete()
         rs.pods = [p for p in rs.pods if not p.gone]
 
-    def describe(self):
+    def describe(self) -> str:
         """Why the rollout has not completed: the pods that are not available yet."""
         waiting = [
             f"{p.name}: {p.last_failure or 'not ready yet'}"
@@ -275,7 +288,7 @@ class Deployment:
         ]
         return "; ".join(waiting) or "old pods still running"
 
-    def complete(self):
+    def complete(self) -> bool:
         new = self.new_rs
         if new is None:
             return False
@@ -289,7 +302,7 @@ class Deployment:
             and not old_active
         )
 
-    def undo(self, to_revision=None):
+    def undo(self, to_revision: int | None = None) -> None:
         """`kubectl rollout undo [--to-revision=N]`: the template of that revision (by default
         the one before the current)."""
         if self.paused:

@@ -13,15 +13,24 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import IO, TYPE_CHECKING
 
 from lab.common import DIST, TICK
-from lab.kube.admission import ManifestError, bytes_of, cpus
+from lab.kube.admission import Manifest, ManifestError, bytes_of, cpus
+
+if TYPE_CHECKING:
+    from http.client import HTTPMessage
+
+    from lab.kube.cluster import Cluster
+    from lab.kube.deployments import ReplicaSet
 
 LABEL = "testpage-lab"
 NODE = "lab-node"
 
 
-def docker(*args, check=True, timeout=60):
+def docker(
+    *args: object, check: bool = True, timeout: float | None = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["docker", *map(str, args)],
         capture_output=True,
@@ -35,11 +44,11 @@ class Network:
     """A bridge network with a subnet no other network uses, so that each pod's IP is known
     before it starts (the Downward API's status.podIP)."""
 
-    def __init__(self, run_id, prefix=LABEL):
+    def __init__(self, run_id: str, prefix: str = LABEL) -> None:
         """`prefix` names the label that marks everything on it, for `cleanup` and leftovers."""
         self.label = f"{prefix}={run_id}"
         self.name = f"{prefix}-{run_id}"
-        used = []
+        used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for nid in docker("network", "ls", "-q").stdout.split():
             for cfg in (
                 json.loads(
@@ -64,13 +73,13 @@ class Network:
             "network", "create", "--label", self.label, "--subnet", subnet, self.name
         )
 
-    def allocate(self):
+    def allocate(self) -> str:
         self.next_host += 1
         if self.next_host > 250:
             raise RuntimeError("the lab's network has no address left")
         return str(self.subnet.network_address + self.next_host)
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         ids = docker("ps", "-aq", "--filter", f"label={self.label}", check=False).stdout
         if ids.split():
             docker("rm", "-f", *ids.split(), check=False)
@@ -85,7 +94,7 @@ class Network:
 # ------------------------------------------------------------------ pods and the kubelet
 
 
-def http_probe(pod, get, timeout):
+def http_probe(pod: "Pod", get: Manifest, timeout: float) -> tuple[bool, str]:
     """An httpGet probe as the kubelet's prober sends it (`pkg/probe/http/http.go`
     `DoHTTPProbe`, `pkg/probe/http/request.go` `NewProbeRequest`): `User-Agent: kube-probe/`,
     `Accept: */*`, no proxy whatever the environment says (its transport sets `Proxy` to
@@ -115,7 +124,15 @@ def http_probe(pod, get, timeout):
 class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
     max_redirections = 10
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: "HTTPMessage",
+        newurl: str,
+    ) -> urllib.request.Request | None:
         original = urllib.parse.urlsplit(req.full_url).hostname
         if urllib.parse.urlsplit(newurl).hostname != original:
             return None  # the 3xx is the answer (urllib raises it as an HTTPError)
@@ -125,29 +142,35 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
 class Pod:
     """One pod: a container, and the kubelet's threads that probe and terminate it."""
 
-    def __init__(self, cluster, rs, spec, labels, name):
+    def __init__(
+        self,
+        cluster: "Cluster",
+        rs: "ReplicaSet",
+        spec: Manifest,
+        labels: dict[str, str],
+        name: str,
+    ) -> None:
         self.cluster = cluster
         self.rs = rs
         self.spec = spec
         self.labels = labels
         self.name = name
         self.namespace = rs.namespace
-        self.container = spec["containers"][0]
+        self.container: Manifest = spec["containers"][0]
         self.ip = cluster.network.allocate()
-        self.cid = None
-        self.sandbox = []  # the pause container's id, once it runs
-        self.volumes = []  # the emptyDir volumes' names
-        self.backoff = (
-            None  # (crash-loop back-off s, last update), as the kubelet keeps
-        )
+        self.cid: str | None = None
+        self.sandbox: list[str] = []  # the pause container's id, once it runs
+        self.volumes: list[str] = []  # the emptyDir volumes' names
+        # (crash-loop back-off s, last update), as the kubelet keeps
+        self.backoff: tuple[float, float] | None = None
         self.ready = False
-        self.ready_since = None
+        self.ready_since: float | None = None
         self.terminating = False
         self.gone = False
         self.restarts = 0
-        self.exit_code = None
+        self.exit_code: int | None = None
         # The last readiness probe that failed, for the rollout's error message.
-        self.last_failure = None
+        self.last_failure: str | None = None
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -156,7 +179,7 @@ class Pod:
 
     # --- what others read
 
-    def available(self, min_ready):
+    def available(self, min_ready: float) -> bool:
         return (
             not self.terminating
             and self.ready
@@ -164,7 +187,7 @@ class Pod:
             and time.monotonic() - self.ready_since >= min_ready
         )
 
-    def port(self, ref):
+    def port(self, ref: int | str) -> int:
         """A port by number or by the container's port name."""
         if isinstance(ref, int) or str(ref).isdigit():
             return int(ref)
@@ -175,7 +198,7 @@ class Pod:
 
     # --- the container
 
-    def _docker_run(self):
+    def _docker_run(self) -> None:
         """The pod's sandbox, then its container. The sandbox (a `pause` container: the
         image's own `/probe sleep`) holds the pod's IP, its network sysctls and its emptyDir
         volumes for the pod's whole life, as the kubelet's pod sandbox does: a container that
@@ -278,7 +301,7 @@ class Pod:
             )
         self.cid = result.stdout.strip()
 
-    def _env_value(self, env):
+    def _env_value(self, env: Manifest) -> str:
         if "value" in env:
             return env["value"]
         path = env["valueFrom"]["fieldRef"]["fieldPath"]
@@ -291,7 +314,7 @@ class Pod:
 
     # --- probes
 
-    def _probe(self, probe):
+    def _probe(self, probe: Manifest) -> tuple[bool, str]:
         timeout = probe.get("timeoutSeconds", 1)
         try:
             if "httpGet" in probe:
@@ -350,7 +373,7 @@ class Pod:
             f"pod {self.name}: a probe needs httpGet, tcpSocket, grpc or exec"
         )
 
-    def _run(self):
+    def _run(self) -> None:
         """Starts the container, then probes it until it is gone. Once the pod is deleted only
         readiness is probed, until the container exits: the kubelet stops liveness (and
         startup) probes on a terminating pod and keeps readiness, which kube-proxy needs for
@@ -409,15 +432,15 @@ class Pod:
                         if p is not None:
                             due[k] = started + p.get("initialDelaySeconds", 0)
             if not self.stop.is_set() and not self.terminating and self._exited():
-                code = docker(
+                status = docker(
                     "inspect", "-f", "{{.State.ExitCode}}", self.cid, check=False
                 ).stdout.strip()
                 self._set_ready(False, "exited")
-                if not self._restart(code):
+                if not self._restart(status):
                     return
             self.stop.wait(TICK)
 
-    def _exited(self):
+    def _exited(self) -> bool:
         state = docker("inspect", "-f", "{{.State.Running}}", self.cid, check=False)
         return state.returncode != 0 or state.stdout.strip() == "false"
 
@@ -429,7 +452,7 @@ class Pod:
     # `hasExpired`).
     BACKOFF_INITIAL, BACKOFF_MAX = 10.0, 300.0
 
-    def _restart(self, code):
+    def _restart(self, code: int | str | None) -> bool:
         """Restarts the exited container under the back-off; False when the pod went away
         meanwhile."""
         finished = time.monotonic()
@@ -454,7 +477,7 @@ class Pod:
         self.restarts += 1
         return True
 
-    def _set_ready(self, ready, detail):
+    def _set_ready(self, ready: bool, detail: str) -> None:
         with self.lock:
             if ready == self.ready:
                 return
@@ -464,7 +487,7 @@ class Pod:
 
     # --- termination
 
-    def _kill_gracefully(self, reason):
+    def _kill_gracefully(self, reason: str) -> int | None:
         """preStop, then SIGTERM, then SIGKILL once the grace period (from the start of
         preStop) is over. Returns the exit code."""
         grace = self.spec.get("terminationGracePeriodSeconds", 30)
@@ -507,7 +530,7 @@ class Pod:
         code = docker("wait", self.cid, check=False).stdout.strip()
         return int(code) if code.lstrip("-").isdigit() else None
 
-    def delete(self):
+    def delete(self) -> None:
         """As `kubectl delete pod`: terminating at once (out of the ready endpoints, after
         each node's lag), readiness still probed, preStop, SIGTERM, SIGKILL; the sandbox (and
         with it the pod's IP) goes once the container has exited."""
@@ -517,7 +540,7 @@ class Pod:
             self.terminating = True
         self.cluster.event("deleted", self)
 
-        def terminate():
+        def terminate() -> None:
             if self.cid is None:
                 self.stop.set()
                 self.thread.join()

@@ -8,11 +8,19 @@ import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import testlib
 
-from lab.kube.admission import ManifestError
+from lab.kube.admission import Manifest, ManifestError
 from lab.kube.kubelet import LABEL
+
+if TYPE_CHECKING:
+    from lab.kube.cluster import Cluster
+    from lab.kube.kubelet import Pod
+
+# A Service's endpoints as the control plane publishes them: pod name -> (pod, ready).
+Endpoints = dict[str, "tuple[Pod, bool]"]
 
 
 @dataclass(frozen=True)
@@ -72,17 +80,18 @@ class Service:
 
     SLOTS = 32
 
-    def __init__(self, cluster, obj):
+    def __init__(self, cluster: "Cluster", obj: Manifest) -> None:
         self.cluster = cluster
         self.nodes = cluster.nodes
-        self.name = obj["metadata"]["name"]
-        self.namespace = obj["metadata"].get("namespace", "default")
+        self.name: str = obj["metadata"]["name"]
+        self.namespace: str = obj["metadata"].get("namespace", "default")
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-haproxy-"))
         self.socket = self.dir / "admin.sock"
-        self.proc = None
+        self.proc: testlib.Process | None = None
         self.update(obj)
-        self.listeners = []
-        self.urls = {}
+        self.listeners: list[socket.socket] = []
+        # Per port, by its name or else its index: the URL it is served on.
+        self.urls: dict[str | int, str] = {}
         frontends = []
         for i, port in enumerate(self.ports):
             if port.get("nodePort"):
@@ -145,10 +154,10 @@ defaults
                 f"Service {self.name}: haproxy did not start ({error}): {tail}"
             ) from error
         # Per node: slot per (port index, pod name), and the endpoints it routes to now.
-        self.slots = [{} for _ in range(self.nodes)]
-        self.applied = [set() for _ in range(self.nodes)]
+        self.slots: list[dict[tuple[int, str], int]] = [{} for _ in range(self.nodes)]
+        self.applied: list[set[str]] = [set() for _ in range(self.nodes)]
 
-    def update(self, obj):
+    def update(self, obj: Manifest) -> None:
         spec = obj["spec"]
         if getattr(self, "proc", None) is not None:
             new_ports = [
@@ -159,15 +168,16 @@ defaults
                 raise ManifestError(
                     f"Service {self.name}: changing ports is not simulated"
                 )
-        self.selector = spec.get("selector", {})
-        self.ports = spec.get("ports", [])
+        self.selector: dict[str, str] = spec.get("selector", {})
+        self.ports: list[Manifest] = spec.get("ports", [])
 
-    def _answers(self):
+    def _answers(self) -> bool | str:
+        assert self.proc is not None  # waited for only once haproxy runs
         if self.proc.poll() is not None:
             raise RuntimeError(f"haproxy exited with status {self.proc.poll()}")
         return self.socket.exists() and self.command("show info")
 
-    def command(self, line):
+    def command(self, line: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(self.socket))
             s.sendall(line.encode() + b"\n")
@@ -176,12 +186,12 @@ defaults
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def selects(self, pod):
+    def selects(self, pod: "Pod") -> bool:
         return pod.namespace == self.namespace and all(
             pod.labels.get(k) == v for k, v in self.selector.items()
         )
 
-    def wanted(self):
+    def wanted(self) -> Endpoints:
         """The endpoints the control plane publishes now, name -> (pod, ready): selected pods
         that are ready and not terminating (ready), and terminating ones whose readiness
         probe still passes (serving, not ready), as the EndpointSlice controller writes them
@@ -193,13 +203,13 @@ defaults
         }
 
     @staticmethod
-    def routed(endpoints):
+    def routed(endpoints: Endpoints) -> "dict[str, Pod]":
         """What a node's proxy routes to: the ready endpoints, or when there is none the
         serving terminating ones (`pkg/proxy/topology.go` `CategorizeEndpoints`)."""
         ready = {n: pod for n, (pod, is_ready) in endpoints.items() if is_ready}
         return ready or {n: pod for n, (pod, _) in endpoints.items()}
 
-    def apply(self, node, endpoints):
+    def apply(self, node: int, endpoints: Endpoints) -> None:
         """Sets node `node`'s servers to what it routes to out of `endpoints`: the new ones
         first, so that a switch from one set to another (blue/green) never leaves none, as
         kube-proxy replaces its rules in one go."""
@@ -211,23 +221,24 @@ defaults
                 used = {s for (j, _), s in slots.items() if j == i}
                 slot = next(n for n in range(self.SLOTS) if n not in used)
                 slots[(i, name)] = slot
-                target = pod.port(port.get("targetPort", port["port"]))
+                ref = port["targetPort"] if "targetPort" in port else port["port"]
+                target = pod.port(ref)
                 backend = f"b{i}n{node}/s{slot}"
                 self.command(f"set server {backend} addr {pod.ip} port {target}")
                 self.command(f"set server {backend} state ready")
             self.cluster.event(f"endpoint added to {self.name}", pod, node=node)
         for name in sorted(applied - set(pods)):
             for i in range(len(self.ports)):
-                slot = slots.pop((i, name), None)
-                if slot is not None:
-                    self.command(f"set server b{i}n{node}/s{slot} state maint")
+                freed = slots.pop((i, name), None)
+                if freed is not None:
+                    self.command(f"set server b{i}n{node}/s{freed} state maint")
             self.cluster.event(f"endpoint removed from {self.name}", name, node=node)
         self.applied[node] = set(pods)
 
-    def url(self, port=None):
+    def url(self, port: str | int | None = None) -> str:
         return self.urls[port] if port is not None else next(iter(self.urls.values()))
 
-    def close(self):
+    def close(self) -> None:
         if self.proc is not None:
             self.proc.close()
         shutil.rmtree(self.dir, ignore_errors=True)
