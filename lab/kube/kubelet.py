@@ -542,16 +542,20 @@ class Pod:
 
         def terminate() -> None:
             if self.cid is None:
+                # Deleted while its sandbox or container was being created: what came up
+                # meanwhile goes at once (it was never ready, so nothing routes to it).
                 self.stop.set()
                 self.thread.join()
-                self.gone = True
-                return
-            self.exit_code = self._kill_gracefully(reason="deleted")
-            self.stop.set()
-            self.thread.join()
-            self._set_ready(False, "container exited")
-            self.cluster.event(f"exited {self.exit_code}", self)
-            docker("rm", "-f", self.cid, *self.sandbox, check=False)
+                self.cluster.event("deleted before its container ran", self)
+            else:
+                self.exit_code = self._kill_gracefully(reason="deleted")
+                self.stop.set()
+                self.thread.join()
+                self._set_ready(False, "container exited")
+                self.cluster.event(f"exited {self.exit_code}", self)
+            containers = [c for c in (self.cid, *self.sandbox) if c]
+            if containers:
+                docker("rm", "-f", *containers, check=False)
             if self.volumes:
                 docker("volume", "rm", *self.volumes, check=False)
             self.gone = True

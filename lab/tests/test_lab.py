@@ -261,3 +261,31 @@ def test_the_namespace_is_taken_out_of_a_command_in_every_spelling():
     words = ["get", "po"]
     assert lab.take_namespace(words) == "default"
     assert words == ["get", "po"]
+
+
+def test_a_pod_deleted_while_its_container_starts_leaves_nothing_running():
+    """A pod deleted before its container ran (a scale-down right after a scale-up) takes its
+    sandbox and container with it when it goes, not at the end of the run."""
+    require()
+    cluster = kube.Cluster(lag=0)
+    try:
+        objects = kube.render(ROOT / "k8s" / "000-rolling-update" / "deployment.yaml")
+        cluster.apply(objects)
+        cluster.sync_now()
+        pods = cluster.all_pods()
+        assert pods
+        for pod in pods:
+            pod.delete()
+        testlib.wait_until(lambda: all(p.gone for p in pods), 60, "the pods gone")
+        # Their replacements start meanwhile: only the deleted pods' own containers count.
+        running = [
+            name
+            for pod in pods
+            for name in kube.docker(
+                "ps", "-a", "--format", "{{.Names}}",
+                "--filter", f"name={cluster.network.name}-{pod.name}",
+            ).stdout.split()
+        ]  # fmt: skip
+        assert running == [], running
+    finally:
+        cluster.close()
