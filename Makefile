@@ -50,12 +50,13 @@ run: ## Build and start testpage on :8080 (PORT=, VERSION=; Ctrl-C drains and ex
 test: lint doc unit test-images validate lab-short bench-quick $(TEST_EXTRA) ## Everything that checks the project (REQUIRE_DOCKER=1 in CI)
 
 .PHONY: lint
-lint: $(VENV)/.done $(LINT_EXTRA) ## Format check, clippy with warnings denied, Dockerfile lint, ruff on the Python
+lint: $(VENV)/.done $(LINT_EXTRA) ## Format check, clippy with warnings denied, Dockerfile lint, ruff on the Python, mypy on the lab
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/hadolint images/Dockerfile images/Dockerfile.build
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --no-error-summary --cache-dir target/mypy-lab -p lab
 
 .PHONY: unit
 unit: ## Unit and integration tests (they spawn the real binaries)
