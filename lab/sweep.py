@@ -1,5 +1,6 @@
-"""Failed requests against the endpoint propagation lag: an experiment's variants, each rolled
-out under load at each lag of a range, several runs each.
+"""Failed requests, or abnormal ends of long-lived streams, against the endpoint propagation
+lag: an experiment's variants, each rolled out under load at each lag of a range, several runs
+each.
 
     python -m lab.sweep EXP [--short] [--lags 0.5,2,8] [--runs 3] [--qps 200]
 
@@ -10,17 +11,39 @@ The experiment's lab.yaml holds the sweep:
       runs: 3
       short: {lags: [1, 6], runs: 1}      # --short (make test)
       image: zero-downtime:green          # what every variant rolls to
+      load: load                          # the default; or `streams ws=20 sse=20 grpc=3`
       variants:                           # a Deployment and its Service, from the folder
         - {name: no hook, file: myapp-without-hook.yaml, drain_s: 0}
         - {name: testpage DRAIN 5 s, file: myapp-without-hook.yaml, env: {DRAIN: 5s},
            drain_s: 5}
+        - {name: DRAIN=0, deployment: no-drain, drain_s: 0}
 
-Each run starts one cluster with every variant (renamed after it, a ClusterIP Service each, so
-that they run side by side), loads each through its Service (`probe load -c 8`), sets the image
-of all at once, waits for the rollouts, the terminations and every node's last endpoint change,
-and counts each Service's failed requests. Writes target/lab/<folder>/sweep.json (per variant
-and lag: `variant`, `lag`, `runs`, `failed`, `total`, the 95 % interval of the failed share)
-and sweep.svg (failed requests per run against the lag, one line per variant).
+A variant's Deployment comes from `file` (a manifest of the folder, or a folder of it with a
+kustomization; the folder's own kustomization without one): the one named `deployment`, else
+the first. `drain_s`: how long a deleted pod keeps accepting connections (drawn as a tick).
+
+Each run starts one cluster with every variant (renamed after it, in the default namespace,
+a ClusterIP Service each, so that they run side by side), loads each through its Service, sets
+the image of all at once, waits for the rollouts, the terminations and every node's last
+endpoint change, and counts, per variant, `failed` of `total`:
+
+- `load: load`: `probe load -c 8 --qps Q` (kept-alive connections). `failed`: the requests
+  that failed (fortio's errors: connection errors and statuses other than 2xx); `total`: the
+  requests sent.
+- `load: streams ws=N sse=N grpc=N`: lab/streams.py's long-lived clients (`lab streams`), N
+  WebSockets, N streams of events and N gRPC `Watch` calls per variant, each reconnecting when
+  its stream ends. `failed`: their abnormal ends, streams.py's `abnormal` summed over the
+  kinds (streams cut, and connection attempts that gave no stream); `total`: the connection
+  attempts they made (each client's first connection and its reconnections, and its failed
+  attempts), of which `failed` is a part: each attempt either fails, or gives a stream that
+  ends cleanly, is cut, or is still open at the end. The clients run until every node has
+  the last endpoint change (the lag, + 2 s, after the last termination), so a reconnection
+  sent to a pod that is gone is counted.
+
+Writes target/lab/<folder>/sweep.json (`settings`, with what `failed` and `total` count; per
+variant and lag: `variant`, `lag`, `runs`, `failed` and `total` per run, their sums, the 95 %
+interval of the failed share) and sweep.svg (failed per run against the lag, one line per
+variant).
 """
 
 import argparse
@@ -28,38 +51,131 @@ import copy
 import json
 import pathlib
 import re
+import shlex
 import tempfile
+import textwrap
+from typing import Any
 
 import yaml
 
-from lab import kube, run
+from lab import kube, run, streams
 from lab.common import K8S, OUT, log
+from lab.results import Result
+
+# A lab.yaml's `sweep:` section, a variant of it, a manifest, a row of sweep.json, the report.
+Sweep = dict[str, Any]
+Variant = dict[str, Any]
+Manifest = dict[str, Any]
+Row = dict[str, Any]
+Report = dict[str, Any]
+
+SWEEP_KEYS = {"lags", "runs", "short", "image", "load", "variants"}
+VARIANT_KEYS = {"name", "file", "deployment", "env", "drain_s"}
+
+# What `failed` and `total` count, per kind of load (sweep.json's settings say it too).
+COUNTED = {
+    "load": {
+        "failed": "failed requests (connection errors and statuses other than 2xx)",
+        "total": "requests sent",
+        "axis": "failed requests per rollout",
+        "table": "failed requests",
+    },
+    "streams": {
+        "failed": (
+            "abnormal stream ends: streams cut and connection attempts that gave no "
+            "stream (lab/streams.py's abnormal), every kind of client together"
+        ),
+        "total": (
+            "stream connection attempts: each client's first connection, its "
+            "reconnections and its failed attempts"
+        ),
+        "axis": "abnormal stream ends per rollout",
+        "table": "abnormal stream ends",
+    },
+}
+KIND_NAMES = {
+    "ws": "WebSockets",
+    "sse": "streams of events",
+    "grpc": "gRPC Watch calls",
+}
 
 
-def slug(name):
+def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def config(name):
+def parse_load(name: str, text: str) -> tuple[str, dict[str, int]]:
+    """`load` -> ("load", {}); `streams ws=20 sse=20 grpc=3` -> ("streams", the counts)."""
+    words = shlex.split(text)
+    if words == ["load"]:
+        return "load", {}
+    if not words or words[0] != "streams":
+        raise kube.ManifestError(
+            f"k8s/{name}/lab.yaml sweep: load: `load` or `streams ws=N sse=N grpc=N`, "
+            f"not {text!r}"
+        )
+    counts: dict[str, int] = {}
+    for word in words[1:]:
+        kind, eq, n = word.partition("=")
+        if not eq or kind not in streams.KINDS or not n.isdigit():
+            raise kube.ManifestError(
+                f"k8s/{name}/lab.yaml sweep: load: {word!r}: ws=N, sse=N or grpc=N"
+            )
+        if not 0 <= int(n) <= streams.MAX_CLIENTS:
+            raise kube.ManifestError(
+                f"k8s/{name}/lab.yaml sweep: load: {word}: at most {streams.MAX_CLIENTS}"
+            )
+        counts[kind] = int(n)
+    if not any(counts.values()):
+        raise kube.ManifestError(
+            f"k8s/{name}/lab.yaml sweep: load: {text!r}: no client"
+        )
+    return "streams", counts
+
+
+def config(name: str) -> Sweep:
     plan = run.load_plan(name)
     sweep = plan.get("sweep")
     if not sweep:
         raise SystemExit(f"sweep: k8s/{name}/lab.yaml has no sweep: section")
-    unknown = set(sweep) - {"lags", "runs", "short", "image", "variants"}
+    unknown = set(sweep) - SWEEP_KEYS
     if unknown:
         raise kube.ManifestError(
             f"k8s/{name}/lab.yaml sweep: unknown {sorted(unknown)}"
         )
+    for variant in sweep["variants"]:
+        unknown = set(variant) - VARIANT_KEYS
+        if unknown:
+            raise kube.ManifestError(
+                f"k8s/{name}/lab.yaml sweep: variant {variant.get('name')}: unknown "
+                f"{sorted(unknown)}"
+            )
+    parse_load(name, sweep.get("load", "load"))
     return sweep
 
 
-def variant_objects(folder, variant):
-    """The variant's Deployment, renamed after it (labels and selector too), its env overrides
-    applied, and a ClusterIP Service of its own on the container's first port."""
-    objects = kube.render(folder / variant["file"])
-    deployment = copy.deepcopy(next(o for o in objects if o["kind"] == "Deployment"))
+def variant_objects(
+    folder: pathlib.Path, variant: Variant
+) -> tuple[str, str, list[Manifest]]:
+    """The variant's Deployment, renamed after it (labels and selector too), in the default
+    namespace, its env overrides applied, and a ClusterIP Service of its own on the
+    container's first port."""
+    objects = kube.render(folder / variant.get("file", "."))
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    wanted = variant.get("deployment")
+    found = next(
+        (d for d in deployments if wanted in (None, d["metadata"]["name"])), None
+    )
+    if found is None:
+        raise kube.ManifestError(
+            f"sweep variant {variant['name']}: no Deployment {wanted or ''} in "
+            f"{folder.name}/{variant.get('file', '.')} (there: "
+            f"{[d['metadata']['name'] for d in deployments]})"
+        )
+    deployment = copy.deepcopy(found)
     name = slug(variant["name"])
     deployment["metadata"]["name"] = name
+    deployment["metadata"].pop("namespace", None)
     deployment["metadata"]["labels"] = {"app": name}
     deployment["spec"]["selector"] = {"matchLabels": {"app": name}}
     deployment["spec"]["template"]["metadata"]["labels"] = {"app": name}
@@ -77,10 +193,50 @@ def variant_objects(folder, variant):
     return name, container["name"], [deployment, service]
 
 
-def one_run(name, sweep, lag, args, workdir):
+def stream_counts(report: dict[str, Any]) -> tuple[int, int]:
+    """(failed, total) of one Service's lab/streams.py report: its abnormal ends (cut and
+    failed, every kind) and its connection attempts (connections made, and failed attempts)."""
+    failed = sum(kind["abnormal"] for kind in report["summary"].values())
+    total = sum(
+        client["connections"] + client["outcomes"]["failed"]
+        for client in report["clients"]
+    )
+    return failed, total
+
+
+def counts(
+    result: Result, load: str, names: dict[str, str]
+) -> dict[str, tuple[int, int]]:
+    """{variant name: (failed, total)} of a run: per variant's Service (`names`: variant ->
+    Deployment and Service), its failed requests of those sent (`load`), or its clients'
+    abnormal ends of their connection attempts (`streams`)."""
+    if load == "streams":
+        missing = [dep for dep in names.values() if dep not in result.streams]
+        if missing:
+            raise kube.StepError(f"no report of the clients on {missing}")
+        return {
+            variant: stream_counts(result.streams[dep])
+            for variant, dep in names.items()
+        }
+    return {
+        variant: (result.services[dep].errors, result.services[dep].requests)
+        for variant, dep in names.items()
+    }
+
+
+def one_run(
+    name: str,
+    sweep: Sweep,
+    lag: float,
+    args: argparse.Namespace,
+    workdir: pathlib.Path,
+) -> dict[str, tuple[int, int]]:
     """One cluster with every variant, at `lag`: {variant name: (failed, total)}."""
     folder = K8S / name
-    objects, names, set_image = [], {}, []
+    load, clients = parse_load(name, sweep.get("load", "load"))
+    objects: list[Manifest] = []
+    names: dict[str, str] = {}
+    set_image = []
     for variant in sweep["variants"]:
         dep, container, objs = variant_objects(folder, variant)
         objects += objs
@@ -91,12 +247,22 @@ def one_run(name, sweep, lag, args, workdir):
     manifest = workdir / "variants.yaml"
     manifest.write_text(yaml.safe_dump_all(objects))
     deps = list(names.values())
+    if load == "streams":
+        start = "lab streams " + " ".join(
+            deps + [f"{kind}={n}" for kind, n in clients.items()]
+        )
+        # The clients go on until every node has the last endpoint removal: the run waits
+        # for it only for `lab load`'s Services.
+        cooldown = lag + 2
+    else:
+        start = "lab load " + " ".join(deps)
+        cooldown = 1
     plan = {
         "title": f"sweep of {name} at lag {lag}",
         "steps": [
             f"kubectl apply -f {manifest}",
             *(f"kubectl rollout status deployment {d}" for d in deps),
-            "lab load " + " ".join(deps),
+            start,
             "lab sleep 2",
             " && ".join(set_image),
             *(f"kubectl rollout status deployment {d}" for d in deps),
@@ -105,25 +271,42 @@ def one_run(name, sweep, lag, args, workdir):
     }
     run_args = run.parse_args(
         [
-            "--duration", "1", "--cooldown", "1", "--qps", str(args.qps),
+            "--duration", "1", "--cooldown", f"{cooldown:g}", "--qps", str(args.qps),
             "--lag", str(lag), "--nodes", str(args.nodes),
         ]
     )  # fmt: skip
     result = run.Run(f"{name} sweep", plan, run_args).run()
-    return {
-        variant: (result.services[dep].errors, result.services[dep].requests)
-        for variant, dep in names.items()
+    return counts(result, load, names)
+
+
+def settings(cfg: Sweep, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What every row was measured at, and what `failed` and `total` count."""
+    load, clients = parse_load(name, cfg.get("load", "load"))
+    common = {
+        "nodes": args.nodes,
+        "lag": "each node's delay for every change, fixed at the row's value",
+        "image": cfg["image"],
+        "failed": COUNTED[load]["failed"],
+        "total": COUNTED[load]["total"],
     }
+    if load == "streams":
+        return {
+            "load": "streams",
+            "clients": clients,
+            "reconnect_s": streams.RECONNECT_S,
+            **common,
+        }
+    return {"load": "probe load", "qps": args.qps, "connections": 8, **common}
 
 
-def sweep(name, args):
+def sweep(name: str, args: argparse.Namespace) -> Report:
     cfg = config(name)
     short = cfg.get("short", {})
     lags = args.lags or (short.get("lags") if args.short else None) or cfg["lags"]
     runs = (
         args.runs or (short.get("runs") if args.short else None) or cfg.get("runs", 3)
     )
-    rows = {
+    rows: dict[tuple[str, float], Row] = {
         (v["name"], lag): {
             "variant": v["name"],
             "drain_s": v.get("drain_s"),
@@ -154,22 +337,37 @@ def sweep(name, args):
         row["interval"] = [low, high]  # 95 % Wilson interval of the failed share
     return {
         "experiment": name,
-        "settings": {
-            "qps": args.qps,
-            "connections": 8,
-            "nodes": args.nodes,
-            "lag": "each node's delay for every change, fixed at the row's value",
-            "image": cfg["image"],
-        },
+        "settings": settings(cfg, name, args),
         "rows": list(rows.values()),
     }
 
 
-def table(report):
+def counted(report: Report) -> dict[str, str]:
+    """What the report's `failed` counts, for the table and the picture."""
+    load = "streams" if report["settings"].get("load") == "streams" else "load"
+    return COUNTED[load]
+
+
+def load_note(report: Report) -> str:
+    """The load on each variant, in a few words."""
+    s = report["settings"]
+    if s.get("load") == "streams":
+        return ", ".join(
+            f"{n} {KIND_NAMES.get(kind, kind)}" for kind, n in s["clients"].items()
+        )
+    return f"{s['qps']:g} qps, {s['connections']} connections"
+
+
+def table(report: Report) -> str:
+    s = report["settings"]
+    if s.get("load") == "streams":
+        per = f"{load_note(report)} per variant"
+    else:
+        per = f"{s['qps']:g} qps per variant"
     lines = [
         (
-            f"\n{report['experiment']}: failed requests against the propagation lag "
-            f"({report['settings']['qps']:g} qps per variant, {report['settings']['nodes']} nodes)"
+            f"\n{report['experiment']}: {counted(report)['table']} against the propagation "
+            f"lag ({per}, {s['nodes']} nodes)"
         ),
         f"  {'variant':<34} {'lag':>5} {'runs':>4} {'failed':>12} {'of':>7}  95% interval",
     ]
@@ -186,9 +384,9 @@ def table(report):
 COLOURS = ["#e15759", "#f28e2b", "#4e79a7", "#59a14f", "#b07aa1", "#76b7b2"]
 
 
-def svg(report):
-    """Failed requests per run (mean, and each run as a dot) against the lag, a line per
-    variant, each variant's drain as a dashed mark on the lag axis."""
+def svg(report: Report) -> str:
+    """Failed requests (or abnormal stream ends) per run, the mean and each run as a dot,
+    against the lag, a line per variant, each variant's drain as a mark on the lag axis."""
     rows = report["rows"]
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     lags = sorted({r["lag"] for r in rows})
@@ -198,10 +396,10 @@ def svg(report):
     w, h, left, bottom, pad = 760, 420, 70, 50, 20
     pw, ph = w - left - pad - 220, h - bottom - pad
 
-    def x(lag):
+    def x(lag: float) -> float:
         return left + pw * lag / right
 
-    def y(v):
+    def y(v: float) -> float:
         return pad + ph * (1 - v / top)
 
     out = [
@@ -218,7 +416,7 @@ def svg(report):
         ),
         (
             f'<text x="15" y="{pad + ph / 2}" text-anchor="middle" transform="rotate(-90 15 '
-            f'{pad + ph / 2})">failed requests per rollout</text>'
+            f'{pad + ph / 2})">{counted(report)["axis"]}</text>'
         ),
     ]
     for lag in lags:
@@ -261,20 +459,23 @@ def svg(report):
             f'stroke="{colour}" stroke-width="2"/>'
             f'<text x="{left + pw + 40}" y="{ly + 4}">{variant}</text>'
         )
-    note = (
-        f"{report['settings']['qps']:g} qps, 8 connections per variant; "
-        "ticks on the axis: each variant's drain"
+    # In lines of 40 characters at most: the legend's column is 220 px wide.
+    note = textwrap.wrap(
+        f"{load_note(report)} per variant; ticks on the axis: each variant's drain", 40
     )
-    out.append(
-        f'<text x="{left + pw + 15}" y="{pad + ph}" font-size="10">{note}</text>'
-    )
+    for i, line in enumerate(note):
+        out.append(
+            f'<text x="{left + pw + 15}" y="{pad + ph - 13 * (len(note) - 1 - i)}" '
+            f'font-size="10">{line}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    doc = __doc__ or ""
     p = argparse.ArgumentParser(
-        prog="python -m lab.sweep", description=__doc__.split("\n\n")[0]
+        prog="python -m lab.sweep", description=doc.split("\n\n")[0]
     )
     p.add_argument("experiment", help="a folder under k8s/ whose lab.yaml has a sweep:")
     p.add_argument("--short", action="store_true", help="the sweep's short form")
@@ -285,13 +486,15 @@ def parse_args(argv=None):
         help="lags to try, s, comma-separated (default: the sweep's)",
     )
     p.add_argument("--runs", type=int, default=None)
-    p.add_argument("--qps", type=float, default=200, help="per variant (200)")
+    p.add_argument(
+        "--qps", type=float, default=200, help="per variant, under probe load (200)"
+    )
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--out", type=pathlib.Path, default=OUT)
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> Report:
     args = parse_args(argv)
     report = sweep(args.experiment, args)
     out = args.out / args.experiment

@@ -1,24 +1,31 @@
-"""The sweep's short form (two lags, one run each) for 003-zero-downtime: the rule the full
-sweep draws, in its simplest shape. A drain longer than the lag loses nothing; with no drain,
-a longer lag loses more."""
+"""The sweep's short form (two lags, one run each) for 003-zero-downtime under probe load and
+for long-lived with its long-lived clients: the rule the full sweep draws, in its simplest
+shape. A drain longer than the lag loses nothing; with no drain, a longer lag loses more. And
+what a streams variant counts, on a report lab/streams.py's own code writes."""
 
 import json
 import pathlib
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 import testlib
 
-from lab import sweep
+from lab import streams, sweep
 
 
-def test_a_drain_longer_than_the_lag_loses_nothing(tmp_path):
+def require():
     testlib.skip_or_fail(
         testlib.tool_problem("haproxy"),
         testlib.docker_problem(),
         testlib.binaries_problem("probe"),
         testlib.tool_problem("kubectl"),
     )
+
+
+def test_a_drain_longer_than_the_lag_loses_nothing(tmp_path):
+    require()
     report = sweep.main(["003-zero-downtime", "--short", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "003-zero-downtime" / "sweep.json").read_text())
     assert written["rows"] == report["rows"]
@@ -37,3 +44,93 @@ def test_a_drain_longer_than_the_lag_loses_nothing(tmp_path):
     ]
     low, high = (rows[("no hook (DRAIN=0)", lag)]["failed_sum"] for lag in lags)
     assert high > low, no_hook
+
+
+def test_long_lived_clients_are_cut_when_the_lag_outlasts_the_drain(tmp_path):
+    """long-lived's short sweep (lags 2 and 8 s, one run each, about 80 s): both Deployments
+    rolled 0.8 -> 0.9 at once, each with its own long-lived clients. testpage's drain (5 s)
+    outlasts a lag of 2 s: no abnormal end; DRAIN=0 says goodbye at SIGTERM, and the
+    reconnections a second later still reach the pod: some fail. At 8 s both lose."""
+    require()
+    report = sweep.main(["long-lived", "--short", "--out", str(tmp_path)])
+    out = tmp_path / "long-lived"
+    written = json.loads((out / "sweep.json").read_text())
+    assert written["rows"] == report["rows"]
+    picture = (out / "sweep.svg").read_text()
+    assert picture.startswith("<svg")
+    assert "abnormal stream ends per rollout" in picture
+    assert "failed requests" not in picture
+    settings = report["settings"]
+    assert settings["load"] == "streams"
+    assert settings["clients"] == {"ws": 20, "sse": 20, "grpc": 3}
+    assert "abnormal" in settings["failed"]
+    assert "attempts" in settings["total"]
+    rows = {(r["variant"], r["lag"]): r for r in report["rows"]}
+    assert sorted({lag for _, lag in rows}) == [2, 8]
+    for row in rows.values():
+        assert {"variant", "lag", "runs", "failed", "total", "interval"} <= set(row)
+        assert row["runs"] == 1, row
+        # At least one connection per client.
+        assert row["total_sum"] >= 43, row
+        assert row["failed_sum"] <= row["total_sum"], row
+    drain, no_drain = "testpage drain (DRAIN 5 s)", "no drain (DRAIN=0)"
+    assert rows[(drain, 2)]["failed_sum"] == 0, rows[(drain, 2)]
+    assert rows[(drain, 8)]["failed_sum"] > 0, rows[(drain, 8)]
+    assert rows[(no_drain, 2)]["failed_sum"] > 0, rows[(no_drain, 2)]
+    assert rows[(no_drain, 8)]["failed_sum"] > 0, rows[(no_drain, 8)]
+
+
+def test_a_streams_variant_counts_abnormal_ends_of_connection_attempts():
+    """failed: every cut stream and failed attempt, of every kind; total: every attempt, the
+    streams that are still open at the end included. On a report as lab/streams.py writes it."""
+    ws, sse, grpc = (
+        streams.Client("ws", 0),
+        streams.Client("sse", 0),
+        streams.Client("grpc", 0),
+    )
+    ws.connected()
+    ws.ended("clean", "1001 going away")
+    ws.ended("failed", "ConnectionRefusedError")  # an attempt that gave no stream
+    ws.connected()  # still open at the end
+    sse.connected()
+    sse.ended("cut", "EOF without bye")
+    sse.connected()
+    sse.ended("clean", "bye, then the end of the stream")
+    grpc.ended("failed", "no answer within 5s")  # never connected
+    clients = [ws, sse, grpc]
+    report = {
+        "summary": streams.summary(clients),
+        "clients": [c.report() for c in clients],
+    }
+    # ws: 2 connections + 1 failed; sse: 2 connections; grpc: 1 failed.
+    assert sweep.stream_counts(report) == (3, 6)
+
+
+def test_the_sweep_load_is_probe_load_or_long_lived_clients():
+    assert sweep.parse_load("x", "load") == ("load", {})
+    assert sweep.parse_load("x", "streams ws=20 sse=20 grpc=3") == (
+        "streams",
+        {"ws": 20, "sse": 20, "grpc": 3},
+    )
+    with pytest.raises(sweep.kube.ManifestError, match="ws=N"):
+        sweep.parse_load("x", "streams ws=20 tcp=3")
+    with pytest.raises(sweep.kube.ManifestError, match="no client"):
+        sweep.parse_load("x", "streams ws=0")
+
+
+def test_a_variant_picks_its_deployment_out_of_the_kustomization():
+    testlib.skip_or_fail(testlib.tool_problem("kubectl"))
+    cfg = sweep.config("long-lived")
+    folder = ROOT / "k8s" / "long-lived"
+    envs = {}
+    for variant in cfg["variants"]:
+        name, container, (deployment, service) = sweep.variant_objects(folder, variant)
+        assert deployment["metadata"]["name"] == service["metadata"]["name"] == name
+        assert "namespace" not in deployment["metadata"]
+        assert container == "app"
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        envs[variant["deployment"]] = {e["name"]: e.get("value") for e in env}
+    assert "DRAIN" not in envs["drain"]
+    assert envs["no-drain"]["DRAIN"] == "0"
+    with pytest.raises(sweep.kube.ManifestError, match="no Deployment"):
+        sweep.variant_objects(folder, {"name": "x", "deployment": "nowhere"})
