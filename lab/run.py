@@ -308,6 +308,9 @@ class Run:
                 )
             for service in self.settled_services(namespace, names):
                 self.start_streams(service, counts)
+                # Their reconnections, like a load's requests, go on until every node has
+                # the last endpoint change.
+                self.loaded_services.append((namespace, service.name))
         elif verb == "sleep":
             time.sleep(float(words[1]))
         else:
