@@ -29,12 +29,6 @@ def now_ms() -> float:
     return time.time() * 1000
 
 
-def since(start: float) -> float:
-    """Seconds on the monotonic clock since `start` (a `time.monotonic()` reading): for
-    deadlines and durations, which a change of the wall clock must not stretch."""
-    return time.monotonic() - start
-
-
 @functools.cache
 def k8s_validator() -> ModuleType:
     """k8s/validate.py, the offline validator `make validate` runs as a script: the analyses

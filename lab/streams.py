@@ -37,6 +37,8 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lab.common import now_ms
+
 if TYPE_CHECKING:
     import grpc
 
@@ -53,10 +55,6 @@ KINDS = ("ws", "sse", "grpc")
 T = TypeVar("T")
 # What sse_events yields: (event, data, None) per event, (None, None, retry ms) per `retry:`.
 SseItem = tuple[str, str, None] | tuple[None, None, int]
-
-
-def now_ms() -> float:
-    return time.time() * 1000
 
 
 async def within(awaitable: Awaitable[T], seconds: float) -> T:
