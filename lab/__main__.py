@@ -4,5 +4,4 @@ import sys
 
 from lab.run import main
 
-results = main()
-sys.exit(0 if all(r.ok for r in results) else 1)
+sys.exit(0 if all(r.ok for r in main()) else 1)

@@ -11,6 +11,11 @@ import testlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
+if not K8S.is_dir():
+    raise ImportError(
+        f"lab: {ROOT} is not the repository: the lab runs from its checkout "
+        "(make's venv installs it editable: pip install -e .)"
+    )
 OUT = ROOT / "target" / "lab"
 # The binaries the lab runs on the host (probe load, probe grpc).
 DIST = testlib.DIST

@@ -110,4 +110,7 @@ class Result:
         for event in document["events"]:
             if event["node"] is None:
                 del event["node"]
+        for step in document["steps"]:
+            if step["error"] is None:
+                del step["error"]
         return document

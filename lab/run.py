@@ -178,11 +178,13 @@ class Run:
                         f"rollout of deployment/{dep.name}",
                     )
                 except StepError as error:
-                    raise StepError(f"{error} ({dep.describe()})") from None
-                if dep.timed_out and not dep.complete():
+                    describe = self.cluster.rollout_status(dep)[2]
+                    raise StepError(f"{error} ({describe})") from None
+                complete, timed_out, describe = self.cluster.rollout_status(dep)
+                if timed_out and not complete:
                     raise StepError(
                         f'deployment "{dep.name}" exceeded its progress deadline '
-                        f"({dep.describe()})"
+                        f"({describe})"
                     )
             elif action in ("pause", "resume"):
                 obj = json.loads(json.dumps(dep.obj))
@@ -833,3 +835,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for result in results:
         print(f"results: {args.out / result.experiment}/result.json and timeline.svg")
     return results
+
+
+if __name__ == "__main__":
+    sys.exit(0 if all(r.ok for r in main()) else 1)

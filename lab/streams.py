@@ -37,8 +37,6 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lab.common import now_ms
-
 if TYPE_CHECKING:
     import grpc
 
@@ -55,6 +53,12 @@ KINDS = ("ws", "sse", "grpc")
 T = TypeVar("T")
 # What sse_events yields: (event, data, None) per event, (None, None, retry ms) per `retry:`.
 SseItem = tuple[str, str, None] | tuple[None, None, int]
+
+
+def now_ms() -> float:
+    """The wall clock in unix milliseconds, as lab.common's: this file also runs on its own,
+    as a script against a real cluster, with nothing of the lab installed."""
+    return time.time() * 1000
 
 
 async def within(awaitable: Awaitable[T], seconds: float) -> T:

@@ -36,9 +36,9 @@ endpoint change, and counts, per variant, `failed` of `total`:
   kinds (streams cut, and connection attempts that gave no stream); `total`: the connection
   attempts they made (each client's first connection and its reconnections, and its failed
   attempts), of which `failed` is a part: each attempt either fails, or gives a stream that
-  ends cleanly, is cut, or is still open at the end. The clients run until every node has
-  the last endpoint change (the lag, + 2 s, after the last termination), so a reconnection
-  sent to a pod that is gone is counted.
+  ends cleanly, is cut, or is still open at the end. The clients, like a load, run until
+  every node has the last endpoint change (and 1 s more), so a reconnection sent to a pod
+  that is gone is counted.
 
 Writes target/lab/<folder>/sweep.json (`settings`, with what `failed` and `total` count; per
 variant and lag: `variant`, `lag`, `runs`, `failed` and `total` per run, their sums, the 95 %
@@ -251,12 +251,8 @@ def one_run(
         start = "lab streams " + " ".join(
             deps + [f"{kind}={n}" for kind, n in clients.items()]
         )
-        # The clients go on until every node has the last endpoint removal: the run waits
-        # for it only for `lab load`'s Services.
-        cooldown = lag + 2
     else:
         start = "lab load " + " ".join(deps)
-        cooldown = 1
     plan = {
         "title": f"sweep of {name} at lag {lag}",
         "steps": [
@@ -271,7 +267,7 @@ def one_run(
     }
     run_args = run.parse_args(
         [
-            "--duration", "1", "--cooldown", f"{cooldown:g}", "--qps", str(args.qps),
+            "--duration", "1", "--cooldown", "1", "--qps", str(args.qps),
             "--lag", str(lag), "--nodes", str(args.nodes),
         ]
     )  # fmt: skip

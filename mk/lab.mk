@@ -5,7 +5,7 @@
 ##@ Lab
 
 .PHONY: lab-sweep
-lab-sweep: $(VENV)/.done ## EXP=folder (003-zero-downtime): failed requests against the lag, per variant; target/lab/<folder>/sweep.json and sweep.svg
+lab-sweep: $(VENV)/.done ## EXP=folder (003-zero-downtime, long-lived): failed requests (or abnormal stream ends) against the lag, per variant; target/lab/<folder>/sweep.json and sweep.svg
 	@scripts/deps.sh docker haproxy
-	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(REGISTRY)zero-downtime:green >/dev/null 2>&1 || $(MAKE) images
+	@[ -x target/dist/$(ARCH)/probe ] && docker image inspect $(addprefix $(REGISTRY),zero-downtime:green testpage:0.8 testpage:0.9) >/dev/null 2>&1 || $(MAKE) images
 	nice $(PY) -m lab.sweep $(or $(LAB_EXP),003-zero-downtime)

@@ -10,8 +10,9 @@ images, the lab and the bench.
   `kernel_port` is the last resort, for a server that only takes a number (nginx).
 - HTTP: `http_get`, `http_status`; polling: `wait_until`.
 
-Standard library only: bench/run.py runs on the system Python. Each harness puts this folder
-on sys.path before importing it:
+Standard library only: bench/run.py runs on the system Python. The Makefile's venv installs
+it (pyproject.toml, editable) beside the lab package, which imports it by name; a harness run
+outside the venv puts this folder on sys.path first:
 
     sys.path.insert(0, str(ROOT / "scripts"))
     import testlib

@@ -156,11 +156,19 @@ class Cluster:
             ) from None
 
     def all_pods(self) -> list[Pod]:
+        """Every pod of every Deployment; the caller holds the lock (the control loop, `wait`'s
+        condition) or reads a list that may be a pass behind."""
         return [p for d in list(self.deployments.values()) for p in d.pods()]
 
     def available_pods(self, deployment: Deployment) -> list[Pod]:
         with self._lock:
             return [p for p in deployment.pods() if p.available(deployment.min_ready)]
+
+    def rollout_status(self, deployment: Deployment) -> tuple[bool, bool, str]:
+        """As `kubectl rollout status` reads it, in one pass: complete, timed out (no
+        progress for progressDeadlineSeconds), and what it waits for."""
+        with self._lock:
+            return deployment.complete(), deployment.timed_out, deployment.describe()
 
     # --- changes, as kubectl makes them
 

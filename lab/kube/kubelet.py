@@ -384,6 +384,8 @@ class Pod:
         except ManifestError as error:
             self.cluster.fail(error)
             return
+        if self.stop.is_set():
+            return  # deleted while it was starting: `delete` removes what came up
         self.cluster.event("started", self)
         started = time.monotonic()
         readiness = self.container.get("readinessProbe")
@@ -543,10 +545,16 @@ class Pod:
         def terminate() -> None:
             if self.cid is None:
                 # Deleted while its sandbox or container was being created: what came up
-                # meanwhile goes at once (it was never ready, so nothing routes to it).
+                # meanwhile goes at once. It was never probed, never ready, so nothing routed
+                # to it.
                 self.stop.set()
                 self.thread.join()
-                self.cluster.event("deleted before its container ran", self)
+                self.cluster.event(
+                    "removed before it started"
+                    if self.cid is None
+                    else "container removed as it started",
+                    self,
+                )
             else:
                 self.exit_code = self._kill_gracefully(reason="deleted")
                 self.stop.set()

@@ -47,7 +47,7 @@ def test_a_drain_longer_than_the_lag_loses_nothing(tmp_path):
 
 
 def test_long_lived_clients_are_cut_when_the_lag_outlasts_the_drain(tmp_path):
-    """long-lived's short sweep (lags 2 and 8 s, one run each, about 80 s): both Deployments
+    """long-lived's short sweep (lags 2 and 8 s, one run each, about 70 s): both Deployments
     rolled 0.8 -> 0.9 at once, each with its own long-lived clients. testpage's drain (5 s)
     outlasts a lag of 2 s: no abnormal end; DRAIN=0 says goodbye at SIGTERM, and the
     reconnections a second later still reach the pod: some fail. At 8 s both lose."""
