@@ -36,6 +36,7 @@ from lab.kube.admission import (
 from lab.kube.cluster import Cluster
 from lab.kube.deployments import Deployment, ReplicaSet
 from lab.kube.kubelet import LABEL, Network, Pod, docker
+from lab.kube.records import Records
 from lab.kube.services import Lag, Service
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "ManifestError",
     "Network",
     "Pod",
+    "Records",
     "ReplicaSet",
     "Service",
     "StepError",

@@ -3,7 +3,9 @@ Service's endpoints on their way to every node.
 
 Every change of the objects goes through the Cluster's methods, which take its lock; the
 control loop holds it for each pass. What the pods' threads report (events, errors) goes to
-`Records`, which has a lock of its own, so that a pod never waits for a pass of the loop."""
+`Records` (records.py), which has a lock of its own, so that a pod never waits for a pass of
+the loop. The parts are given what they use (the records, the network, a way to create a pod or
+to list the pods), not the cluster."""
 
 import copy
 import random
@@ -17,48 +19,11 @@ from lab.common import TICK, now_ms
 from lab.kube.admission import SKIPPED, ManifestError, StepError, check_supported
 from lab.kube.deployments import Deployment, ReplicaSet
 from lab.kube.kubelet import Network, Pod
+from lab.kube.records import Records
 from lab.kube.services import Lag, Service
-from lab.results import Event
 
 # What the control plane publishes for a Service: pod name -> (pod, ready).
 Endpoints = dict[str, tuple[Pod, bool]]
-# Per sample: unix ms, and per Deployment (available pods, pods not terminating).
-Sample = tuple[float, dict[str, tuple[int, int]]]
-
-
-class Records:
-    """What happened, in order: events, errors, and the control loop's samples. Written by
-    the pods' threads and the loop, read by the run while they go on."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: list[Event] = []
-        self._errors: list[str] = []
-        self._samples: list[Sample] = []
-
-    def add(self, event: Event) -> None:
-        with self._lock:
-            self._events.append(event)
-
-    def error(self, error: str) -> None:
-        with self._lock:
-            self._errors.append(error)
-
-    def sample(self, sample: Sample) -> None:
-        with self._lock:
-            self._samples.append(sample)
-
-    def events(self) -> list[Event]:
-        with self._lock:
-            return list(self._events)
-
-    def first_error(self) -> str | None:
-        with self._lock:
-            return self._errors[0] if self._errors else None
-
-    def samples(self) -> list[Sample]:
-        with self._lock:
-            return list(self._samples)
 
 
 class Cluster:
@@ -97,11 +62,10 @@ class Cluster:
     def event(self, what: str, pod: Pod | str | None, node: int | None = None) -> None:
         name = pod.name if isinstance(pod, Pod) else pod
         ip = pod.ip if isinstance(pod, Pod) else None
-        self.records.add(Event(now_ms(), what, name, ip, node))
+        self.records.note(what, name, ip, node)
 
     def fail(self, error: object) -> None:
-        self.records.error(str(error))
-        self.event(f"error: {error}", None)
+        self.records.fail(error)
 
     # --- objects
 
@@ -131,12 +95,16 @@ class Cluster:
                             obj["spec"]["paused"] = True
                         old.update(obj)
                     else:
-                        self.deployments[key] = Deployment(self, obj)
+                        self.deployments[key] = Deployment(
+                            self.records, self.create_pod, obj
+                        )
                 elif kind == "Service":
                     if key in self.services:
                         self.services[key].update(obj)
                     else:
-                        self.services[key] = Service(self, obj)
+                        self.services[key] = Service(
+                            self.records, self.all_pods, self.nodes, obj
+                        )
         return skipped
 
     def deployment(self, namespace: str, name: str) -> Deployment:
@@ -191,7 +159,9 @@ class Cluster:
         name = f"{rs.deployment.name}-{rs.hash[:8]}-{suffix}"
         labels = dict(rs.template["metadata"].get("labels", {}))
         labels["pod-template-hash"] = rs.hash
-        pod = Pod(self, rs, rs.template["spec"], labels, name)
+        pod = Pod(
+            self.records, self.network, rs.namespace, rs.template["spec"], labels, name
+        )
         rs.pods.append(pod)
         pod.thread.start()
 

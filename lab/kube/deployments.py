@@ -5,7 +5,7 @@ controller's choice of which pods to delete."""
 
 import copy
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from lab.kube.admission import (
     Manifest,
@@ -14,10 +14,8 @@ from lab.kube.admission import (
     pod_template_hash,
     resolve_surge,
 )
-
-if TYPE_CHECKING:
-    from lab.kube.cluster import Cluster
-    from lab.kube.kubelet import Pod
+from lab.kube.kubelet import Pod
+from lab.kube.records import Records
 
 
 class ReplicaSet:
@@ -45,8 +43,15 @@ _ProgressMark = tuple[str | None, int, int, int, int, int]
 
 
 class Deployment:
-    def __init__(self, cluster: "Cluster", obj: Manifest) -> None:
-        self.cluster = cluster
+    def __init__(
+        self,
+        records: Records,
+        create_pod: Callable[[ReplicaSet], None],
+        obj: Manifest,
+    ) -> None:
+        """`create_pod` starts a pod of the ReplicaSet (the ReplicaSet controller's part)."""
+        self.records = records
+        self.create_pod = create_pod
         self.name: str = obj["metadata"]["name"]
         self.namespace: str = obj["metadata"].get("namespace", "default")
         self.replica_sets: list[ReplicaSet] = []
@@ -119,7 +124,7 @@ class Deployment:
             revision = latest + 1
             new = ReplicaSet(self, self.template, revision)
             self.replica_sets.append(new)
-            self.cluster.event(f"ReplicaSet revision {revision} ({new.hash})", None)
+            self.records.note(f"ReplicaSet revision {revision} ({new.hash})")
         if new is None or self.paused:
             # Paused: no rollout step, whatever the template says; scaling still applies.
             self._scale_paused()
@@ -163,10 +168,9 @@ class Deployment:
             self.timed_out = False
         elif not self.timed_out and now - self.last_progress > self.progress_deadline:
             self.timed_out = True
-            self.cluster.event(
+            self.records.note(
                 f"deployment {self.name}: ProgressDeadlineExceeded "
-                f"(no progress for {self.progress_deadline}s)",
-                None,
+                f"(no progress for {self.progress_deadline}s)"
             )
 
     def _cleanup(self) -> None:
@@ -183,10 +187,9 @@ class Deployment:
         )
         for rs in old[: max(0, len(old) - self.history_limit)]:
             self.replica_sets.remove(rs)
-            self.cluster.event(
+            self.records.note(
                 f"ReplicaSet revision {rs.revision} ({rs.hash}) deleted: "
-                f"revisionHistoryLimit {self.history_limit}",
-                None,
+                f"revisionHistoryLimit {self.history_limit}"
             )
 
     def _scale_paused(self) -> None:
@@ -264,7 +267,7 @@ class Deployment:
     def _sync_rs(self, rs: ReplicaSet) -> None:
         active = rs.active()
         for _ in range(rs.replicas - len(active)):
-            self.cluster.create_pod(rs)
+            self.create_pod(rs)
         if len(active) > rs.replicas:
             # Not ready first, then the most recently ready, as the ReplicaSet controller picks.
             victims = sorted(

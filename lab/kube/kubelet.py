@@ -17,12 +17,10 @@ from typing import IO, TYPE_CHECKING
 
 from lab.common import DIST, TICK
 from lab.kube.admission import Manifest, ManifestError, bytes_of, cpus
+from lab.kube.records import Records
 
 if TYPE_CHECKING:
     from http.client import HTTPMessage
-
-    from lab.kube.cluster import Cluster
-    from lab.kube.deployments import ReplicaSet
 
 LABEL = "testpage-lab"
 NODE = "lab-node"
@@ -144,20 +142,21 @@ class Pod:
 
     def __init__(
         self,
-        cluster: "Cluster",
-        rs: "ReplicaSet",
+        records: Records,
+        network: Network,
+        namespace: str,
         spec: Manifest,
         labels: dict[str, str],
         name: str,
     ) -> None:
-        self.cluster = cluster
-        self.rs = rs
+        self.records = records
+        self.network = network
         self.spec = spec
         self.labels = labels
         self.name = name
-        self.namespace = rs.namespace
+        self.namespace = namespace
         self.container: Manifest = spec["containers"][0]
-        self.ip = cluster.network.allocate()
+        self.ip = network.allocate()
         self.cid: str | None = None
         self.sandbox: list[str] = []  # the pause container's id, once it runs
         self.volumes: list[str] = []  # the emptyDir volumes' names
@@ -178,6 +177,9 @@ class Pod:
             raise ManifestError(f"pod {name}: one container per pod is simulated")
 
     # --- what others read
+
+    def _event(self, what: str) -> None:
+        self.records.note(what, self.name, self.ip)
 
     def available(self, min_ready: float) -> bool:
         return (
@@ -208,8 +210,8 @@ class Pod:
         c, spec = self.container, self.spec
         pod_sc = spec.get("securityContext", {})
         sc = c.get("securityContext", {})
-        label = self.cluster.network.label
-        base = f"{self.cluster.network.name}-{self.name}"
+        label = self.network.label
+        base = f"{self.network.name}-{self.name}"
         user = sc.get("runAsUser", pod_sc.get("runAsUser"))
         group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
         if user is None and group is not None:
@@ -225,7 +227,7 @@ class Pod:
                 raise ManifestError(f"pod {self.name}: no volume named {m['name']!r}")
             mounts.append(m)
         sandbox = ["run", "-d", "--label", label, "--no-healthcheck"]
-        sandbox += ["--network", self.cluster.network.name, "--ip", self.ip]
+        sandbox += ["--network", self.network.name, "--ip", self.ip]
         sandbox += ["--name", f"{base}-pause", "--hostname", self.name]
         for sysctl in pod_sc.get("sysctls", []):
             sandbox += ["--sysctl", f"{sysctl['name']}={sysctl['value']}"]
@@ -382,11 +384,11 @@ class Pod:
         try:
             self._docker_run()
         except ManifestError as error:
-            self.cluster.fail(error)
+            self.records.fail(error)
             return
         if self.stop.is_set():
             return  # deleted while it was starting: `delete` removes what came up
-        self.cluster.event("started", self)
+        self._event("started")
         started = time.monotonic()
         readiness = self.container.get("readinessProbe")
         liveness = self.container.get("livenessProbe")
@@ -421,7 +423,7 @@ class Pod:
                     # The kubelet kills the container (preStop, SIGTERM, the grace period)
                     # and restarts it under the crash-loop back-off; the pod stays Ready
                     # until the container has exited.
-                    self.cluster.event(f"liveness failed ({detail}); restarting", self)
+                    self._event(f"liveness failed ({detail}); restarting")
                     code = self._kill_gracefully(reason="liveness")
                     if self.stop.is_set() or self.terminating:
                         return
@@ -468,10 +470,9 @@ class Pod:
             else min(2 * entry[0], self.BACKOFF_MAX),
             finished,
         )
-        self.cluster.event(
+        self._event(
             f"exited {code}; restart in {wait:g}s"
-            + (" (CrashLoopBackOff)" if wait else ""),
-            self,
+            + (" (CrashLoopBackOff)" if wait else "")
         )
         if self.stop.wait(wait) or self.terminating:
             return False
@@ -485,7 +486,7 @@ class Pod:
                 return
             self.ready = ready
             self.ready_since = time.monotonic() if ready else None
-        self.cluster.event("ready" if ready else f"unready ({detail})", self)
+        self._event("ready" if ready else f"unready ({detail})")
 
     # --- termination
 
@@ -496,7 +497,7 @@ class Pod:
         start = time.monotonic()
         prestop = self.container.get("lifecycle", {}).get("preStop")
         if prestop:
-            self.cluster.event("preStop", self)
+            self._event("preStop")
             if "exec" in prestop:
                 try:
                     result = docker(
@@ -507,27 +508,24 @@ class Pod:
                         timeout=grace,
                     )
                     if result.returncode != 0:
-                        self.cluster.event(
+                        self._event(
                             "FailedPreStopHook: "
-                            + (result.stdout + result.stderr).strip()[:200],
-                            self,
+                            + (result.stdout + result.stderr).strip()[:200]
                         )
                 except subprocess.TimeoutExpired:
-                    self.cluster.event(
-                        "preStop still running at the grace period", self
-                    )
+                    self._event("preStop still running at the grace period")
             else:
                 time.sleep(min(prestop["sleep"]["seconds"], grace))
         left = grace - (time.monotonic() - start)
         # The kubelet grants 2 s more when preStop used the whole grace period.
         left = max(left, 2.0)
-        self.cluster.event("SIGTERM", self)
+        self._event("SIGTERM")
         docker("kill", "-s", "TERM", self.cid, check=False)
         deadline = time.monotonic() + left
         while time.monotonic() < deadline and not self._exited():
             time.sleep(0.05)
         if not self._exited():
-            self.cluster.event(f"SIGKILL ({reason}: grace period over)", self)
+            self._event(f"SIGKILL ({reason}: grace period over)")
             docker("kill", "-s", "KILL", self.cid, check=False)
         code = docker("wait", self.cid, check=False).stdout.strip()
         return int(code) if code.lstrip("-").isdigit() else None
@@ -540,7 +538,7 @@ class Pod:
             if self.terminating:
                 return
             self.terminating = True
-        self.cluster.event("deleted", self)
+        self._event("deleted")
 
         def terminate() -> None:
             if self.cid is None:
@@ -549,18 +547,17 @@ class Pod:
                 # to it.
                 self.stop.set()
                 self.thread.join()
-                self.cluster.event(
+                self._event(
                     "removed before it started"
                     if self.cid is None
-                    else "container removed as it started",
-                    self,
+                    else "container removed as it started"
                 )
             else:
                 self.exit_code = self._kill_gracefully(reason="deleted")
                 self.stop.set()
                 self.thread.join()
                 self._set_ready(False, "container exited")
-                self.cluster.event(f"exited {self.exit_code}", self)
+                self._event(f"exited {self.exit_code}")
             containers = [c for c in (self.cid, *self.sandbox) if c]
             if containers:
                 docker("rm", "-f", *containers, check=False)

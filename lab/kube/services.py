@@ -7,17 +7,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import testlib
 
 from lab.kube.admission import Manifest, ManifestError
-from lab.kube.kubelet import LABEL
-
-if TYPE_CHECKING:
-    from lab.kube.cluster import Cluster
-    from lab.kube.kubelet import Pod
+from lab.kube.kubelet import LABEL, Pod
+from lab.kube.records import Records
 
 # A Service's endpoints as the control plane publishes them: pod name -> (pod, ready).
 Endpoints = dict[str, "tuple[Pod, bool]"]
@@ -80,9 +77,17 @@ class Service:
 
     SLOTS = 32
 
-    def __init__(self, cluster: "Cluster", obj: Manifest) -> None:
-        self.cluster = cluster
-        self.nodes = cluster.nodes
+    def __init__(
+        self,
+        records: Records,
+        pods: Callable[[], list[Pod]],
+        nodes: int,
+        obj: Manifest,
+    ) -> None:
+        """`pods`: every pod there is now, for the selector; `nodes`: how many proxies."""
+        self.records = records
+        self.pods = pods
+        self.nodes = nodes
         self.name: str = obj["metadata"]["name"]
         self.namespace: str = obj["metadata"].get("namespace", "default")
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"{LABEL}-haproxy-"))
@@ -198,7 +203,7 @@ defaults
         (`staging/src/k8s.io/endpointslice/utils.go` `podToEndpoint`)."""
         return {
             p.name: (p, p.ready and not p.terminating)
-            for p in self.cluster.all_pods()
+            for p in self.pods()
             if self.selects(p) and p.ready and not p.gone
         }
 
@@ -226,13 +231,13 @@ defaults
                 backend = f"b{i}n{node}/s{slot}"
                 self.command(f"set server {backend} addr {pod.ip} port {target}")
                 self.command(f"set server {backend} state ready")
-            self.cluster.event(f"endpoint added to {self.name}", pod, node=node)
+            self.records.note(f"endpoint added to {self.name}", pod.name, pod.ip, node)
         for name in sorted(applied - set(pods)):
             for i in range(len(self.ports)):
                 freed = slots.pop((i, name), None)
                 if freed is not None:
                     self.command(f"set server b{i}n{node}/s{freed} state maint")
-            self.cluster.event(f"endpoint removed from {self.name}", name, node=node)
+            self.records.note(f"endpoint removed from {self.name}", name, node=node)
         self.applied[node] = set(pods)
 
     def url(self, port: str | int | None = None) -> str:

@@ -45,15 +45,8 @@ class Backend:
         return self.bound
 
 
-class FakeCluster:
-    """What a Service asks of its cluster: the number of nodes, and a place for events."""
-
-    def __init__(self, nodes):
-        self.nodes = nodes
-        self.events = []
-
-    def event(self, what, pod, node=None):
-        self.events.append((what, getattr(pod, "name", pod), node))
+def no_pod(_rs):
+    pytest.fail("these checks create no pod")
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def service():
         "metadata": {"name": "fair"},
         "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]},
     }
-    svc = kube.Service(FakeCluster(nodes=3), obj)
+    svc = kube.Service(kube.Records(), list, 3, obj)
     yield svc
     svc.close()
 
@@ -185,7 +178,7 @@ def test_undo_of_a_paused_deployment_is_refused():
     objects = kube.render(ROOT / "k8s/000-rolling-update")
     obj = next(o for o in objects if o["kind"] == "Deployment")
     obj["spec"]["paused"] = True
-    dep = kube.Deployment(FakeCluster(nodes=1), obj)
+    dep = kube.Deployment(kube.Records(), no_pod, obj)
     with pytest.raises(kube.StepError, match="cannot rollback a paused deployment"):
         dep.undo()
 
@@ -195,4 +188,4 @@ def test_a_progress_deadline_not_above_min_ready_is_refused():
     obj = next(o for o in objects if o["kind"] == "Deployment")
     obj["spec"].update(minReadySeconds=30, progressDeadlineSeconds=30)
     with pytest.raises(kube.ManifestError, match="progressDeadlineSeconds"):
-        kube.Deployment(FakeCluster(nodes=1), obj)
+        kube.Deployment(kube.Records(), no_pod, obj)
