@@ -378,7 +378,7 @@ class Run:
             command.append("--keepalive=false")
         proc = testlib.Process(command, stdout=subprocess.PIPE, text=True)
         self.loads[service.name] = (proc, now_ms())
-        self.cluster.event(f"load on {service.name}", None)
+        self.cluster.records.note(f"load on {service.name}")
 
     def start_streams(self, service: Service, counts: dict[str, int]) -> None:
         """lab/streams.py's clients on `service`: they connect now and reconnect until the
@@ -390,7 +390,7 @@ class Run:
             command += [f"--{kind}", n]
         proc = testlib.Process(command, stdout=subprocess.PIPE, text=True)
         self.streams[service.name] = (proc, now_ms())
-        self.cluster.event(f"streams on {service.name}", None)
+        self.cluster.records.note(f"streams on {service.name}")
 
     def stop_loads(self) -> None:
         running = {**self.loads, **{f"streams {n}": p for n, p in self.streams.items()}}
@@ -443,7 +443,9 @@ class Run:
     def step(self, step: str | dict[str, Any]) -> None:
         record = Step(step, now_ms())
         self.steps.append(record)
-        self.cluster.event(f"step: {step if isinstance(step, str) else 'expect'}", None)
+        self.cluster.records.note(
+            f"step: {step if isinstance(step, str) else 'expect'}"
+        )
         log(f"{self.name}: {step}")
         try:
             if isinstance(step, dict) and "expect" in step:

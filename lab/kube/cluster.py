@@ -57,16 +57,6 @@ class Cluster:
         self.loop = threading.Thread(target=self._control_loop, daemon=True)
         self.loop.start()
 
-    # --- records
-
-    def event(self, what: str, pod: Pod | str | None, node: int | None = None) -> None:
-        name = pod.name if isinstance(pod, Pod) else pod
-        ip = pod.ip if isinstance(pod, Pod) else None
-        self.records.note(what, name, ip, node)
-
-    def fail(self, error: object) -> None:
-        self.records.fail(error)
-
     # --- objects
 
     def apply(self, objects: list[dict[str, Any]]) -> list[str]:
@@ -193,9 +183,9 @@ class Cluster:
                         )
                     )
                 except ManifestError as error:
-                    self.fail(error)
+                    self.records.fail(error)
                 except Exception as error:  # noqa: BLE001 (reported, never silent)
-                    self.fail(f"control loop: {error!r}")
+                    self.records.fail(f"control loop: {error!r}")
 
     def _endpoints(self) -> None:
         """What each Service should route to reaches each node after that node's own lag,
