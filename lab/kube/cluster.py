@@ -26,6 +26,11 @@ from lab.kube.services import Lag, Service
 Endpoints = dict[str, tuple[Pod, bool]]
 
 
+# The longest `close` waits for the pods' threads (one may be in a liveness kill's grace
+# period); past it, the removal goes on and the network's own retries catch the rest.
+CLOSE_WAIT = 30.0
+
+
 class Cluster:
     """The objects applied so far, and the control loop that reconciles them."""
 
@@ -47,6 +52,8 @@ class Cluster:
         self.deployments: dict[tuple[str, str], Deployment] = {}
         self.services: dict[tuple[str, str], Service] = {}
         self.records = Records()
+        # Every pod ever created, gone or not, so that `close` waits for each one's thread.
+        self._created: list[Pod] = []
         # Changes on their way, per (Service, node): [(due monotonic, endpoints)], in order.
         self.pending: dict[tuple[Service, int], list[tuple[float, Endpoints]]] = {}
         # What the control plane published last, per Service: {name: (pod, ready)}.
@@ -153,6 +160,7 @@ class Cluster:
             self.records, self.network, rs.namespace, rs.template["spec"], labels, name
         )
         rs.pods.append(pod)
+        self._created.append(pod)
         pod.thread.start()
 
     # --- the control loop
@@ -239,11 +247,17 @@ class Cluster:
         raise StepError(f"{what}: not done within {timeout:g}s")
 
     def close(self) -> None:
+        """Stops the loop, the Services and every pod, then removes what the run created. A
+        pod's thread may be inside `docker run` at this moment: it is waited for (at most
+        CLOSE_WAIT seconds in all), so that nothing is created after the removal."""
         self.stopped.set()
         self.loop.join()
         for service in self.services.values():
             service.close()
-        pods = self.all_pods()
-        for pod in pods:
+        for pod in self._created:
             pod.stop.set()
+        deadline = time.monotonic() + CLOSE_WAIT
+        for pod in self._created:
+            if pod.thread.is_alive():
+                pod.thread.join(max(0.0, deadline - time.monotonic()))
         self.network.cleanup()

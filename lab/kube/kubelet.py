@@ -77,16 +77,32 @@ class Network:
             raise RuntimeError("the lab's network has no address left")
         return str(self.subnet.network_address + self.next_host)
 
-    def cleanup(self) -> None:
-        ids = docker("ps", "-aq", "--filter", f"label={self.label}", check=False).stdout
-        if ids.split():
-            docker("rm", "-f", *ids.split(), check=False)
-        volumes = docker(
-            "volume", "ls", "-q", "--filter", f"label={self.label}", check=False
-        ).stdout.split()
-        if volumes:
-            docker("volume", "rm", "-f", *volumes, check=False)
-        docker("network", "rm", self.name, check=False)
+    def cleanup(self, rounds: int = 20) -> None:
+        """Removes every container and volume with the network's label, then the network.
+        A container a late thread created meanwhile keeps the network in use, so this goes
+        round again (every 0.5 s, `rounds` times) until the network is gone; once it is, no
+        container of this run can start. Raises when something is still left."""
+        labelled = ("--filter", f"label={self.label}")
+        for _ in range(rounds):
+            ids = docker("ps", "-aq", *labelled, check=False).stdout.split()
+            if ids:
+                docker("rm", "-f", *ids, check=False)
+            volumes = docker(
+                "volume", "ls", "-q", *labelled, check=False
+            ).stdout.split()
+            if volumes:
+                docker("volume", "rm", "-f", *volumes, check=False)
+            gone = docker("network", "rm", self.name, check=False)
+            removed = gone.returncode == 0 or "not found" in gone.stderr
+            if (
+                removed
+                and not docker("ps", "-aq", *labelled, check=False).stdout.split()
+            ):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"network {self.name}: containers still use it after cleanup"
+        )
 
 
 # ------------------------------------------------------------------ pods and the kubelet
@@ -249,12 +265,16 @@ class Pod:
             self.volumes.append(vname)
             sandbox += ["-v", f"{vname}:/volumes/{name}"]
         sandbox += ["--entrypoint", "/probe", c["image"], "sleep", "87600h"]
+        if self.stop.is_set():
+            return  # deleted, or the run closed: nothing more is created
         result = docker(*sandbox, check=False)
         if result.returncode != 0:
             raise ManifestError(
                 f"pod {self.name}: the sandbox did not start: {result.stderr.strip()}"
             )
         self.sandbox = [result.stdout.strip()]
+        if self.stop.is_set():
+            return
         args = ["run", "-d", "--label", label, "--name", base]
         # The kubelet ignores the image's HEALTHCHECK; Docker would run it inside the pod's
         # CPU limit every 5 s.

@@ -5,6 +5,7 @@ shows; nothing is left behind."""
 import argparse
 import pathlib
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -289,3 +290,22 @@ def test_a_pod_deleted_while_its_container_starts_leaves_nothing_running():
         assert running == [], running
     finally:
         cluster.close()
+
+
+def test_closing_the_cluster_while_its_pods_start_leaves_nothing_behind():
+    """The run may end while pods are still being created (a rollout cut short, a failed
+    step): whatever their threads create after the close began is removed too, and the
+    network goes."""
+    require()
+    cluster = kube.Cluster(lag=0)
+    objects = kube.render(ROOT / "k8s" / "000-rolling-update" / "deployment.yaml")
+    cluster.apply(objects)
+    cluster.sync_now()
+    assert cluster.all_pods()
+    cluster.close()  # at once: the pods' `docker run` are under way
+    time.sleep(2)  # anything a thread still created would be up by now
+    label = f"label={cluster.network.label}"
+    assert kube.docker("ps", "-aq", "--filter", label).stdout.split() == []
+    assert kube.docker("volume", "ls", "-q", "--filter", label).stdout.split() == []
+    networks = kube.docker("network", "ls", "-q", "--filter", label).stdout.split()
+    assert networks == []
