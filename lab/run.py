@@ -47,7 +47,6 @@ from lab.results import Check, Event, Load, Result, Settings, Step
 # Errors up to this long after an endpoint removal reached haproxy still belong to the
 # termination that caused it (requests already sent to the pod).
 SLACK_MS = 250
-STREAM_KINDS = streams.KINDS
 
 
 # An experiment's lab.yaml: title, lag, steps, expect, sweep.
@@ -291,19 +290,10 @@ class Run:
                 self.start_load(service, fresh)
                 self.loaded_services.append((namespace, service.name))
         elif verb == "streams":
-            counts = {k: 0 for k in STREAM_KINDS}
-            names = []
-            for word in words[1:]:
-                kind, eq, n = word.partition("=")
-                if not eq:
-                    names.append(word)
-                elif kind in counts and n.isdigit() and int(n) <= streams.MAX_CLIENTS:
-                    counts[kind] = int(n)
-                else:
-                    raise ManifestError(
-                        f"lab streams {word}: ws=N, sse=N or grpc=N, N at most "
-                        f"{streams.MAX_CLIENTS}"
-                    )
+            try:
+                names, counts = streams.client_counts(words[1:])
+            except ValueError as error:
+                raise ManifestError(f"lab streams {error}") from None
             if not names or not any(counts.values()):
                 raise ManifestError(
                     "lab streams SERVICE... ws=N sse=N grpc=N: a Service and a client"

@@ -55,6 +55,24 @@ T = TypeVar("T")
 SseItem = tuple[str, str, None] | tuple[None, None, int]
 
 
+def client_counts(words: Iterable[str]) -> tuple[list[str], dict[str, int]]:
+    """The words of `lab streams` (lab.yaml's steps) and of a sweep's `load: streams`: the
+    clients asked per kind (every kind, 0 where not given) and the other words, in order.
+    ValueError names a word of the form KIND=N that is not ws, sse or grpc with N from 0 to
+    MAX_CLIENTS."""
+    counts = dict.fromkeys(KINDS, 0)
+    others = []
+    for word in words:
+        kind, eq, n = word.partition("=")
+        if not eq:
+            others.append(word)
+        elif kind in counts and n.isdigit() and int(n) <= MAX_CLIENTS:
+            counts[kind] = int(n)
+        else:
+            raise ValueError(f"{word}: ws=N, sse=N or grpc=N, N at most {MAX_CLIENTS}")
+    return others, counts
+
+
 def now_ms() -> float:
     """The wall clock in unix milliseconds, as lab.common's: this file also runs on its own,
     as a script against a real cluster, with nothing of the lab installed."""

@@ -114,18 +114,15 @@ def parse_load(name: str, text: str) -> tuple[str, dict[str, int]]:
             f"k8s/{name}/lab.yaml sweep: load: `load` or `streams ws=N sse=N grpc=N`, "
             f"not {text!r}"
         )
-    counts: dict[str, int] = {}
-    for word in words[1:]:
-        kind, eq, n = word.partition("=")
-        if not eq or kind not in streams.KINDS or not n.isdigit():
-            raise kube.ManifestError(
-                f"k8s/{name}/lab.yaml sweep: load: {word!r}: ws=N, sse=N or grpc=N"
-            )
-        if not 0 <= int(n) <= streams.MAX_CLIENTS:
-            raise kube.ManifestError(
-                f"k8s/{name}/lab.yaml sweep: load: {word}: at most {streams.MAX_CLIENTS}"
-            )
-        counts[kind] = int(n)
+    try:
+        others, asked = streams.client_counts(words[1:])
+    except ValueError as error:
+        raise kube.ManifestError(f"k8s/{name}/lab.yaml sweep: load: {error}") from None
+    if others:
+        raise kube.ManifestError(
+            f"k8s/{name}/lab.yaml sweep: load: {others[0]!r}: ws=N, sse=N or grpc=N"
+        )
+    counts = {kind: n for kind, n in asked.items() if n}
     if not any(counts.values()):
         raise kube.ManifestError(
             f"k8s/{name}/lab.yaml sweep: load: {text!r}: no client"

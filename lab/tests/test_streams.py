@@ -75,6 +75,17 @@ def test_the_summary_counts_per_kind():
     assert s["versions_at_end"] == {"0.8": 2}
 
 
+def test_client_counts_are_shared_by_the_step_and_the_sweep():
+    names, counts = streams.client_counts(["a", "ws=20", "b", "grpc=3"])
+    assert names == ["a", "b"]
+    assert counts == {"ws": 20, "sse": 0, "grpc": 3}
+    top = streams.MAX_CLIENTS
+    assert streams.client_counts([f"sse={top}"])[1]["sse"] == top
+    for word in (f"ws={top + 1}", "ws=-1", "ws=", "tcp=3", "ws=2.5"):
+        with pytest.raises(ValueError, match="ws=N"):
+            streams.client_counts([word])
+
+
 def test_the_step_refuses_what_it_does_not_know():
     run = object.__new__(lab.Run)
     for words in (["streams", "svc", "ws=many"], ["streams", "svc"], ["streams"]):
