@@ -7,15 +7,11 @@ under REQUIRE_DOCKER=1 (CI) they fail instead.
 
 import json
 import os
-import pathlib
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import testlib
 
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"

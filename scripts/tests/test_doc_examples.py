@@ -20,11 +20,8 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_docs  # the README scanner
 
 testlib = test_docs.testlib

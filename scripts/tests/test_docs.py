@@ -38,11 +38,8 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import testlib
 
 ROOT = testlib.ROOT

@@ -1,7 +1,6 @@
 """The helpers every harness shares: skips that say why (failures under REQUIRE_DOCKER=1),
 processes that are always reaped, ports the kernel chose."""
 
-import pathlib
 import signal
 import socket
 import subprocess
@@ -10,8 +9,6 @@ import threading
 import time
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import testlib
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
