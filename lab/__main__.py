@@ -2,6 +2,8 @@
 
 import sys
 
+from lab.common import end_on_sigterm
 from lab.run import main
 
+end_on_sigterm()
 sys.exit(0 if all(r.ok for r in main()) else 1)

@@ -45,7 +45,7 @@ import testlib
 import yaml
 
 from lab import kube
-from lab.common import ROOT, k8s_validator
+from lab.common import ROOT, end_on_sigterm, k8s_validator
 from lab.common import log as common_log
 
 ARGO = ROOT / "k8s" / "argo-rollouts"
@@ -730,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    end_on_sigterm("lab-analysis")
     wrong = problems(main()["rows"])
     for line in wrong:
         log(line)

@@ -39,7 +39,7 @@ import testlib
 import yaml
 
 from lab import analysis, kube
-from lab.common import ROOT
+from lab.common import ROOT, end_on_sigterm
 from lab.common import log as common_log
 
 CHART = ROOT / "charts" / "testpage"
@@ -492,6 +492,7 @@ def problems(
 
 
 if __name__ == "__main__":
+    end_on_sigterm("chart-analysis")
     wrong = problems(*main())
     for line in wrong:
         log(line)

@@ -3,9 +3,10 @@
 import functools
 import importlib.util
 import pathlib
+import signal
 import sys
 import time
-from types import ModuleType
+from types import FrameType, ModuleType
 
 import testlib
 
@@ -26,6 +27,21 @@ TICK = 0.1
 def log(message: str, source: str = "lab") -> None:
     """One line on stderr, named after its source (`lab`, `lab-analysis`, ...), at once."""
     print(f"{source}: {message}", file=sys.stderr, flush=True)
+
+
+def end_on_sigterm(source: str = "lab") -> None:
+    """SIGTERM (`kill`, `timeout`, a cancelled CI job) ends a run as Ctrl-C does: the
+    `finally` blocks stop the loads and remove the run's containers, volumes, network and
+    haproxy processes, and the exit code is 143. A second SIGTERM is ignored while that
+    happens (it takes seconds, at most about 40); SIGKILL still ends it at once. For the
+    entry points only: a caller that imports the lab keeps its own handlers."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log("SIGTERM: stopping, removing what the run created", source)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def now_ms() -> float:

@@ -31,7 +31,7 @@ import testlib
 import yaml
 
 from lab import streams
-from lab.common import DIST, K8S, OUT, ROOT, log, now_ms
+from lab.common import DIST, K8S, OUT, ROOT, end_on_sigterm, log, now_ms
 from lab.kube import (
     Cluster,
     Deployment,
@@ -830,4 +830,5 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
 
 if __name__ == "__main__":
+    end_on_sigterm()
     sys.exit(0 if all(r.ok for r in main()) else 1)

@@ -59,7 +59,7 @@ from typing import Any
 import yaml
 
 from lab import kube, run, streams
-from lab.common import K8S, OUT, log
+from lab.common import K8S, OUT, end_on_sigterm, log
 from lab.results import Result
 
 # A lab.yaml's `sweep:` section, a variant of it, a manifest, a row of sweep.json, the report.
@@ -500,4 +500,5 @@ def main(argv: list[str] | None = None) -> Report:
 
 
 if __name__ == "__main__":
+    end_on_sigterm()
     main()

@@ -4,7 +4,9 @@ shows; nothing is left behind."""
 
 import argparse
 import pathlib
+import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -88,6 +90,36 @@ def test_long_lived_clients_reach_the_new_version_cleanly_only_with_the_drain(re
 
 @pytest.mark.usefixtures("results")
 def test_nothing_is_left_behind():
+    assert leftovers() == ([], [], [])
+
+
+def test_sigterm_in_the_middle_of_a_run_leaves_nothing_behind(tmp_path):
+    """`kill`, `timeout` or a cancelled CI job end a run as Ctrl-C does: the run's
+    containers, volumes, network and haproxy processes go, and the exit code says SIGTERM
+    (143). (A load, if one runs, is stopped by the same `finally`.)"""
+    require()
+    log = tmp_path / "log"
+    with (
+        log.open("w") as err,
+        testlib.Process(
+            [sys.executable, "-m", "lab", "000-rolling-update", *SHORT],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        ) as proc,
+    ):
+        # While the rollout waits for its pods: their sandboxes and containers are up, the
+        # control loop and the kubelet's probers are at work.
+        testlib.wait_until(
+            lambda: len(leftovers()[0]) >= 4 or proc.poll() is not None,
+            120,
+            "the run's pods",
+        )
+        assert proc.poll() is None, log.read_text()
+        proc.popen.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 143, log.read_text()
+    assert "SIGTERM" in log.read_text()
     assert leftovers() == ([], [], [])
 
 
