@@ -1,11 +1,14 @@
 """What every part of the lab shares: where things are, one log, one clock."""
 
+import argparse
 import functools
 import importlib.util
+import math
 import pathlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType, ModuleType
 
 import testlib
@@ -42,6 +45,27 @@ def end_on_sigterm(source: str = "lab") -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def bounded(
+    low: float, high: float, kind: type[int] | type[float] = float
+) -> Callable[[str], float]:
+    """An argparse `type`: a finite number from `low` to `high`, else a usage error that
+    names the range (never a traceback, never a run with a value it cannot mean)."""
+    name = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {name} from {low:g} to {high:g}"
+            ) from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text}: from {low:g} to {high:g}")
+        return value
+
+    return parse
 
 
 def now_ms() -> float:

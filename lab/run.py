@@ -31,7 +31,7 @@ import testlib
 import yaml
 
 from lab import streams
-from lab.common import DIST, K8S, OUT, ROOT, end_on_sigterm, log, now_ms
+from lab.common import DIST, K8S, OUT, ROOT, bounded, end_on_sigterm, log, now_ms
 from lab.kube import (
     Cluster,
     Deployment,
@@ -102,7 +102,7 @@ class Run:
         self.name, self.plan, self.args = name, plan, args
         # --lag if given, else the experiment's own (lab.yaml `lag:`), else 1 s; a value or
         # a range each node draws from per change.
-        self.lag = Lag.parse(args.lag if args.lag is not None else plan.get("lag", 1))
+        self.lag = args.lag if args.lag is not None else Lag.parse(plan.get("lag", 1))
         self.cluster = Cluster(
             lag=self.lag,
             registry=args.registry,
@@ -771,32 +771,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("experiment", nargs="*", help="folders under k8s/ (default: all)")
     p.add_argument(
-        "--duration", type=float, default=60, help="seconds of load at least (60)"
+        "--duration",
+        type=bounded(1, 3600),
+        default=60,
+        help="seconds of load at least, 1 to 3600 (60)",
     )
     p.add_argument(
-        "--cooldown", type=float, default=2, help="seconds of load after the last step"
+        "--cooldown",
+        type=bounded(0, 60),
+        default=2,
+        help="seconds of load after the last step, 0 to 60 (2)",
     )
     p.add_argument(
         "--lag",
+        type=lag_argument,
         default=None,
         help="endpoint propagation lag per node, s: a value (1) or a range each node draws "
-        "from per change (0.5-3); default: the experiment's lag:, else 1",
+        "from per change (0.5-3), 0 to 600; default: the experiment's lag:, else 1",
     )
     p.add_argument(
         "--nodes",
-        type=int,
+        type=bounded(1, 16, int),
         default=3,
-        help="nodes per Service, each with its own lag (3)",
+        help="nodes per Service, each with its own lag, 1 to 16 (3)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the lag draws")
-    p.add_argument("-c", "--connections", type=int, default=8)
-    p.add_argument("--qps", type=float, default=500)
-    p.add_argument("--rollout-timeout", type=float, default=120)
+    p.add_argument(
+        "-c",
+        "--connections",
+        type=bounded(1, 1000, int),
+        default=8,
+        help="the load's connections, 1 to 1000 (8)",
+    )
+    p.add_argument(
+        "--qps",
+        type=bounded(1, 100_000),
+        default=500,
+        help="the load's rate, 1 to 100000 (500)",
+    )
+    p.add_argument(
+        "--rollout-timeout",
+        type=bounded(1, 3600),
+        default=120,
+        help="seconds `rollout status` waits, 1 to 3600 (120)",
+    )
     p.add_argument("--registry", default=os.environ.get("REGISTRY", ""))
     p.add_argument("--out", type=pathlib.Path, default=OUT)
     args = p.parse_args(argv)
     args.experiment = args.experiment or experiments()
+    for name in args.experiment:
+        load_plan(name)  # every name known before the first run starts
     return args
+
+
+def lag_argument(text: str) -> Lag:
+    try:
+        return Lag.parse(text)
+    except ManifestError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> list[Result]:

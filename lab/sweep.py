@@ -59,7 +59,7 @@ from typing import Any
 import yaml
 
 from lab import kube, run, streams
-from lab.common import K8S, OUT, end_on_sigterm, log
+from lab.common import K8S, OUT, bounded, end_on_sigterm, log
 from lab.results import Result
 
 # A lab.yaml's `sweep:` section, a variant of it, a manifest, a row of sweep.json, the report.
@@ -465,6 +465,12 @@ def svg(report: Report) -> str:
     return "\n".join(out)
 
 
+def lag_list(text: str) -> list[float]:
+    """`--lags 0.5,2,8`: one or more lags, each a number of seconds from 0 to 600."""
+    one = bounded(0, 600)
+    return [one(word) for word in text.split(",")]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     doc = __doc__ or ""
     p = argparse.ArgumentParser(
@@ -474,15 +480,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short", action="store_true", help="the sweep's short form")
     p.add_argument(
         "--lags",
-        type=lambda t: [float(v) for v in t.split(",")],
+        type=lag_list,
         default=None,
-        help="lags to try, s, comma-separated (default: the sweep's)",
+        help="lags to try, s, comma-separated, each 0 to 600 (default: the sweep's)",
     )
-    p.add_argument("--runs", type=int, default=None)
     p.add_argument(
-        "--qps", type=float, default=200, help="per variant, under probe load (200)"
+        "--runs", type=bounded(1, 20, int), default=None, help="runs per lag, 1 to 20"
     )
-    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument(
+        "--qps",
+        type=bounded(1, 100_000),
+        default=200,
+        help="per variant, under probe load, 1 to 100000 (200)",
+    )
+    p.add_argument(
+        "--nodes", type=bounded(1, 16, int), default=3, help="nodes, 1 to 16 (3)"
+    )
     p.add_argument("--out", type=pathlib.Path, default=OUT)
     return p.parse_args(argv)
 

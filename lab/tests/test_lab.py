@@ -283,6 +283,39 @@ def leftovers():
     return containers, networks, haproxies
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--duration", "0"],
+        ["--duration", "nan"],
+        ["--duration", "1e12"],
+        ["--cooldown", "-1"],
+        ["--qps", "0"],
+        ["--qps", "-1"],
+        ["-c", "0"],
+        ["-c", "1.5"],
+        ["--lag", "-1"],
+        ["--lag", "5-1"],
+        ["--lag", "inf"],
+        ["--nodes", "0"],
+        ["--nodes", "17"],
+        ["--rollout-timeout", "0"],
+    ],
+)
+def test_a_number_out_of_its_range_is_a_usage_error(words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        lab.parse_args(["000-rolling-update", *words])
+    assert exit_.value.code == 2
+    assert "argument" in capsys.readouterr().err
+
+
+def test_numbers_in_range_are_taken():
+    args = lab.parse_args(
+        ["000-rolling-update", "--duration", "1", "--lag", "0.5-3", "-c", "1000"]
+    )
+    assert (args.duration, str(args.lag), args.connections) == (1, "0.5-3 s", 1000)
+
+
 def test_the_namespace_is_taken_out_of_a_command_in_every_spelling():
     for words, left in [
         (["get", "po", "-n", "test"], ["get", "po"]),

@@ -105,6 +105,22 @@ def test_a_streams_variant_counts_abnormal_ends_of_connection_attempts():
     assert sweep.stream_counts(report) == (3, 6)
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--lags", "1,-2"],
+        ["--lags", ""],
+        ["--lags", "1,,2"],
+        ["--runs", "0"],
+        ["--qps", "0"],
+    ],
+)
+def test_a_sweep_number_out_of_its_range_is_a_usage_error(words):
+    with pytest.raises(SystemExit) as exit_:
+        sweep.parse_args(["003-zero-downtime", *words])
+    assert exit_.value.code == 2
+
+
 def test_the_sweep_load_is_probe_load_or_long_lived_clients():
     assert sweep.parse_load("x", "load") == ("load", {})
     assert sweep.parse_load("x", "streams ws=20 sse=20 grpc=3") == (
