@@ -304,7 +304,11 @@ class Run:
                 # the last endpoint change.
                 self.loaded_services.append((namespace, service.name))
         elif verb == "sleep":
-            time.sleep(float(words[1]))
+            try:
+                seconds = bounded(0, 600)(words[1] if len(words) == 2 else "")
+            except argparse.ArgumentTypeError as error:
+                raise ManifestError(f"lab sleep SECONDS: {error}") from None
+            time.sleep(seconds)
         else:
             raise ManifestError(f"lab {verb}: unknown (load, streams, sleep)")
 

@@ -148,6 +148,24 @@ def config(name: str) -> Sweep:
                 f"{sorted(unknown)}"
             )
     parse_load(name, sweep.get("load", "load"))
+    for where, values in (
+        ("lags", sweep.get("lags", [])),
+        ("short lags", sweep.get("short", {}).get("lags", sweep.get("lags", []))),
+    ):
+        if not values or not all(
+            isinstance(v, int | float) and 0 <= v <= 600 for v in values
+        ):
+            raise kube.ManifestError(
+                f"k8s/{name}/lab.yaml sweep: {where}: {values!r}: seconds, 0 to 600 each"
+            )
+    for where, runs in (
+        ("runs", sweep.get("runs", 3)),
+        ("short runs", sweep.get("short", {}).get("runs", 1)),
+    ):
+        if not (isinstance(runs, int) and 1 <= runs <= 20):
+            raise kube.ManifestError(
+                f"k8s/{name}/lab.yaml sweep: {where}: {runs!r}: 1 to 20"
+            )
     return sweep
 
 

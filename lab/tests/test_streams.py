@@ -91,6 +91,9 @@ def test_the_step_refuses_what_it_does_not_know():
     for words in (["streams", "svc", "ws=many"], ["streams", "svc"], ["streams"]):
         with pytest.raises(kube.ManifestError, match="lab streams"):
             run.lab(words)
+    for words in (["sleep", "-1"], ["sleep", "nan"], ["sleep", "1e9"], ["sleep"]):
+        with pytest.raises(kube.ManifestError, match="lab sleep"):
+            run.lab(words)
 
 
 def run_clients(env, end):

@@ -121,6 +121,24 @@ def test_a_sweep_number_out_of_its_range_is_a_usage_error(words):
     assert exit_.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"lags": [1, -2]}, "lags"),
+        ({"lags": []}, "lags"),
+        ({"short": {"lags": [700]}}, "short lags"),
+        ({"runs": 0}, "runs"),
+        ({"short": {"runs": 21}}, "short runs"),
+    ],
+)
+def test_a_sweep_setting_out_of_its_range_is_refused(monkeypatch, change, says):
+    plan = sweep.run.load_plan("003-zero-downtime")
+    plan["sweep"] = {**plan["sweep"], **change}
+    monkeypatch.setattr(sweep.run, "load_plan", lambda _name: plan)
+    with pytest.raises(sweep.kube.ManifestError, match=f"sweep: {says}"):
+        sweep.config("003-zero-downtime")
+
+
 def test_the_sweep_load_is_probe_load_or_long_lived_clients():
     assert sweep.parse_load("x", "load") == ("load", {})
     assert sweep.parse_load("x", "streams ws=20 sse=20 grpc=3") == (
