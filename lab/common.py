@@ -68,6 +68,26 @@ def bounded(
     return parse
 
 
+def add_number(
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    low: float,
+    high: float,
+    default: float | None,
+    text: str,
+    kind: type[int] | type[float] = float,
+) -> None:
+    """An option that takes a number from `low` to `high`; its help says the range and the
+    default, from the same figures the check uses."""
+    default_text = "" if default is None else f" ({default:g})"
+    parser.add_argument(
+        *flags,
+        type=bounded(low, high, kind),
+        default=default,
+        help=f"{text}, {low:g} to {high:g}{default_text}",
+    )
+
+
 def now_ms() -> float:
     """The wall clock in unix milliseconds: what every record (event, step, sample, request)
     carries, so that the lab's records line up with probe's and the clients' own."""

@@ -31,7 +31,17 @@ import testlib
 import yaml
 
 from lab import streams
-from lab.common import DIST, K8S, OUT, ROOT, bounded, end_on_sigterm, log, now_ms
+from lab.common import (
+    DIST,
+    K8S,
+    OUT,
+    ROOT,
+    add_number,
+    bounded,
+    end_on_sigterm,
+    log,
+    now_ms,
+)
 from lab.kube import (
     Cluster,
     Deployment,
@@ -774,17 +784,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m lab", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("experiment", nargs="*", help="folders under k8s/ (default: all)")
-    p.add_argument(
-        "--duration",
-        type=bounded(1, 3600),
-        default=60,
-        help="seconds of load at least, 1 to 3600 (60)",
-    )
-    p.add_argument(
+    number = functools.partial(add_number, p)
+    number("--duration", low=1, high=3600, default=60, text="seconds of load at least")
+    number(
         "--cooldown",
-        type=bounded(0, 60),
+        low=0,
+        high=60,
         default=2,
-        help="seconds of load after the last step, 0 to 60 (2)",
+        text="seconds of load after the last step",
     )
     p.add_argument(
         "--lag",
@@ -793,31 +800,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="endpoint propagation lag per node, s: a value (1) or a range each node draws "
         "from per change (0.5-3), 0 to 600; default: the experiment's lag:, else 1",
     )
-    p.add_argument(
+    number(
         "--nodes",
-        type=bounded(1, 16, int),
+        low=1,
+        high=16,
         default=3,
-        help="nodes per Service, each with its own lag, 1 to 16 (3)",
+        kind=int,
+        text="nodes per Service, each with its own lag",
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the lag draws")
-    p.add_argument(
+    number(
         "-c",
         "--connections",
-        type=bounded(1, 1000, int),
+        low=1,
+        high=1000,
         default=8,
-        help="the load's connections, 1 to 1000 (8)",
+        kind=int,
+        text="the load's connections",
     )
-    p.add_argument(
-        "--qps",
-        type=bounded(1, 100_000),
-        default=500,
-        help="the load's rate, 1 to 100000 (500)",
-    )
-    p.add_argument(
+    number("--qps", low=1, high=100_000, default=500, text="the load's rate")
+    number(
         "--rollout-timeout",
-        type=bounded(1, 3600),
+        low=1,
+        high=3600,
         default=120,
-        help="seconds `rollout status` waits, 1 to 3600 (120)",
+        text="seconds `rollout status` waits",
     )
     p.add_argument("--registry", default=os.environ.get("REGISTRY", ""))
     p.add_argument("--out", type=pathlib.Path, default=OUT)

@@ -48,6 +48,7 @@ variant).
 
 import argparse
 import copy
+import functools
 import json
 import pathlib
 import re
@@ -59,7 +60,7 @@ from typing import Any
 import yaml
 
 from lab import kube, run, streams
-from lab.common import K8S, OUT, bounded, end_on_sigterm, log
+from lab.common import K8S, OUT, add_number, bounded, end_on_sigterm, log
 from lab.results import Result
 
 # A lab.yaml's `sweep:` section, a variant of it, a manifest, a row of sweep.json, the report.
@@ -502,18 +503,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="lags to try, s, comma-separated, each 0 to 600 (default: the sweep's)",
     )
-    p.add_argument(
-        "--runs", type=bounded(1, 20, int), default=None, help="runs per lag, 1 to 20"
+    number = functools.partial(add_number, p)
+    number("--runs", low=1, high=20, default=None, kind=int, text="runs per lag")
+    number(
+        "--qps", low=1, high=100_000, default=200, text="per variant, under probe load"
     )
-    p.add_argument(
-        "--qps",
-        type=bounded(1, 100_000),
-        default=200,
-        help="per variant, under probe load, 1 to 100000 (200)",
-    )
-    p.add_argument(
-        "--nodes", type=bounded(1, 16, int), default=3, help="nodes, 1 to 16 (3)"
-    )
+    number("--nodes", low=1, high=16, default=3, kind=int, text="nodes")
     p.add_argument("--out", type=pathlib.Path, default=OUT)
     return p.parse_args(argv)
 
