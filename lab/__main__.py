@@ -2,8 +2,8 @@
 
 import sys
 
-from lab.common import end_on_sigterm
+from lab.common import end_on_signals
 from lab.run import main
 
-end_on_sigterm()
+end_on_signals()
 sys.exit(0 if all(r.ok for r in main()) else 1)

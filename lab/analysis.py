@@ -45,7 +45,7 @@ import testlib
 import yaml
 
 from lab import kube
-from lab.common import ROOT, end_on_sigterm, k8s_validator
+from lab.common import ROOT, end_on_signals, k8s_validator, shielded
 from lab.common import log as common_log
 
 ARGO = ROOT / "k8s" / "argo-rollouts"
@@ -589,9 +589,11 @@ def run(duration: float, qps: str, connections: str) -> dict[str, Any]:
     per container, by_version: requests per second by version, through the join on
     testpage_build_info}."""
     s = scenario()
-    pods = Pods(uuid.uuid4().hex[:8])
+    pods: Pods | None = None
     loads: list[testlib.Process] = []
     try:
+        with shielded():  # made and bound as one, so that the `finally` finds it
+            pods = Pods(uuid.uuid4().hex[:8])
         # One container per version; each is scraped as every pod it stands for.
         ips = {"stable": pods.start("stable", image_of(s["stable"]), {})}
         for c, env in CANARIES.items():
@@ -654,9 +656,11 @@ def run(duration: float, qps: str, connections: str) -> dict[str, Any]:
                 "by_version": by_version,
             }
     finally:
-        for proc in loads:
-            proc.close()
-        pods.cleanup()
+        with shielded():
+            for proc in loads:
+                proc.close()
+            if pods is not None:
+                pods.cleanup()
 
 
 def evaluate(
@@ -730,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    end_on_sigterm("lab-analysis")
+    end_on_signals("lab-analysis")
     wrong = problems(main()["rows"])
     for line in wrong:
         log(line)

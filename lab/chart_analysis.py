@@ -39,7 +39,7 @@ import testlib
 import yaml
 
 from lab import analysis, kube
-from lab.common import ROOT, end_on_sigterm
+from lab.common import ROOT, end_on_signals, shielded
 from lab.common import log as common_log
 
 CHART = ROOT / "charts" / "testpage"
@@ -404,9 +404,11 @@ def run(
     duration: float, qps: str, connections: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     s = scenario()
-    pods = analysis.Pods(uuid.uuid4().hex[:8])
+    pods: analysis.Pods | None = None
     loads: list[testlib.Process] = []
     try:
+        with shielded():  # made and bound as one, so that the `finally` finds it
+            pods = analysis.Pods(uuid.uuid4().hex[:8])
         ips: dict[str, str] = {}
         for role, tag in VERSIONS.items():
             template = s["pods"][(ARGO_NS, role)][1]
@@ -441,9 +443,11 @@ def run(
             rows += dashboard_rows(prometheus, s) + drain_rows(prometheus, s)
             return rows, dashboard_rows(prometheus, s, [ABSENT])
     finally:
-        for proc in loads:
-            proc.close()
-        pods.cleanup()
+        with shielded():
+            for proc in loads:
+                proc.close()
+            if pods is not None:
+                pods.cleanup()
 
 
 def show(row: dict[str, Any]) -> str:
@@ -492,7 +496,7 @@ def problems(
 
 
 if __name__ == "__main__":
-    end_on_sigterm("chart-analysis")
+    end_on_signals("chart-analysis")
     wrong = problems(*main())
     for line in wrong:
         log(line)

@@ -1,6 +1,7 @@
 """What every part of the lab shares: where things are, one log, one clock."""
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import math
@@ -8,8 +9,9 @@ import pathlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType, ModuleType
+from typing import ClassVar
 
 import testlib
 
@@ -32,19 +34,56 @@ def log(message: str, source: str = "lab") -> None:
     print(f"{source}: {message}", file=sys.stderr, flush=True)
 
 
-def end_on_sigterm(source: str = "lab") -> None:
-    """SIGTERM (`kill`, `timeout`, a cancelled CI job) ends a run as Ctrl-C does: the
-    `finally` blocks stop the loads and remove the run's containers, volumes, network and
-    haproxy processes, and the exit code is 143. A second SIGTERM is ignored while that
-    happens (it takes seconds, at most about 40); SIGKILL still ends it at once. For the
+class _Signals:
+    """What `end_on_signals` and `shielded` share: how deep in removals the main thread is,
+    and the signals noted meanwhile."""
+
+    depth: ClassVar[int] = 0
+    noted: ClassVar[list[int]] = []
+
+
+def _end(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def end_on_signals(source: str = "lab") -> None:
+    """SIGTERM (`kill`, `timeout`, a cancelled CI job) and SIGINT (Ctrl-C) end a run: raised
+    in the main thread (SystemExit 143, KeyboardInterrupt), so that the `finally` blocks stop
+    the loads and remove the run's containers, volumes, network and haproxy processes. While
+    one of those removals runs (`shielded`), a signal is noted and acted on when it is over,
+    so that no second signal cuts it short; SIGKILL still ends everything at once. For the
     entry points only: a caller that imports the lab keeps its own handlers."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("SIGTERM: stopping, removing what the run created", source)
-        raise SystemExit(128 + signum)
+        name = signal.Signals(signum).name
+        if _Signals.depth:
+            _Signals.noted.append(signum)
+            log(f"{name}: noted; the run removes what it created first", source)
+            return
+        log(f"{name}: stopping, removing what the run created", source)
+        _end(signum)
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """A block that must run to its end once begun (removing what a run created, or creating
+    something and recording it where the removal finds it): SIGTERM and SIGINT arriving
+    inside are acted on when the outermost such block is over. Without `end_on_signals`
+    (the lab imported by tests or another program) it changes nothing."""
+    _Signals.depth += 1
+    try:
+        yield
+    finally:
+        _Signals.depth -= 1
+        if not _Signals.depth and _Signals.noted:
+            signum = _Signals.noted[-1]
+            _Signals.noted.clear()
+            _end(signum)
 
 
 def bounded(
@@ -55,15 +94,17 @@ def bounded(
     name = "a whole number" if kind is int else "a number"
 
     def parse(text: str) -> float:
+        shown = text if len(text) <= 24 else f"{text[:24]}..."
         try:
             value = kind(text)
-        except ValueError:
+            ok = math.isfinite(value) and low <= value <= high
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(
-                f"{text!r}: {name} from {low:g} to {high:g}"
+                f"{shown!r}: {name} from {low:g} to {high:g}"
             ) from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{text}: from {low:g} to {high:g}")
-        return value
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{shown}: from {low:g} to {high:g}")
+        return value + 0  # -0.0 is 0
 
     return parse
 

@@ -14,6 +14,7 @@ target/lab/<folder>/result.json and target/lab/<folder>/timeline.svg.
 """
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -38,9 +39,10 @@ from lab.common import (
     ROOT,
     add_number,
     bounded,
-    end_on_sigterm,
+    end_on_signals,
     log,
     now_ms,
+    shielded,
 )
 from lab.kube import (
     Cluster,
@@ -314,10 +316,12 @@ class Run:
                 # the last endpoint change.
                 self.loaded_services.append((namespace, service.name))
         elif verb == "sleep":
+            if len(words) != 2:
+                raise ManifestError(f"lab {shlex.join(words)}: lab sleep SECONDS")
             try:
-                seconds = bounded(0, 600)(words[1] if len(words) == 2 else "")
+                seconds = bounded(0, 600)(words[1])
             except argparse.ArgumentTypeError as error:
-                raise ManifestError(f"lab sleep SECONDS: {error}") from None
+                raise ManifestError(f"lab sleep: {error}") from None
             time.sleep(seconds)
         else:
             raise ManifestError(f"lab {verb}: unknown (load, streams, sleep)")
@@ -439,10 +443,15 @@ class Run:
             self.stop_loads()
             self.final_checks()
         finally:
-            for proc, _ in [*self.loads.values(), *self.streams.values()]:
-                proc.close()
-            self.cluster.close()
+            with shielded():
+                self.close()
         return self.result()
+
+    def close(self) -> None:
+        """Stops the loads and clients and removes the cluster; again is harmless."""
+        for proc, _ in [*self.loads.values(), *self.streams.values()]:
+            proc.close()
+        self.cluster.close()
 
     def step(self, step: str | dict[str, Any]) -> None:
         record = Step(step, now_ms())
@@ -830,9 +839,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=pathlib.Path, default=OUT)
     args = p.parse_args(argv)
     args.experiment = args.experiment or experiments()
-    for name in args.experiment:
-        load_plan(name)  # every name known before the first run starts
     return args
+
+
+@contextlib.contextmanager
+def started(name: str, plan: Plan, args: argparse.Namespace) -> Iterator[Run]:
+    """A Run whose cluster goes however the block ends: an error, Ctrl-C or SIGTERM included,
+    even one that arrives while the cluster is being created."""
+    run: Run | None = None
+    try:
+        with shielded():
+            run = Run(name, plan, args)
+        yield run
+    finally:
+        if run is not None:
+            with shielded():
+                run.close()
 
 
 def lag_argument(text: str) -> Lag:
@@ -851,16 +873,23 @@ def main(argv: list[str] | None = None) -> list[Result]:
     ):
         if problem:
             raise SystemExit(f"lab: {problem}")
-    results = []
+    # Every experiment named known and sound before the first one runs.
+    plans = {}
     for name in args.experiment:
-        plan = load_plan(name)
-        log(f"{name}: {plan.get('title', '')}")
-        run = Run(name, plan, args)
         try:
-            result = run.run()
-        except (StepError, ManifestError) as error:
-            result = run.result(error=str(error))
-            log(f"{name}: {error}")
+            plans[name] = load_plan(name)
+            Lag.parse(plans[name].get("lag", 1))
+        except ManifestError as error:
+            raise SystemExit(f"lab: {name}: {error}") from None
+    results = []
+    for name, plan in plans.items():
+        log(f"{name}: {plan.get('title', '')}")
+        with started(name, plan, args) as run:
+            try:
+                result = run.run()
+            except (StepError, ManifestError) as error:
+                result = run.result(error=str(error))
+                log(f"{name}: {error}")
         out = args.out / name
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(json.dumps(result.to_json(), indent=2))
@@ -873,5 +902,5 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
 
 if __name__ == "__main__":
-    end_on_sigterm()
+    end_on_signals()
     sys.exit(0 if all(r.ok for r in main()) else 1)

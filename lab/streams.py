@@ -66,10 +66,17 @@ def client_counts(words: Iterable[str]) -> tuple[list[str], dict[str, int]]:
         kind, eq, n = word.partition("=")
         if not eq:
             others.append(word)
-        elif kind in counts and n.isdigit() and int(n) <= MAX_CLIENTS:
+        elif (
+            kind in counts
+            and n.isascii()
+            and n.isdigit()
+            and len(n) <= 4
+            and int(n) <= MAX_CLIENTS
+        ):
             counts[kind] = int(n)
         else:
-            raise ValueError(f"{word}: ws=N, sse=N or grpc=N, N at most {MAX_CLIENTS}")
+            shown = word if len(word) <= 24 else f"{word[:24]}..."
+            raise ValueError(f"{shown}: ws=N, sse=N or grpc=N, N at most {MAX_CLIENTS}")
     return others, counts
 
 

@@ -60,7 +60,7 @@ from typing import Any
 import yaml
 
 from lab import kube, run, streams
-from lab.common import K8S, OUT, add_number, bounded, end_on_sigterm, log
+from lab.common import K8S, OUT, add_number, bounded, end_on_signals, log
 from lab.results import Result
 
 # A lab.yaml's `sweep:` section, a variant of it, a manifest, a row of sweep.json, the report.
@@ -149,21 +149,29 @@ def config(name: str) -> Sweep:
                 f"{sorted(unknown)}"
             )
     parse_load(name, sweep.get("load", "load"))
+    short = sweep.get("short") or {}
+    if not isinstance(short, dict):
+        raise kube.ManifestError(
+            f"k8s/{name}/lab.yaml sweep: short: {short!r}: a map of lags and runs"
+        )
     for where, values in (
-        ("lags", sweep.get("lags", [])),
-        ("short lags", sweep.get("short", {}).get("lags", sweep.get("lags", []))),
+        ("lags", sweep.get("lags")),
+        ("short lags", short.get("lags", sweep.get("lags"))),
     ):
-        if not values or not all(
-            isinstance(v, int | float) and 0 <= v <= 600 for v in values
+        if not (
+            isinstance(values, list)
+            and values
+            and all(is_seconds(v, 600) for v in values)
         ):
             raise kube.ManifestError(
-                f"k8s/{name}/lab.yaml sweep: {where}: {values!r}: seconds, 0 to 600 each"
+                f"k8s/{name}/lab.yaml sweep: {where}: {values!r}: a list of seconds, "
+                "0 to 600 each"
             )
     for where, runs in (
         ("runs", sweep.get("runs", 3)),
-        ("short runs", sweep.get("short", {}).get("runs", 1)),
+        ("short runs", short.get("runs", 1)),
     ):
-        if not (isinstance(runs, int) and 1 <= runs <= 20):
+        if not (type(runs) is int and 1 <= runs <= 20):
             raise kube.ManifestError(
                 f"k8s/{name}/lab.yaml sweep: {where}: {runs!r}: 1 to 20"
             )
@@ -284,10 +292,11 @@ def one_run(
     run_args = run.parse_args(
         [
             "--duration", "1", "--cooldown", "1", "--qps", str(args.qps),
-            "--lag", str(lag), "--nodes", str(args.nodes),
+            "--lag", f"{lag:.3f}", "--nodes", str(args.nodes),
         ]
     )  # fmt: skip
-    result = run.Run(f"{name} sweep", plan, run_args).run()
+    with run.started(f"{name} sweep", plan, run_args) as one:
+        result = one.run()
     return counts(result, load, names)
 
 
@@ -313,7 +322,7 @@ def settings(cfg: Sweep, name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def sweep(name: str, args: argparse.Namespace) -> Report:
     cfg = config(name)
-    short = cfg.get("short", {})
+    short = cfg.get("short") or {}
     lags = args.lags or (short.get("lags") if args.short else None) or cfg["lags"]
     runs = (
         args.runs or (short.get("runs") if args.short else None) or cfg.get("runs", 3)
@@ -485,9 +494,19 @@ def svg(report: Report) -> str:
 
 
 def lag_list(text: str) -> list[float]:
-    """`--lags 0.5,2,8`: one or more lags, each a number of seconds from 0 to 600."""
+    """`--lags 0.5,2,8`: one or more lags, each a number of seconds from 0 to 600, to the
+    millisecond (what the lab's timers resolve)."""
     one = bounded(0, 600)
-    return [one(word) for word in text.split(",")]
+    return [round(one(word), 3) + 0 for word in text.split(",")]
+
+
+def is_seconds(value: object, high: float) -> bool:
+    """A number from 0 to `high` in lab.yaml (YAML's true and false are not numbers)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= high
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -526,5 +545,5 @@ def main(argv: list[str] | None = None) -> Report:
 
 
 if __name__ == "__main__":
-    end_on_sigterm()
+    end_on_signals()
     main()

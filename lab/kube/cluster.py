@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from lab.common import TICK, now_ms
+from lab.common import TICK, log, now_ms, shielded
 from lab.kube.admission import SKIPPED, ManifestError, StepError, check_supported
 from lab.kube.deployments import Deployment, ReplicaSet
 from lab.kube.kubelet import Network, Pod
@@ -99,9 +99,11 @@ class Cluster:
                     if key in self.services:
                         self.services[key].update(obj)
                     else:
-                        self.services[key] = Service(
-                            self.records, self.all_pods, self.nodes, obj
-                        )
+                        # Started and recorded as one, so that `close` finds it.
+                        with shielded():
+                            self.services[key] = Service(
+                                self.records, self.all_pods, self.nodes, obj
+                            )
         return skipped
 
     def deployment(self, namespace: str, name: str) -> Deployment:
@@ -250,6 +252,8 @@ class Cluster:
         """Stops the loop, the Services and every pod, then removes what the run created. A
         pod's thread may be inside `docker run` at this moment: it is waited for (at most
         CLOSE_WAIT seconds in all), so that nothing is created after the removal."""
+        if self.stopped.is_set():
+            return
         self.stopped.set()
         self.loop.join()
         for service in self.services.values():
@@ -261,3 +265,6 @@ class Cluster:
             if pod.thread.is_alive():
                 pod.thread.join(max(0.0, deadline - time.monotonic()))
         self.network.cleanup()
+        late = [p.name for p in self._created if p.thread.is_alive()]
+        if late:
+            log(f"pods still starting or stopping after {CLOSE_WAIT:g}s: {late}")

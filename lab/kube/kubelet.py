@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from typing import IO, TYPE_CHECKING
 
-from lab.common import DIST, TICK
+from lab.common import DIST, TICK, log
 from lab.kube.admission import Manifest, ManifestError, bytes_of, cpus
 from lab.kube.records import Records
 
@@ -80,9 +80,11 @@ class Network:
     def cleanup(self, rounds: int = 20) -> None:
         """Removes every container and volume with the network's label, then the network.
         A container a late thread created meanwhile keeps the network in use, so this goes
-        round again (every 0.5 s, `rounds` times) until the network is gone; once it is, no
-        container of this run can start. Raises when something is still left."""
+        round again (every 0.5 s, `rounds` times) until all three are gone; once the network
+        is, no container of this run can start. What is still left then is logged, by id:
+        the run's own result stands, the leftovers are named."""
         labelled = ("--filter", f"label={self.label}")
+        said = ""
         for _ in range(rounds):
             ids = docker("ps", "-aq", *labelled, check=False).stdout.split()
             if ids:
@@ -93,15 +95,23 @@ class Network:
             if volumes:
                 docker("volume", "rm", "-f", *volumes, check=False)
             gone = docker("network", "rm", self.name, check=False)
-            removed = gone.returncode == 0 or "not found" in gone.stderr
-            if (
-                removed
-                and not docker("ps", "-aq", *labelled, check=False).stdout.split()
-            ):
+            said = gone.stderr.strip()
+            removed = gone.returncode == 0 or "not found" in said
+            left = self._left(labelled)
+            if removed and not any(left):
                 return
             time.sleep(0.5)
-        raise RuntimeError(
-            f"network {self.name}: containers still use it after cleanup"
+        containers, volumes = self._left(labelled)
+        log(
+            f"network {self.name}: not everything went: containers {containers}, "
+            f"volumes {volumes}, network: {said or 'removed'}"
+        )
+
+    @staticmethod
+    def _left(labelled: tuple[str, str]) -> tuple[list[str], list[str]]:
+        return (
+            docker("ps", "-aq", *labelled, check=False).stdout.split(),
+            docker("volume", "ls", "-q", *labelled, check=False).stdout.split(),
         )
 
 
@@ -256,6 +266,8 @@ class Pod:
             if size:
                 options.append(f"size={bytes_of(size)}")
             vname = f"{base}-{name}"
+            if self.stop.is_set():
+                return  # deleted, or the run closed: nothing more is created
             docker(
                 "volume", "create", "--label", label, "--driver", "local",
                 "--opt", "type=tmpfs", "--opt", "device=tmpfs",

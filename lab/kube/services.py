@@ -35,16 +35,23 @@ class Lag:
     @classmethod
     def parse(cls, text: object) -> "Lag":
         """`1`, `1.5`, `0.5-3` (seconds; a trailing `s` is allowed)."""
+        if isinstance(text, bool):  # YAML's true and false are no lag
+            raise ManifestError(f"lag {text!r}: seconds, or a range like 0.5-3")
         raw = str(text).strip().removesuffix("s").strip()
-        low, sep, high = raw.partition("-")
+        shown = raw if len(raw) <= 24 else f"{raw[:24]}..."
         try:
-            lag = cls(float(low), float(high) if sep else float(low))
+            one = float(raw)  # a single value, exponents included (1e-3)
+            lag = cls(one + 0, one + 0)  # -0.0 is 0
         except ValueError:
-            raise ManifestError(
-                f"lag {text!r}: seconds, or a range like 0.5-3"
-            ) from None
+            low, sep, high = raw.partition("-")
+            try:
+                lag = cls(float(low), float(high) if sep else float(low))
+            except ValueError:
+                raise ManifestError(
+                    f"lag {shown!r}: seconds, or a range like 0.5-3"
+                ) from None
         if not 0 <= lag.low <= lag.high <= 600:
-            raise ManifestError(f"lag {text!r}: 0 to 600 s, low before high")
+            raise ManifestError(f"lag {shown!r}: 0 to 600 s, low before high")
         return lag
 
     def draw(self, rng: random.Random) -> float:
@@ -158,6 +165,9 @@ defaults
             raise RuntimeError(
                 f"Service {self.name}: haproxy did not start ({error}): {tail}"
             ) from error
+        except BaseException:
+            self.close()  # a signal while haproxy starts: nothing is left running
+            raise
         # Per node: slot per (port index, pod name), and the endpoints it routes to now.
         self.slots: list[dict[tuple[int, str], int]] = [{} for _ in range(self.nodes)]
         self.applied: list[set[str]] = [set() for _ in range(self.nodes)]

@@ -90,7 +90,7 @@ def test_long_lived_clients_reach_the_new_version_cleanly_only_with_the_drain(re
 
 @pytest.mark.usefixtures("results")
 def test_nothing_is_left_behind():
-    assert leftovers() == ([], [], [])
+    assert leftovers() == ([], [], [], [])
 
 
 def test_sigterm_in_the_middle_of_a_run_leaves_nothing_behind(tmp_path):
@@ -120,7 +120,7 @@ def test_sigterm_in_the_middle_of_a_run_leaves_nothing_behind(tmp_path):
         code = proc.wait(60)
     assert code == 143, log.read_text()
     assert "SIGTERM" in log.read_text()
-    assert leftovers() == ([], [], [])
+    assert leftovers() == ([], [], [], [])
 
 
 # ------------------------------------------------------------ mistakes a cluster punishes
@@ -176,7 +176,7 @@ def test_a_broken_probe_path_stalls_the_rollout(tmp_path):
     assert "not done within" in r["error"], r.get("error")
     assert "HTTP 404" in r["error"], r["error"]
     assert "/no-such-page" in r["error"], r["error"]
-    assert leftovers() == ([], [], [])
+    assert leftovers() == ([], [], [], [])
 
 
 def test_a_prestop_command_the_image_lacks_fails_the_hook(tmp_path):
@@ -274,13 +274,19 @@ def leftovers():
         text=True,
         check=False,
     ).stdout.split()
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label={kube.LABEL}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     haproxies = subprocess.run(
         ["pgrep", "-f", f"{kube.LABEL}-haproxy"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.split()
-    return containers, networks, haproxies
+    return containers, networks, volumes, haproxies
 
 
 @pytest.mark.parametrize(
@@ -297,6 +303,9 @@ def leftovers():
         ["--lag", "-1"],
         ["--lag", "5-1"],
         ["--lag", "inf"],
+        ["--lag", "true"],
+        ["--nodes", "9" * 400],
+        ["--duration", "1" * 5000],
         ["--nodes", "0"],
         ["--nodes", "17"],
         ["--rollout-timeout", "0"],
@@ -314,6 +323,43 @@ def test_numbers_in_range_are_taken():
         ["000-rolling-update", "--duration", "1", "--lag", "0.5-3", "-c", "1000"]
     )
     assert (args.duration, str(args.lag), args.connections) == (1, "0.5-3 s", 1000)
+
+
+SHIELD = """
+import os, signal, sys, time
+from lab.common import end_on_signals, shielded
+end_on_signals("test")
+try:
+    with shielded():
+        os.kill(os.getpid(), signal.SIG{first})
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIG{second})
+        time.sleep(0.2)
+        print("removal done", flush=True)
+finally:
+    print("finally ran", flush=True)
+print("not reached", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "code"), [("TERM", "TERM", 143), ("TERM", "INT", 130)]
+)
+def test_signals_during_a_removal_wait_for_its_end(first, second, code):
+    """A removal (`shielded`) runs to its end whatever signals arrive meanwhile; the last one
+    is acted on after it: SystemExit 143 for SIGTERM, KeyboardInterrupt (130) for SIGINT."""
+    script = SHIELD.format(first=first, second=second)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.stdout.split("\n")[:2] == ["removal done", "finally ran"], done
+    assert "not reached" not in done.stdout
+    assert done.returncode in (code, -signal.SIGINT if code == 130 else code), done
+    assert "noted" in done.stderr, done.stderr
 
 
 def test_the_namespace_is_taken_out_of_a_command_in_every_spelling():

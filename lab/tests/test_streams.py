@@ -81,7 +81,15 @@ def test_client_counts_are_shared_by_the_step_and_the_sweep():
     assert counts == {"ws": 20, "sse": 0, "grpc": 3}
     top = streams.MAX_CLIENTS
     assert streams.client_counts([f"sse={top}"])[1]["sse"] == top
-    for word in (f"ws={top + 1}", "ws=-1", "ws=", "tcp=3", "ws=2.5"):
+    for word in (
+        f"ws={top + 1}",
+        "ws=-1",
+        "ws=",
+        "tcp=3",
+        "ws=2.5",
+        "ws=\u00b2",
+        "ws=" + "9" * 5000,
+    ):
         with pytest.raises(ValueError, match="ws=N"):
             streams.client_counts([word])
 
@@ -91,7 +99,13 @@ def test_the_step_refuses_what_it_does_not_know():
     for words in (["streams", "svc", "ws=many"], ["streams", "svc"], ["streams"]):
         with pytest.raises(kube.ManifestError, match="lab streams"):
             run.lab(words)
-    for words in (["sleep", "-1"], ["sleep", "nan"], ["sleep", "1e9"], ["sleep"]):
+    for words in (
+        ["sleep", "-1"],
+        ["sleep", "nan"],
+        ["sleep", "1e9"],
+        ["sleep"],
+        ["sleep", "1", "2"],
+    ):
         with pytest.raises(kube.ManifestError, match="lab sleep"):
             run.lab(words)
 

@@ -127,7 +127,12 @@ def test_a_sweep_number_out_of_its_range_is_a_usage_error(words):
         ({"lags": [1, -2]}, "lags"),
         ({"lags": []}, "lags"),
         ({"short": {"lags": [700]}}, "short lags"),
+        ({"lags": 5}, "lags"),
+        ({"lags": [True]}, "lags"),
+        ({"short": None, "lags": "1,2"}, "lags"),
+        ({"short": [1]}, "short"),
         ({"runs": 0}, "runs"),
+        ({"runs": True}, "runs"),
         ({"short": {"runs": 21}}, "short runs"),
     ],
 )
@@ -137,6 +142,12 @@ def test_a_sweep_setting_out_of_its_range_is_refused(monkeypatch, change, says):
     monkeypatch.setattr(sweep.run, "load_plan", lambda _name: plan)
     with pytest.raises(sweep.kube.ManifestError, match=f"sweep: {says}"):
         sweep.config("003-zero-downtime")
+
+
+def test_sweep_lags_are_taken_to_the_millisecond_and_reach_the_lab_as_such():
+    assert sweep.lag_list("-0,0.00001,0.5,2") == [0, 0, 0.5, 2]
+    for lag in sweep.lag_list("0.0004,1.2345,600"):
+        assert sweep.run.parse_args(["--lag", f"{lag:.3f}"]).lag.low == lag
 
 
 def test_the_sweep_load_is_probe_load_or_long_lived_clients():
