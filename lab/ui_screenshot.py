@@ -13,8 +13,8 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from lab.common import ROOT
-from lab.run import Run, parse_args
+from lab.common import ROOT, end_on_signals
+from lab.run import parse_args, started
 
 NS = "-n strategy-ramped"
 
@@ -24,7 +24,6 @@ def main() -> None:
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "ui-rollout.png")
     out = p.parse_args().out
     args = parse_args(["--duration", "1", "--qps", "100"])
-    run = Run("004-strategies/ramped", {"steps": []}, args)
     options = webdriver.ChromeOptions()
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -37,31 +36,32 @@ def main() -> None:
         service=Service(shutil.which("chromedriver")), options=options
     )
     try:
-        run.step("kubectl apply -k k8s/004-strategies/ramped")
-        run.step(f"kubectl {NS} rollout status deployment my-app")
-        service = run.cluster.service("strategy-ramped", "my-app")
-        run.cluster.wait(lambda: run.cluster.settled(service), 30, "endpoints")
-        browser.get(service.url() + "ui")
-        browser.find_element("id", "rate").send_keys("10")
-        time.sleep(4)
-        run.step("kubectl apply -f k8s/004-strategies/ramped/app-v2.yaml")
-        # Until the new version holds about half of the last answers.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            share = browser.execute_script(
-                "const e = document.querySelector('#versions li[data-version=\"v2.0.0\"]');"
-                "return e ? Number(e.dataset.share) : 0;"
-            )
-            if share >= 40:
-                break
-            time.sleep(0.2)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(out))
-        print(f"saved {out}")
+        with started("004-strategies/ramped", {"steps": []}, args) as run:
+            run.step("kubectl apply -k k8s/004-strategies/ramped")
+            run.step(f"kubectl {NS} rollout status deployment my-app")
+            service = run.cluster.service("strategy-ramped", "my-app")
+            run.cluster.wait(lambda: run.cluster.settled(service), 30, "endpoints")
+            browser.get(service.url() + "ui")
+            browser.find_element("id", "rate").send_keys("10")
+            time.sleep(4)
+            run.step("kubectl apply -f k8s/004-strategies/ramped/app-v2.yaml")
+            # Until the new version holds about half of the last answers.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                share = browser.execute_script(
+                    "const e = document.querySelector('#versions li[data-version=\"v2.0.0\"]');"
+                    "return e ? Number(e.dataset.share) : 0;"
+                )
+                if share >= 40:
+                    break
+                time.sleep(0.2)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            browser.save_screenshot(str(out))
+            print(f"saved {out}")
     finally:
         browser.quit()
-        run.cluster.close()
 
 
 if __name__ == "__main__":
+    end_on_signals("ui-screenshot")
     main()

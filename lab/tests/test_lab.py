@@ -262,31 +262,19 @@ def test_an_unknown_step_is_refused():
 
 
 def leftovers():
-    containers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={kube.LABEL}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    networks = subprocess.run(
-        ["docker", "network", "ls", "-q", "--filter", f"label={kube.LABEL}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    volumes = subprocess.run(
-        ["docker", "volume", "ls", "-q", "--filter", f"label={kube.LABEL}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    haproxies = subprocess.run(
+    """The containers, networks and volumes (docker's ids) and the haproxy processes (pids)
+    of any lab run on this machine."""
+    label = f"label={kube.LABEL}"
+    commands = (
+        ["docker", "ps", "-aq", "--filter", label],
+        ["docker", "network", "ls", "-q", "--filter", label],
+        ["docker", "volume", "ls", "-q", "--filter", label],
         ["pgrep", "-f", f"{kube.LABEL}-haproxy"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    return containers, networks, volumes, haproxies
+    )
+    return tuple(
+        subprocess.run(c, capture_output=True, text=True, check=False).stdout.split()
+        for c in commands
+    )
 
 
 @pytest.mark.parametrize(
