@@ -84,6 +84,7 @@ def load_plan(name: str) -> Plan:
     unknown = set(plan) - {"title", "lag", "steps", "expect", "sweep"}
     if unknown:
         raise ManifestError(f"k8s/{name}/lab.yaml: unknown keys {sorted(unknown)}")
+    Lag.parse(plan.get("lag", 1))  # refused here, before any run starts
     return plan
 
 
@@ -878,7 +879,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for name in args.experiment:
         try:
             plans[name] = load_plan(name)
-            Lag.parse(plans[name].get("lag", 1))
         except ManifestError as error:
             raise SystemExit(f"lab: {name}: {error}") from None
     results = []

@@ -85,23 +85,19 @@ class Network:
         the run's own result stands, the leftovers are named."""
         labelled = ("--filter", f"label={self.label}")
         said = ""
+        containers, volumes = self._left(labelled)
         for _ in range(rounds):
-            ids = docker("ps", "-aq", *labelled, check=False).stdout.split()
-            if ids:
-                docker("rm", "-f", *ids, check=False)
-            volumes = docker(
-                "volume", "ls", "-q", *labelled, check=False
-            ).stdout.split()
+            if containers:
+                docker("rm", "-f", *containers, check=False)
             if volumes:
                 docker("volume", "rm", "-f", *volumes, check=False)
             gone = docker("network", "rm", self.name, check=False)
             said = gone.stderr.strip()
             removed = gone.returncode == 0 or "not found" in said
-            left = self._left(labelled)
-            if removed and not any(left):
+            containers, volumes = self._left(labelled)
+            if removed and not containers and not volumes:
                 return
             time.sleep(0.5)
-        containers, volumes = self._left(labelled)
         log(
             f"network {self.name}: not everything went: containers {containers}, "
             f"volumes {volumes}, network: {said or 'removed'}"

@@ -43,9 +43,9 @@ class Lag:
             one = float(raw)  # a single value, exponents included (1e-3)
             lag = cls(one + 0, one + 0)  # -0.0 is 0
         except ValueError:
-            low, sep, high = raw.partition("-")
+            low, _, high = raw.partition("-")
             try:
-                lag = cls(float(low), float(high) if sep else float(low))
+                lag = cls(float(low), float(high))
             except ValueError:
                 raise ManifestError(
                     f"lag {shown!r}: seconds, or a range like 0.5-3"
